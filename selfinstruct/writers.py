@@ -1,0 +1,57 @@
+"""Writers at the edge: every output file appears whole or not at all (write to a temporary file in
+the same folder, flush, fsync, rename)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+from selfinstruct.record import Record
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary sibling of ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_open(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+
+
+def write_alpaca(path: str | os.PathLike, records: Iterable[Record]) -> int:
+    """Alpaca JSON: a list of ``{instruction, input, output}``, streamed (no list of dicts in memory)."""
+    n = 0
+    with atomic_open(path) as f:
+        f.write("[")
+        for r in records:
+            f.write(",\n  " if n else "\n  ")
+            json.dump(r.to_alpaca(), f, ensure_ascii=False)
+            n += 1
+        f.write("\n]\n" if n else "]\n")
+    return n
+
+
+def reject_line(record: Record, reason: str, detail: str = "", source: str | None = None) -> str:
+    """One line of rejects.jsonl: the record, where it came from, the reason code and its detail."""
+    row = {"reason": reason, "detail": detail, "source": source or record.origin,
+           "record": record.to_dict()}
+    return json.dumps(row, ensure_ascii=False) + "\n"
