@@ -1,0 +1,111 @@
+"""The ``selfinstruct generate`` command: options in, ``run_generate`` out, a short report."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from selfinstruct.errors import UsageError
+
+
+def default_cache_path() -> str:
+    base = os.environ.get("SELFINSTRUCT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "selfinstruct")
+    return os.path.join(base, "responses.sqlite")
+
+
+def _split(values: Optional[List[str]]) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def generate_command(
+    num: Annotated[int, typer.Option("--num", "-n", help="Accepted examples to end with.",
+                                     show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (data.json, rejects.jsonl, "
+                                     "summary.json, journal.jsonl). Rerun with the same folder to resume.",
+                                     show_default=False)],
+    seeds: Annotated[Optional[List[str]], typer.Option(
+        "--seeds", help="Seed task files (Self-Instruct JSONL, BELLE, Alpaca JSON…); repeat for several. "
+                        "Default: the project's seeds for --lang.", show_default=False)] = None,
+    lang: Annotated[str, typer.Option(help="Language of prompts and data: en or zh.")] = "en",
+    recipe: Annotated[str, typer.Option(help="alpaca (triples in one request) or self-instruct "
+                                             "(instructions, classification check, instances).")] = "alpaca",
+    teacher: Annotated[str, typer.Option(help="embedded (SmolLM2-135M on this machine, no key) or "
+                                              "openai (any OpenAI-compatible endpoint).")] = "embedded",
+    model: Annotated[Optional[str], typer.Option(help="Teacher model name (openai; default "
+                                                      "$OPENAI_MODEL or gpt-4o-mini).", show_default=False)] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL (default "
+                                                         "$OPENAI_BASE_URL or OpenAI's).", show_default=False)] = None,
+    api: Annotated[str, typer.Option(help="openai endpoint: chat (/v1/chat/completions) or completions "
+                                          "(/v1/completions, better for base models).")] = "chat",
+    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight (openai default 16; "
+                                                            "embedded: batch size, default 32).",
+                                                       show_default=False)] = None,
+    rpm: Annotated[Optional[float], typer.Option(help="Requests per minute limit.", show_default=False)] = None,
+    tpm: Annotated[Optional[float], typer.Option(help="Tokens per minute limit.", show_default=False)] = None,
+    max_cost: Annotated[Optional[float], typer.Option(help="Stop cleanly before spending more than this "
+                                                           "many USD.", show_default=False)] = None,
+    price_in: Annotated[Optional[float], typer.Option(help="USD per 1M prompt tokens (overrides the "
+                                                           "built-in table).", show_default=False)] = None,
+    price_out: Annotated[Optional[float], typer.Option(help="USD per 1M completion tokens.",
+                                                       show_default=False)] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse responses to identical requests "
+                                        "from an on-disk cache ($SELFINSTRUCT_CACHE_DIR, default "
+                                        "~/.cache/selfinstruct); openai teacher only.")] = True,
+    only: Annotated[Optional[List[str]], typer.Option(help="Run only these filters or stages "
+                                                           "(comma-separated).", show_default=False)] = None,
+    skip: Annotated[Optional[List[str]], typer.Option(help="Leave out these filters or stages.",
+                                                      show_default=False)] = None,
+    rouge_threshold: Annotated[float, typer.Option(help="Reject instructions whose ROUGE-L F with a pool "
+                                                        "instruction is above this.")] = 0.7,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling prompt examples.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Bootstrap instruction/input/output examples from seed tasks with a teacher LLM.
+
+    Each request shows the teacher a sample of seed and earlier machine
+    tasks; every candidate passes the same filters as `selfinstruct filter`
+    (length, blacklist, bad start, echo, refusal, language, ROUGE-L novelty
+    > 0.7 against the whole pool) before it joins the pool. Writes
+    OUT/data.json (Alpaca JSON), OUT/rejects.jsonl (each reject with its
+    reason) and OUT/summary.json. Killed or stopped, the same command with
+    the same --out resumes and ends with exactly --num examples.
+
+    Examples:
+
+    \b
+      # 20 English examples from the embedded teacher (no key, no server)
+      selfinstruct generate --num 20 --out out/en
+      # Chinese, Self-Instruct recipe
+      selfinstruct generate --num 20 --lang zh --recipe self-instruct --out out/zh
+      # OpenAI, 32 requests in flight, at most $5
+      OPENAI_API_KEY=sk-... selfinstruct generate --teacher openai \\
+          --model gpt-4o-mini --num 50000 --concurrency 32 --max-cost 5 --out out/big
+      # a local vLLM server, base model, completions endpoint
+      selfinstruct generate --teacher openai --base-url http://localhost:8000/v1 \\
+          --model meta-llama/Llama-3.1-8B --api completions --num 1000 --out out/vllm
+      # your own seeds (Self-Instruct JSONL, BELLE, Alpaca JSON)
+      selfinstruct generate --seeds my_seeds.jsonl --num 100 --out out/mine
+    """
+    from selfinstruct.generate import Settings, run_generate
+
+    options: dict = {}
+    if teacher == "openai":
+        options = {k: v for k, v in dict(model=model, base_url=base_url, api=api, concurrency=concurrency,
+                                         rpm=rpm, tpm=tpm, max_cost=max_cost, price_in=price_in,
+                                         price_out=price_out).items() if v is not None}
+    elif teacher == "embedded":
+        if concurrency is not None:
+            if concurrency < 1:
+                raise UsageError(f"--concurrency must be at least 1 (got {concurrency})")
+            options["batch_size"] = concurrency
+    s = Settings(num=num, out=out, seeds=list(seeds or []), lang=lang, recipe=recipe, teacher=teacher,
+                 seed=seed, rouge_threshold=rouge_threshold, only=_split(only), skip=_split(skip),
+                 cache=default_cache_path() if (cache and teacher != "embedded") else None,
+                 teacher_options=options, progress=progress)
+    summary = run_generate(s)
+    rej = summary["rejected_total"]
+    typer.echo(f"{summary['accepted']}/{summary['requested']} examples in {out}/data.json "
+               f"({rej} rejected, see rejects.jsonl; stopped: {summary['stopped']})")

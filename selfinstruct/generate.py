@@ -1,0 +1,343 @@
+"""The bootstrap loop of ``selfinstruct generate``.
+
+It keeps ``concurrency`` units of work in flight (see ``recipes.base`` for what a unit is), runs every
+candidate through the same filter chain ``selfinstruct filter`` uses, grows the pool with what it
+accepts, and stops at exactly ``num`` accepted examples. Every paid response and every decision goes
+to the journal before it counts; a rerun with the same ``--out`` replays the journal and continues.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from selfinstruct import journal as jr
+from selfinstruct.errors import TeacherError, UsageError
+from selfinstruct.filters import FilterChain, Rejection, build_chain
+from selfinstruct.record import Record
+from selfinstruct.recipes import load_recipe_class
+from selfinstruct.seedtasks import load_seeds
+from selfinstruct.teachers import load_teacher_class
+from selfinstruct.teachers.base import BudgetExhausted, Request, Response, Teacher
+from selfinstruct.writers import atomic_open, reject_line, write_alpaca, write_json
+
+LANGS = ("en", "zh")
+RENDER_EVERY_S = 30.0
+# Filters a generate run leaves out unless named in --only: near-duplicate prompts are already caught
+# by the ROUGE-L novelty rule on instructions.
+GENERATE_DEFAULT_OFF = ("minhash",)
+
+
+@dataclass
+class Settings:
+    num: int
+    out: str
+    seeds: list[str] = field(default_factory=list)
+    lang: str = "en"
+    recipe: str = "alpaca"
+    teacher: str = "embedded"
+    seed: int = 0
+    rouge_threshold: float = 0.7
+    only: list[str] = field(default_factory=list)
+    skip: list[str] = field(default_factory=list)
+    cache: str | None = None              # response cache path; None = no cache
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.num < 1:
+            raise UsageError(f"--num must be at least 1 (got {self.num})")
+        if self.lang not in LANGS:
+            raise UsageError(f"unknown language '{self.lang}' (choose from {', '.join(LANGS)})")
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise UsageError(f"--out {self.out} is a file; give a folder")
+        if not 0 < self.rouge_threshold <= 1:
+            raise UsageError(f"--rouge-threshold must be in (0, 1] (got {self.rouge_threshold})")
+
+    def journal_identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        return {"recipe": self.recipe, "lang": self.lang, "teacher": self.teacher}
+
+
+class Run:
+    """One generate run: state, the unit context offered to recipes, and the outputs."""
+
+    def __init__(self, s: Settings, teacher: Teacher, recipe, chain: FilterChain, state: jr.JournalState,
+                 journal: jr.Journal, cache=None):
+        self.s, self.teacher, self.recipe, self.journal, self.cache = s, teacher, recipe, journal, cache
+        self.chain = chain
+        chain.on_reject = self._on_reject
+        self.pre, self.post = chain.split({"instruction"})
+        self.two_phase = getattr(recipe, "two_phase", False)
+        self.offer_chain = self.post if self.two_phase else chain
+        self.state = state
+        self.accepted = len(state.accepted)
+        self.machine: list[Record] = list(state.pooled if self.two_phase else state.accepted)
+        self.rejected: Counter[str] = Counter(state.rejected)
+        self.tokens: dict[str, Counter] = {}
+        self.requests = Counter()
+        self.rng = random.Random(f"{s.seed}:{state.units}")
+        self.next_uid = state.units
+        self.stop_reason: str | None = None
+        self._key: str | None = None
+        self.pbar = None
+        self._last_render = time.monotonic()
+
+    # -- the UnitContext offered to recipes -------------------------------------------------------
+
+    async def ask(self, request: Request) -> Response:
+        key = request.key()
+        replay = self.state.responses.get(key)
+        if replay is not None:
+            self.requests["replayed"] += 1
+            return Response(**{**asdict(replay), "cached": True})
+        if self.cache is not None:
+            from selfinstruct.cache import complete_cached
+            resp = await complete_cached(self.teacher, self.cache, request)
+        else:
+            resp = await self.teacher.complete(request)
+        if resp.error:
+            self.requests["failed"] += 1
+            return resp
+        self.requests["cached" if resp.cached else "paid"] += 1
+        if not resp.cached:
+            tok = self.tokens.setdefault(request.stage, Counter())
+            tok["prompt"] += resp.prompt_tokens
+            tok["completion"] += resp.completion_tokens
+        self.state.responses[key] = resp
+        self.journal.write({"ev": "resp", "key": key, "stage": request.stage, "resp": resp.to_dict()})
+        return resp
+
+    def offer(self, record: Record, key: str) -> bool:
+        if key in self.state.decided:
+            return self.state.decided[key]
+        self._stamp(record, key)
+        if self.accepted >= self.s.num:
+            self.reject(record, key, "over_quota", f"{self.s.num} examples were already accepted")
+            return False
+        self._key = key
+        if self.offer_chain.check(record) is not None:
+            return False
+        self.accepted += 1
+        record.id = f"{self.s.lang}-{self.accepted:06d}"
+        self.journal.write({"ev": "accept", "key": key, "record": record.to_dict()})
+        self.state.decided[key] = True
+        if not self.two_phase:
+            self.machine.append(record)
+        if self.pbar is not None:
+            self.pbar.update(1)
+        if self.accepted >= self.s.num:
+            self.stop_reason = "done"
+        return True
+
+    def offer_instruction(self, record: Record, key: str) -> bool:
+        if key in self.state.decided:
+            return self.state.decided[key]
+        self._stamp(record, key)
+        self._key = key
+        if self.pre.check(record) is not None:
+            return False
+        self.journal.write({"ev": "pool", "key": key, "record": record.to_dict()})
+        self.state.decided[key] = True
+        self.machine.append(record)
+        return True
+
+    def reject(self, record: Record, key: str, reason: str, detail: str = "") -> None:
+        if key in self.state.decided:
+            return
+        self._stamp(record, key)
+        self._on_reject(record, Rejection(reason, detail), key)
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _stamp(self, record: Record, key: str) -> None:
+        record.lang = record.lang or self.s.lang
+        record.origin = record.origin or "machine"
+        record.teacher = self.teacher.name
+        record.request_id = key
+
+    def _on_reject(self, record: Record, rej: Rejection, key: str | None = None) -> None:
+        key = key or self._key
+        self.state.decided[key] = False
+        self.rejected[rej.reason] += 1
+        self.journal.write({"ev": "reject", "key": key, "reason": rej.reason, "detail": rej.detail,
+                            "record": record.to_dict()})
+        if self.pbar is not None:
+            self.pbar.set_postfix_str(self._postfix(), refresh=False)
+
+    def _postfix(self) -> str:
+        rej = sum(self.rejected.values())
+        top = ", ".join(f"{k} {v}" for k, v in self.rejected.most_common(2))
+        live = getattr(self.teacher, "live", None)
+        extra = ""
+        if live is not None:
+            extra = " " + " ".join(f"{k}={v}" for k, v in live().items())
+        return f"rejected {rej}" + (f" ({top})" if top else "") + extra
+
+    async def _unit(self, uid: str, first: Request) -> None:
+        await self.recipe.run(self, uid, first)
+        self.journal.write({"ev": "end", "uid": uid})
+
+    def _new_unit(self) -> tuple[str, Request]:
+        uid = f"u{self.next_uid}"
+        self.next_uid += 1
+        req = self.recipe.first_request(self.rng, self.machine)
+        self.journal.write({"ev": "start", "uid": uid, "req": req.to_dict()})
+        return uid, req
+
+    async def loop(self) -> None:
+        tasks: set[asyncio.Task] = set()
+        for uid, req in list(self.state.open_units.items()):      # finish what a crash interrupted
+            tasks.add(asyncio.create_task(self._unit(uid, req)))
+        try:
+            while self.accepted < self.s.num and self.stop_reason is None:
+                while len(tasks) < self.teacher.concurrency:
+                    tasks.add(asyncio.create_task(self._unit(*self._new_unit())))
+                done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    self._check(t)
+                if time.monotonic() - self._last_render > RENDER_EVERY_S:
+                    self.render()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(t, (TeacherError,)):
+                    raise t
+
+    def _check(self, task: asyncio.Task) -> None:
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, BudgetExhausted):
+            self.stop_reason = f"max_cost: {exc}" if str(exc) else "max_cost"
+            return
+        raise exc
+
+    # -- outputs ----------------------------------------------------------------------------------------
+
+    def render(self, started: float | None = None) -> dict[str, Any]:
+        """data.json, rejects.jsonl, summary.json from the journal, each replaced atomically."""
+        out = self.s.out
+        accepted: list[Record] = []
+        with atomic_open(os.path.join(out, "rejects.jsonl")) as rf:
+            for ev in jr.iter_events(self.journal.path):
+                if ev["ev"] == "accept" and len(accepted) < self.s.num:
+                    accepted.append(Record.from_dict(ev["record"]))
+                elif ev["ev"] == "reject":
+                    rf.write(reject_line(Record.from_dict(ev["record"]), ev["reason"], ev["detail"],
+                                         source=ev["key"]))
+        write_alpaca(os.path.join(out, "data.json"), accepted)
+        with atomic_open(os.path.join(out, "records.jsonl")) as f:
+            for r in accepted:
+                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        summary = self.summary(len(accepted), started)
+        write_json(os.path.join(out, "summary.json"), summary)
+        self._last_render = time.monotonic()
+        return summary
+
+    def summary(self, accepted: int, started: float | None) -> dict[str, Any]:
+        tokens = {st: dict(c) for st, c in self.tokens.items()}
+        total = Counter()
+        for c in self.tokens.values():
+            total.update(c)
+        return {
+            "requested": self.s.num,
+            "accepted": accepted,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": sum(self.rejected.values()),
+            "stopped": self.stop_reason or ("done" if accepted >= self.s.num else "interrupted"),
+            "tokens": {"prompt": total["prompt"], "completion": total["completion"], "per_stage": tokens},
+            "requests": dict(self.requests),
+            "elapsed_seconds": round(time.monotonic() - started, 2) if started else None,
+            "filter_seconds_per_stage": {k: round(v, 3) for k, v in
+                                         (self.chain.seconds + self.pre.seconds + self.post.seconds).items()},
+            "teacher": {"name": self.teacher.name, **self.teacher.stats()},
+            "settings": {k: v for k, v in asdict(self.s).items() if k not in ("teacher_options", "progress")}
+            | {"teacher_options": {k: v for k, v in self.s.teacher_options.items() if "key" not in k}},
+        }
+
+
+def open_journal(s: Settings) -> tuple[jr.Journal, jr.JournalState]:
+    os.makedirs(s.out, exist_ok=True)
+    path = os.path.join(s.out, jr.FILENAME)
+    if os.path.exists(path):
+        state = jr.load(path)
+        if state.header and state.header != s.journal_identity():
+            have = " ".join(f"--{k} {v}" for k, v in state.header.items())
+            raise UsageError(f"{s.out} holds a run made with {have}; rerun with those options or "
+                             "choose another --out")
+        journal = jr.Journal(path)
+        if state.header is None:
+            journal.write({"ev": "header", "settings": s.journal_identity()})
+        return journal, state
+    if os.path.exists(os.path.join(s.out, "data.json")):
+        raise UsageError(f"{s.out} has a data.json but no {jr.FILENAME}: refusing to overwrite it; "
+                         "choose another --out")
+    journal = jr.Journal(path)
+    journal.write({"ev": "header", "settings": s.journal_identity()})
+    return journal, jr.JournalState()
+
+
+def build(s: Settings):
+    """Validate everything that can be wrong with the input before touching --out."""
+    s.validate()
+    recipe_cls = load_recipe_class(s.recipe)
+    teacher_cls = load_teacher_class(s.teacher)
+    seeds = load_seeds(s.seeds, s.lang)
+    chain = build_chain(only=s.only, skip=s.skip, default_off=GENERATE_DEFAULT_OFF,
+                        options={"rouge_threshold": s.rouge_threshold, "lang": s.lang})
+    return recipe_cls(seeds, s.lang), teacher_cls(**s.teacher_options), seeds, chain
+
+
+async def run_async(s: Settings, teacher: Teacher | None = None) -> dict[str, Any]:
+    recipe, built_teacher, seeds, chain = build(s)
+    teacher = teacher or built_teacher
+    journal, state = open_journal(s)
+    cache = None
+    if s.cache:
+        from selfinstruct.cache import ResponseCache
+        cache = ResponseCache(s.cache)
+    started = time.monotonic()
+    # The pool: seeds first, then what earlier runs into this folder accepted.
+    chain.seed(seeds)
+    run = Run(s, teacher, recipe, chain, state, journal, cache)
+    if run.two_phase:
+        run.pre.seed(state.pooled)
+        run.post.seed(state.accepted)
+    else:
+        chain.seed(state.accepted)
+    try:
+        if run.accepted < s.num:
+            await teacher.start()
+            run.pbar = _progress(s, run.accepted)
+            try:
+                await run.loop()
+            finally:
+                await teacher.aclose()
+                if run.pbar is not None:
+                    run.pbar.set_postfix_str(run._postfix())
+                    run.pbar.close()
+        return run.render(started)
+    finally:
+        journal.close()
+        if cache is not None:
+            cache.close()
+
+
+def _progress(s: Settings, initial: int):
+    if not s.progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=s.num, initial=initial, unit="ex", desc="generate", file=sys.stderr,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def run_generate(s: Settings, teacher: Teacher | None = None) -> dict[str, Any]:
+    return asyncio.run(run_async(s, teacher))

@@ -1,0 +1,118 @@
+"""The run journal: an append-only JSON-lines log in the output folder that is the single source of
+truth of a ``generate`` run. Every paid teacher response and every decision (a candidate accepted,
+rejected, or an instruction entering the pool) is written and flushed to the OS before it counts, so
+a process killed at any moment (SIGKILL included) loses at most the line it was writing, and that
+line is discarded on the next start. ``data.json``, ``rejects.jsonl`` and ``summary.json`` are
+rendered from the journal, atomically.
+
+Events (``ev``): ``header`` (settings), ``start`` (a unit's first request), ``resp`` (a response,
+by request key), ``pool`` / ``accept`` / ``reject`` (decisions, by candidate key), ``end`` (a unit).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from selfinstruct.errors import InputError, UsageError
+from selfinstruct.record import Record
+from selfinstruct.teachers.base import Request, Response
+
+FILENAME = "journal.jsonl"
+FSYNC_EVERY_S = 2.0
+
+
+@dataclass
+class JournalState:
+    """What a journal says about a run so far."""
+    header: dict[str, Any] | None = None
+    accepted: list[Record] = field(default_factory=list)
+    pooled: list[Record] = field(default_factory=list)
+    decided: dict[str, bool] = field(default_factory=dict)
+    responses: dict[str, Response] = field(default_factory=dict)
+    open_units: dict[str, Request] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    units: int = 0
+
+
+def iter_events(path: str) -> Iterator[dict[str, Any]]:
+    """The journal's complete events; a torn last line (the process died writing it) is skipped."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            yield json.loads(raw)
+        except ValueError:
+            if n == len(lines):       # no newline after it: torn by a crash
+                return
+            raise InputError("corrupt journal line (not JSON); move the folder away to start over",
+                             path, n) from None
+
+
+def load(path: str) -> JournalState:
+    st = JournalState()
+    for ev in iter_events(path):
+        kind = ev["ev"]
+        if kind == "header":
+            st.header = ev["settings"]
+        elif kind == "start":
+            st.open_units[ev["uid"]] = Request.from_dict(ev["req"])
+            st.units += 1
+        elif kind == "end":
+            st.open_units.pop(ev["uid"], None)
+        elif kind == "resp":
+            st.responses[ev["key"]] = Response.from_dict(ev["resp"])
+        elif kind == "accept":
+            st.accepted.append(Record.from_dict(ev["record"]))
+            st.decided[ev["key"]] = True
+        elif kind == "pool":
+            st.pooled.append(Record.from_dict(ev["record"]))
+            st.decided[ev["key"]] = True
+        elif kind == "reject":
+            st.decided[ev["key"]] = False
+            st.rejected[ev["reason"]] = st.rejected.get(ev["reason"], 0) + 1
+    return st
+
+
+def repair(path: str) -> None:
+    """Cut a torn last line so that new events start on a line of their own."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+class Journal:
+    """Appends events; holds an exclusive lock so two runs never write one folder."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if os.path.exists(path):
+            repair(path)
+        self._f = open(path, "a", encoding="utf-8")
+        try:
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._f.close()
+            raise UsageError(f"another selfinstruct generate is writing to {os.path.dirname(path) or '.'}") \
+                from None
+        self._last_sync = time.monotonic()
+
+    def write(self, event: dict[str, Any]) -> None:
+        self._f.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self._f.flush()                     # in the OS now: survives the process being killed
+        if time.monotonic() - self._last_sync > FSYNC_EVERY_S:   # and on disk, every few seconds
+            os.fsync(self._f.fileno())
+            self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()

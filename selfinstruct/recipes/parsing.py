@@ -1,0 +1,73 @@
+"""Parsing teacher text into candidates, shared by the recipes. Teacher text is messy: labels in
+English or Chinese, full-width colons, markdown bold, a chat model restating the header, a small model
+rambling on after the last field. Everything that cannot be parsed becomes an ``unparseable`` reject,
+never a silent drop."""
+from __future__ import annotations
+
+import re
+
+COLON = r"\s*[:：]\s*"
+# "Task 4", "### Task 4:", "**Task 4**", "任务4", "任务 4：", "4." on a line of its own
+TASK_HEADER = re.compile(r"^[ \t#*]*(?:Task|任务)\s*(\d+)[ \t]*[:：.]?[ \t*]*$", re.M | re.I)
+NO_INPUT = {"", "<noinput>", "<no input>", "noinput", "none", "n/a", "<无输入>", "无输入", "无", "空", "<空>"}
+
+LABELS = {
+    "instruction": ("Instruction", "指令"),
+    "input": ("Input", "输入"),
+    "output": ("Output", "输出"),
+}
+
+
+def label_re(field: str) -> str:
+    en, zh = LABELS[field]
+    return rf"(?:\*\*)?(?:{en}|{zh})(?:\*\*)?{COLON}(?:\*\*)?"
+
+
+_ANY_LABEL_LINE = re.compile(
+    rf"^[ \t]*(?:{label_re('instruction')}|{label_re('input')}|{label_re('output')}|Task\b|任务\s*\d|###)",
+    re.M | re.I)
+
+
+def clean_input(text: str) -> str:
+    text = text.strip()
+    return "" if text.lower() in NO_INPUT else text
+
+
+def split_blocks(text: str) -> list[str]:
+    """Split numbered triples on their "Task N" headers (the text before the first header is block 0)."""
+    parts = TASK_HEADER.split(text)
+    blocks = [parts[0]] + [parts[i + 1] for i in range(1, len(parts) - 1, 2)]
+    return [b for b in blocks if b.strip()]
+
+
+def parse_triple(block: str) -> tuple[str, str, str] | None:
+    """(instruction, input, output) from one block, or None when the labels are not there."""
+    m = re.search(rf"(?s){label_re('instruction')}(.*?)(?:\n[ \t]*{label_re('input')}(.*?))?"
+                  rf"\n[ \t]*{label_re('output')}(.*)", block, re.I)
+    if not m:
+        return None
+    instruction, inp, output = m.group(1), m.group(2) or "", m.group(3)
+    # a second label after the output is the model rambling on: the output ends there
+    nxt = _ANY_LABEL_LINE.search(output)
+    if nxt:
+        output = output[: nxt.start()]
+    return instruction.strip(), clean_input(inp), output.strip()
+
+
+NUMBERED_LINE = re.compile(r"^[ \t]*(?:Task|任务)[ \t]*(\d+)[ \t]*[:：.][ \t]*(.*)$", re.M | re.I)
+
+
+def parse_numbered_tasks(text: str, first_number: int) -> list[str]:
+    """Instructions from "Task N: text" lines; the text before the first header belongs to
+    ``first_number`` (the prompt ended with "Task N:")."""
+    out = []
+    m0 = NUMBERED_LINE.search(text)
+    head = text[: m0.start()] if m0 else text
+    head = head.strip().split("\n\n")[0].strip()
+    if head:
+        out.append(head)
+    for m in NUMBERED_LINE.finditer(text):
+        body = m.group(2).strip()
+        if body:
+            out.append(body)
+    return out

@@ -1,0 +1,142 @@
+"""The generate loop with an in-process scripted teacher: exact counts, outputs, rejects, resume."""
+import json
+import os
+
+import pytest
+
+from selfinstruct.errors import InputError, UsageError
+from selfinstruct.generate import Settings, run_generate
+from tests.sim_teacher import ScriptedTeacher, reply
+
+
+def settings(tmp_path, **kw):
+    kw.setdefault("num", 12)
+    kw.setdefault("out", str(tmp_path / "out"))
+    kw.setdefault("progress", False)
+    return Settings(**kw)
+
+
+def load_out(out):
+    data = json.load(open(os.path.join(out, "data.json"), encoding="utf-8"))
+    rejects = [json.loads(l) for l in open(os.path.join(out, "rejects.jsonl"), encoding="utf-8")]
+    summary = json.load(open(os.path.join(out, "summary.json"), encoding="utf-8"))
+    return data, rejects, summary
+
+
+@pytest.mark.parametrize("recipe", ["alpaca", "self-instruct"])
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_generate_ends_with_exactly_num_distinct_examples(tmp_path, recipe, lang):
+    s = settings(tmp_path, recipe=recipe, lang=lang)
+    summary = run_generate(s, ScriptedTeacher(lang=lang))
+    data, rejects, written = load_out(s.out)
+    assert len(data) == 12 and summary["accepted"] == 12
+    assert len({(d["instruction"], d["input"]) for d in data}) == 12
+    assert all(set(d) == {"instruction", "input", "output"} for d in data)
+    assert written["requested"] == 12 and written["stopped"] == "done"
+    assert written["rejected_total"] == len(rejects) == sum(written["rejected"].values())
+
+
+def test_self_instruct_asks_classification_then_instances(tmp_path):
+    teacher = ScriptedTeacher()
+    run_generate(settings(tmp_path, recipe="self-instruct", num=3), teacher)
+    stages = [r.stage for r in teacher.calls]
+    assert stages[0] == "instructions" and "classification" in stages and "instances" in stages
+    first_cls = stages.index("classification")
+    assert stages.index("instances", first_cls) > first_cls
+
+
+def test_records_carry_metadata(tmp_path):
+    s = settings(tmp_path, num=3)
+    run_generate(s, ScriptedTeacher())
+    recs = [json.loads(l) for l in open(os.path.join(s.out, "records.jsonl"))]
+    assert [r["id"] for r in recs] == ["en-000001", "en-000002", "en-000003"]
+    assert all(r["teacher"] == "scripted:sim" and r["lang"] == "en" and r["origin"] == "machine" for r in recs)
+    assert all(r["request_id"].startswith("u") for r in recs)
+
+
+def test_similar_candidates_are_rejected_by_rouge_with_the_pool_item_named(tmp_path):
+    def same(prompt, lang):   # always the same instruction: only the first can be novel
+        return " Explain the river mountain coffee budget idea.\nInput: <noinput>\nOutput: It is fine.\n\n"
+    s = settings(tmp_path, num=1)
+    run_generate(s, ScriptedTeacher(reply_fn=lambda p, l: same(p, l) if len(p) else ""))
+    # the run stopped at 1 accepted; rerun asking for 2 more with a teacher that repeats itself
+    s2 = settings(tmp_path, num=2)
+    teacher = ScriptedTeacher(concurrency=1, reply_fn=lambda p, l: same(p, l) if teacher_calls(teacher) < 3
+                              else reply(p, l))
+    run_generate(s2, teacher)
+    data, rejects, _ = load_out(s.out)
+    similar = [r for r in rejects if r["reason"] == "rouge_too_similar"]
+    assert similar and "Explain the river mountain coffee budget idea." in similar[0]["detail"]
+
+
+def teacher_calls(t):
+    return len(t.calls)
+
+
+def test_failed_requests_are_recorded_not_dropped(tmp_path):
+    s = settings(tmp_path, num=5)
+    summary = run_generate(s, ScriptedTeacher(fail_every=3))
+    _, rejects, _ = load_out(s.out)
+    failed = [r for r in rejects if r["reason"] == "teacher_failed"]
+    assert failed and failed[0]["detail"] == "http 503 after 6 attempts"
+    assert summary["accepted"] == 5
+
+
+def test_rerun_with_same_out_continues_without_asking_again(tmp_path):
+    s = settings(tmp_path, num=4)
+    run_generate(s, ScriptedTeacher())
+    first = load_out(s.out)[0]
+    t2 = ScriptedTeacher()
+    run_generate(settings(tmp_path, num=4), t2)
+    assert t2.calls == [] and load_out(s.out)[0] == first
+    t3 = ScriptedTeacher()
+    run_generate(settings(tmp_path, num=9), t3)
+    data = load_out(s.out)[0]
+    assert len(data) == 9 and data[:4] == first and t3.calls
+
+
+def test_a_unit_interrupted_mid_way_is_finished_from_the_journal_without_paying_again(tmp_path):
+    s = settings(tmp_path, num=30, recipe="self-instruct")
+    t1 = ScriptedTeacher(concurrency=2)
+    run_generate(s, t1)
+    journal = os.path.join(s.out, "journal.jsonl")
+    lines = open(journal, encoding="utf-8").read().splitlines()
+    # cut the journal right after the 5th accept (as a kill would), tearing the next line in half
+    accepts = [i for i, l in enumerate(lines) if '"ev": "accept"' in l]
+    cut = accepts[4]
+    with open(journal, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines[: cut + 1]) + "\n" + lines[cut + 1][:17])
+    paid_before_cut = sum('"ev": "resp"' in l for l in lines[: cut + 1])
+    t2 = ScriptedTeacher(concurrency=2)
+    run_generate(settings(tmp_path, num=30, recipe="self-instruct"), t2)
+    data = load_out(s.out)[0]
+    assert len(data) == 30 and len({d["instruction"] for d in data}) == 30
+    replayed = json.load(open(os.path.join(s.out, "summary.json")))["requests"].get("replayed", 0)
+    assert replayed >= 1
+    assert len(t2.calls) + paid_before_cut >= paid_before_cut   # nothing asked twice is checked below
+    asked_again = {r.key() for r in t2.calls} & {json.loads(l)["key"] for l in lines[: cut + 1]
+                                                  if '"ev": "resp"' in l}
+    assert asked_again == set()
+
+
+def test_bad_settings_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match=r"^--num must be at least 1 \(got 0\)$"):
+        run_generate(settings(tmp_path, num=0), ScriptedTeacher())
+    with pytest.raises(UsageError, match=r"^unknown language 'fr' \(choose from en, zh\)$"):
+        run_generate(settings(tmp_path, lang="fr"), ScriptedTeacher())
+    with pytest.raises(UsageError, match=r"^unknown recipe 'evol' \(choose from alpaca, self-instruct\)$"):
+        run_generate(settings(tmp_path, recipe="evol"), ScriptedTeacher())
+
+
+def test_a_run_folder_is_not_continued_with_another_recipe(tmp_path):
+    run_generate(settings(tmp_path, num=2), ScriptedTeacher())
+    with pytest.raises(UsageError, match="holds a run made with --recipe alpaca --lang en --teacher embedded"):
+        run_generate(settings(tmp_path, num=2, recipe="self-instruct"), ScriptedTeacher())
+
+
+def test_empty_seed_file_is_an_input_error(tmp_path):
+    empty = tmp_path / "seeds.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(InputError):
+        run_generate(settings(tmp_path, seeds=[str(empty)]), ScriptedTeacher())
+    assert not (tmp_path / "out").exists()
