@@ -7,16 +7,12 @@ exit status 2, without a traceback.
 from __future__ import annotations
 
 import functools
-import os
-import sys
 
-os.environ.setdefault("TYPER_USE_RICH", "0")   # plain help and usage errors, no boxes
+import typer
 
-import typer  # noqa: E402
-
-from selfinstruct.commands.filter_cmd import filter_command  # noqa: E402
-from selfinstruct.commands.generate_cmd import generate_command  # noqa: E402
-from selfinstruct.errors import SelfInstructError  # noqa: E402
+from selfinstruct.commands.filter_cmd import filter_command
+from selfinstruct.commands.generate_cmd import generate_command
+from selfinstruct.errors import SelfInstructError
 
 app = typer.Typer(
     name="selfinstruct",
@@ -24,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,           # plain help and usage errors, no boxes
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

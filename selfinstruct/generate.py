@@ -29,6 +29,9 @@ from selfinstruct.writers import atomic_open, reject_line, write_alpaca, write_j
 
 LANGS = ("en", "zh")
 RENDER_EVERY_S = 30.0
+# A teacher that fails this many requests in a row (wrong --base-url, server down) stops the run
+# instead of turning every unit into a teacher_failed reject forever.
+MAX_CONSECUTIVE_FAILURES = 24
 # Filters a generate run leaves out unless named in --only: near-duplicate prompts are already caught
 # by the ROUGE-L novelty rule on instructions.
 GENERATE_DEFAULT_OFF = ("minhash",)
@@ -82,6 +85,7 @@ class Run:
         self.rejected: Counter[str] = Counter(state.rejected)
         self.tokens: dict[str, Counter] = {}
         self.requests = Counter()
+        self.failures_in_row = 0
         self.rng = random.Random(f"{s.seed}:{state.units}")
         self.next_uid = state.units
         self.stop_reason: str | None = None
@@ -104,7 +108,13 @@ class Run:
             resp = await self.teacher.complete(request)
         if resp.error:
             self.requests["failed"] += 1
+            self.failures_in_row += 1
+            if self.failures_in_row >= max(MAX_CONSECUTIVE_FAILURES, 2 * self.teacher.concurrency):
+                raise TeacherError(f"the teacher failed {self.failures_in_row} requests in a row (last: "
+                                   f"{resp.error}); check --base-url and that the server is up, then rerun "
+                                   "to resume")
             return resp
+        self.failures_in_row = 0
         self.requests["cached" if resp.cached else "paid"] += 1
         if not resp.cached:
             tok = self.tokens.setdefault(request.stage, Counter())
@@ -293,12 +303,14 @@ def build(s: Settings):
     seeds = load_seeds(s.seeds, s.lang)
     chain = build_chain(only=s.only, skip=s.skip, default_off=GENERATE_DEFAULT_OFF,
                         options={"rouge_threshold": s.rouge_threshold, "lang": s.lang})
-    return recipe_cls(seeds, s.lang), teacher_cls(**s.teacher_options), seeds, chain
+    teacher = teacher_cls(**s.teacher_options)
+    return recipe_cls(seeds, s.lang), teacher, seeds, chain
 
 
 async def run_async(s: Settings, teacher: Teacher | None = None) -> dict[str, Any]:
     recipe, built_teacher, seeds, chain = build(s)
     teacher = teacher or built_teacher
+    recipe.per_request = getattr(teacher, "tasks_per_request", recipe.per_request)
     journal, state = open_journal(s)
     cache = None
     if s.cache:

@@ -44,7 +44,7 @@ def write_alpaca(path: str | os.PathLike, records: Iterable[Record]) -> int:
         f.write("[")
         for r in records:
             f.write(",\n  " if n else "\n  ")
-            json.dump(r.to_alpaca(), f, ensure_ascii=False)
+            f.write(json.dumps(r.to_alpaca(), ensure_ascii=False))  # dumps uses the C encoder, dump does not
             n += 1
         f.write("\n]\n" if n else "]\n")
     return n

@@ -55,22 +55,23 @@ def test_records_carry_metadata(tmp_path):
 
 
 def test_similar_candidates_are_rejected_by_rouge_with_the_pool_item_named(tmp_path):
-    def same(prompt, lang):   # always the same instruction: only the first can be novel
-        return " Explain the river mountain coffee budget idea.\nInput: <noinput>\nOutput: It is fine.\n\n"
-    s = settings(tmp_path, num=1)
-    run_generate(s, ScriptedTeacher(reply_fn=lambda p, l: same(p, l) if len(p) else ""))
-    # the run stopped at 1 accepted; rerun asking for 2 more with a teacher that repeats itself
-    s2 = settings(tmp_path, num=2)
-    teacher = ScriptedTeacher(concurrency=1, reply_fn=lambda p, l: same(p, l) if teacher_calls(teacher) < 3
-                              else reply(p, l))
-    run_generate(s2, teacher)
-    data, rejects, _ = load_out(s.out)
+    calls = []
+
+    def first_a_paraphrase_then_fresh(prompt, lang):
+        calls.append(prompt)
+        if len(calls) == 1:   # two near-identical tasks in one reply: the second must be rejected
+            return (" Explain the river mountain coffee budget idea to a child.\nInput: <noinput>\nOutput: Fine."
+                    "\n\nTask 5\nInstruction: Explain the river mountain coffee budget idea to a teenager.\n"
+                    "Input: <noinput>\nOutput: Also fine.\n\n")
+        return reply(prompt, lang)
+    s = settings(tmp_path, num=3)
+    run_generate(s, ScriptedTeacher(concurrency=1, reply_fn=first_a_paraphrase_then_fresh))
+    data, rejects, summary = load_out(s.out)
     similar = [r for r in rejects if r["reason"] == "rouge_too_similar"]
-    assert similar and "Explain the river mountain coffee budget idea." in similar[0]["detail"]
-
-
-def teacher_calls(t):
-    return len(t.calls)
+    assert len(similar) == 1 and summary["rejected"]["rouge_too_similar"] == 1
+    assert similar[0]["record"]["instruction"].endswith("to a teenager.")
+    assert similar[0]["detail"].endswith("with: Explain the river mountain coffee budget idea to a child.")
+    assert data[0]["instruction"].endswith("to a child.")
 
 
 def test_failed_requests_are_recorded_not_dropped(tmp_path):

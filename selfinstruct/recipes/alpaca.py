@@ -30,20 +30,19 @@ PROMPTS = {
 class AlpacaRecipe(Recipe):
     name = "alpaca"
     examples = 3          # seed triples shown per prompt
-    new_per_request = 5   # tasks asked for per request
 
     def first_request(self, rng: random.Random, machine: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
         shown = sample_tasks(rng, unique_tasks(self.seeds), machine, self.examples, from_machine=1)
-        text = p["header"].format(k=self.new_per_request)
+        text = p["header"].format(k=self.per_request)
         for n, r in enumerate(shown, 1):
             text += (p["task"].format(n=n) + p["instruction"] + r.instruction + "\n"
                      + p["input"] + (r.input or p["noinput"]) + "\n" + p["output"] + r.output + "\n\n")
         nxt = len(shown) + 1
         text += p["task"].format(n=nxt) + p["instruction"].rstrip()
-        last = nxt + self.new_per_request
+        last = nxt + self.per_request
         stop = (p["task"].format(n=last).strip(),)
-        return Request(prompt=text, max_tokens=110 * self.new_per_request, temperature=0.7, top_p=0.95,
+        return Request(prompt=text, max_tokens=110 * self.per_request, temperature=0.7, top_p=0.95,
                        stop=stop, seed=rng.randrange(2**31), stage="triples")
 
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:

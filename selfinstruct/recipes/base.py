@@ -37,6 +37,11 @@ class UnitContext(Protocol):
 
 class Recipe:
     name: ClassVar[str] = ""
+    # new tasks asked for per first request; teachers may lower it (a 135M model rambles after two)
+    per_request: int = 5
+    # True: instructions are checked by the instruction-only filters and join the pool on their own,
+    # before the teacher writes their instances (offer_instruction); False: whole candidates (offer)
+    two_phase: ClassVar[bool] = False
 
     def __init__(self, seeds: Sequence[Record], lang: str):
         self.seeds = list(seeds)

@@ -85,6 +85,7 @@ def parse_output_first(text: str, p: dict) -> tuple[str, str] | None:
 
 class SelfInstructRecipe(Recipe):
     name = "self-instruct"
+    two_phase = True      # instructions join the pool (instruction filters) before instances exist
     prompt_tasks = 8
     from_machine = 2
 
@@ -94,7 +95,8 @@ class SelfInstructRecipe(Recipe):
         text = p["tasks_header"] + "".join(p["task_line"].format(n=n, text=r.instruction)
                                            for n, r in enumerate(shown, 1))
         text += p["task_line"].format(n=len(shown) + 1, text="").rstrip()
-        return Request(prompt=text, max_tokens=320, temperature=0.7, top_p=0.95, stop=("\n\n\n",),
+        stop = (p["task_line"].format(n=len(shown) + 1 + self.per_request, text="").strip(), "\n\n\n")
+        return Request(prompt=text, max_tokens=40 * self.per_request, temperature=0.7, top_p=0.95, stop=stop,
                        seed=rng.randrange(2**31), stage="instructions")
 
     # -- the requests after the first depend on the instruction only (replayable) ---------------

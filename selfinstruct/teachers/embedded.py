@@ -82,6 +82,8 @@ class _Pending:
 
 class EmbeddedTeacher(Teacher):
     kind = "embedded"
+    # SmolLM2-135M writes one or two good tasks, then rambles: ask for two, spend no tokens on the rest
+    tasks_per_request = 2
 
     def __init__(self, batch_size: int = 32, device: str | None = None, **_ignored: Any):
         self.name = "embedded:SmolLM2-135M-Instruct"

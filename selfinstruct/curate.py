@@ -1,0 +1,198 @@
+"""``selfinstruct filter``: stream records from any input format through the filter chain and write
+the kept ones (Alpaca JSON), the rejected ones with their reasons, and a summary.
+
+Nothing in the output folder changes unless the whole run succeeds: outputs are written to
+temporary files and renamed at the end (``selfinstruct.writers``), so malformed input in error mode
+stops the run (exit 2) with the previous outputs, if any, untouched. Inputs are only ever read.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from selfinstruct.errors import UsageError
+from selfinstruct.filters.base import FilterChain, Rejection
+from selfinstruct.filters.registry import build_chain
+from selfinstruct.readers import ON_BAD_RECORD, open_source, parse_fields, read_records
+from selfinstruct.record import Record
+from selfinstruct.writers import atomic_open, reject_line, write_alpaca, write_json
+
+LANGS = ("auto", "en", "zh")
+DATA, REJECTS, SUMMARY = "data.json", "rejects.jsonl", "summary.json"
+MALFORMED = "malformed"
+
+
+def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (), rouge_threshold: float = 0.7,
+               minhash_threshold: float = 0.8, lang: str = "auto", fields: dict[str, str] | str | None = None,
+               only: Iterable[str] = (), skip: Iterable[str] = (), on_bad_record: str = "error",
+               progress: bool = True) -> dict:
+    """Filter ``inputs`` into ``out_dir``; returns the summary (also written to summary.json)."""
+    started = time.perf_counter()
+    inputs, against = [str(p) for p in inputs], [str(p) for p in against]
+    only, skip = _names(only), _names(skip)
+    fields = parse_fields(fields)
+    _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record)
+    for path in inputs + against:      # a missing or unrecognised file fails before any work
+        open_source(path)
+    chain = build_chain(only, skip, {"lang": lang, "rouge_threshold": rouge_threshold,
+                                     "minhash_threshold": minhash_threshold})
+    against_count, against_bad = _seed(chain, against, on_bad_record)
+
+    out = Path(out_dir)
+    created = _make_folder(out)
+    counts = _Counts()
+    try:
+        with atomic_open(out / REJECTS) as rejects:
+            def write_reject(record: Record, rejection: Rejection) -> None:
+                rejects.write(reject_line(record, rejection.reason, rejection.detail))
+            chain.on_reject = write_reject
+            with _progress_bar(progress) as bar:
+                records = _read_all(inputs, fields, on_bad_record, rejects, counts, chain, bar)
+                write_alpaca(out / DATA, chain.run(records))
+                if bar is not None:
+                    bar.set_postfix_str(_postfix(chain, counts))
+    except BaseException:
+        for folder in reversed(created):   # leave no empty folder behind a failed run
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+    summary = _summary(chain, counts, inputs, against, against_count, against_bad, started, dict(
+        rouge_threshold=rouge_threshold, minhash_threshold=minhash_threshold, lang=lang, fields=fields,
+        only=only, skip=skip, on_bad_record=on_bad_record))
+    write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _names(value: Iterable[str] | str) -> list[str]:
+    """``"exact,rouge"`` or ``["exact", "rouge"]`` → ``["exact", "rouge"]``."""
+    parts = value.split(",") if isinstance(value, str) else [p for v in value for p in str(v).split(",")]
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record) -> None:
+    if not inputs:
+        raise UsageError("give at least one INPUT file")
+    if lang not in LANGS:
+        raise UsageError(f"--lang must be one of {', '.join(LANGS)}, not '{lang}'")
+    if on_bad_record not in ON_BAD_RECORD:
+        raise UsageError(f"--on-bad-record must be one of {', '.join(ON_BAD_RECORD)}, not '{on_bad_record}'")
+    for option, value in (("--rouge-threshold", rouge_threshold), ("--minhash-threshold", minhash_threshold)):
+        if not 0.0 < value <= 1.0:
+            raise UsageError(f"{option} must be in (0, 1], not {value}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder")
+
+
+def _seed(chain: FilterChain, against: list[str], on_bad_record: str) -> tuple[int, int]:
+    """Put the ``--against`` records into the filters' memory; (records, malformed rows)."""
+    count = malformed = 0
+    for path in against:
+        bad: list = []
+        # --fields maps the INPUT files' keys; --against files (seeds, Alpaca) are read as they are.
+        for record in read_records(path, on_bad_record=on_bad_record, bad=bad):
+            chain.seed((record,))
+            count += 1
+        malformed += len(bad)
+    return count, malformed
+
+
+def _make_folder(out: Path) -> list[Path]:
+    """Create ``out`` and its missing parents; the folders created, outermost first."""
+    missing = [p for p in [out, *out.parents] if not p.exists()][::-1]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    return missing
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.read = 0            # input records, malformed rows included
+        self.malformed = 0
+        self.per_input: dict[str, int] = {}
+        self.read_seconds = 0.0
+
+
+def _read_all(inputs, fields, on_bad_record, rejects, counts: _Counts, chain: FilterChain,
+              bar) -> Iterator[Record]:
+    """Every input record in order; malformed rows go straight to rejects.jsonl."""
+    for path in inputs:
+        bad: list = []
+        before = counts.read
+        stream = iter(read_records(path, fields=fields, on_bad_record=on_bad_record, bad=bad))
+        while True:
+            t0 = time.perf_counter()
+            record = next(stream, None)
+            counts.read_seconds += time.perf_counter() - t0
+            if bad:
+                _write_malformed(bad, rejects, counts, bar)
+            if record is None:
+                break
+            counts.read += 1
+            if bar is not None:
+                bar.update(1)
+                if counts.read % 2048 == 0:
+                    bar.set_postfix_str(_postfix(chain, counts), refresh=False)
+            yield record
+        counts.per_input[path] = counts.read - before
+
+
+def _write_malformed(bad: list, rejects, counts: _Counts, bar) -> None:
+    for record, origin, message in bad:
+        rejects.write(reject_line(record or Record("", origin=origin), MALFORMED, message, source=origin))
+    counts.malformed += len(bad)
+    counts.read += len(bad)
+    if bar is not None:
+        bar.update(len(bad))
+    bad.clear()
+
+
+def _postfix(chain: FilterChain, counts: _Counts) -> str:
+    reasons = Counter(chain.rejected)
+    if counts.malformed:
+        reasons[MALFORMED] = counts.malformed
+    top = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3))
+    return f"kept {chain.kept}" + (f" | {top}" if top else "")
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress_bar(progress: bool):
+    """A tqdm bar on stderr (records/s, kept, top reasons) when wanted and stderr is a terminal."""
+    if not progress or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(unit=" records", unit_scale=True, desc="filter", file=sys.stderr, mininterval=0.5)
+
+
+def _summary(chain: FilterChain, counts: _Counts, inputs, against, against_count, against_bad, started,
+             settings) -> dict:
+    chain_summary = chain.summary()
+    stages = dict(chain_summary["seconds_per_stage"])
+    stages = {"read": round(counts.read_seconds, 3), **stages}
+    return {
+        "inputs": [{"path": p, "records": counts.per_input.get(p, 0)} for p in inputs],
+        "against": {"paths": against, "records": against_count, "malformed": against_bad},
+        "input_records": counts.read,
+        "kept": chain.kept,
+        "rejected": chain_summary["rejected"],
+        "malformed": counts.malformed,
+        "filters": chain.names,
+        "seconds_per_stage": stages,
+        "seconds_total": round(time.perf_counter() - started, 3),
+        "settings": settings,
+        "outputs": {"data": DATA, "rejects": REJECTS},
+    }

@@ -1,0 +1,242 @@
+"""``--teacher openai``: any OpenAI-compatible HTTP server (api.openai.com, vLLM, llama.cpp,
+Ollama, TGI, LiteLLM…), via /v1/chat/completions or /v1/completions.
+
+Built for thousands of requests in flight on little CPU: one aiohttp session with a keep-alive
+connection pool the size of ``concurrency`` (about a tenth of the CPU per request of the stock
+``AsyncOpenAI`` client, see benchmarks/bench_teacher_throughput.py). Each request:
+
+1. reserves its worst-case cost against ``max_cost`` (``BudgetExhausted`` when spent money leaves no
+   room), then waits for the shared rate limiter (``rpm`` / ``tpm`` buckets, pool-wide pauses);
+2. is sent; retryable failures (429, 408, 409, 5xx, timeouts, connection errors, truncated or
+   non-JSON bodies, empty ``choices``) are retried with exponential back-off and full jitter, or
+   after the server's ``Retry-After`` (a 429 or a Retry-After pauses the whole pool, not one
+   worker); after ``max_attempts`` the answer is ``Response(text="", error="http 503 after 6
+   attempts")`` so the loop records it;
+3. any other 4xx (bad key, unknown model, prompt too long) raises ``TeacherError``: retrying cannot
+   fix it.
+
+Token counts come from the server's ``usage``; when it sends none they are estimated (see
+``selfinstruct.pricing.estimate_tokens``) and the answer carries ``extra["usage_estimated"]``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from typing import Any
+
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
+
+from selfinstruct.errors import TeacherError, UsageError
+from selfinstruct.pricing import CHAT_OVERHEAD_TOKENS, estimate_tokens, price_for
+from selfinstruct.ratelimit import RateLimiter, backoff_s
+from selfinstruct.teachers._accounting import Accounting
+from selfinstruct.teachers._http import (Decoded, Transient, decode_body, endpoint_url,
+                                         fatal_message, is_retryable, request_body, retry_after_s)
+from selfinstruct.teachers.base import Request, Response, Teacher
+
+OPENAI_URL = "https://api.openai.com/v1"
+APIS = ("chat", "completions")
+
+
+class OpenAITeacher(Teacher):
+    kind = "openai"
+
+    def __init__(self, *, model: str | None = None, base_url: str | None = None,
+                 api_key: str | None = None, api: str = "chat", concurrency: int = 16,
+                 rpm: float | None = None, tpm: float | None = None, max_attempts: int = 6,
+                 timeout: float = 120.0, price_in: float | None = None,
+                 price_out: float | None = None, max_cost: float | None = None,
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0):
+        _check_options(api, concurrency, rpm, tpm, max_attempts, timeout, max_cost, backoff_base)
+        self.model = model or os.environ.get("OPENAI_MODEL") or "gpt-4o-mini"
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        self._shown_url = str(URL(self.base_url).with_user(None))     # no user:password@
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self._api_key = self._api_key or None           # "" means no key, as for local servers
+        self.api, self.concurrency, self.rpm, self.tpm = api, concurrency, rpm, tpm
+        self.max_attempts, self.timeout = max_attempts, timeout
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        known = price_for(self.model) or (0.0, 0.0)
+        self.price_in = known[0] if price_in is None else price_in
+        self.price_out = known[1] if price_out is None else price_out
+        self.max_cost = max_cost
+        self.name = f"openai:{self.model}"
+        self.cache_namespace = f"{self.name}|{self.api}"    # see selfinstruct.cache
+        self._url = endpoint_url(self.base_url, api)
+        self._accounting = Accounting(self.price_in, self.price_out, max_cost)
+        self._limiter = RateLimiter(rpm, tpm)
+        self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:                          # never shows the key
+        return f"OpenAITeacher(model={self.model!r}, base_url={self._shown_url!r}, api={self.api!r})"
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        if self._api_key is None and self.base_url.rstrip("/") == OPENAI_URL:
+            raise TeacherError(f"no API key for {OPENAI_URL}: set OPENAI_API_KEY "
+                               "(or --base-url for a local server that needs none)")
+        headers = {"Content-Type": "application/json", "User-Agent": "selfinstruct"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0,
+                                         ttl_dns_cache=300)
+        # No trust_env: aiohttp would then look up proxies and .netrc in a thread per request
+        # (2-3x the CPU of the request itself). The environment's proxy is resolved once instead.
+        proxy, proxy_auth = _env_proxy(self._url)
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers=headers, proxy=proxy, proxy_auth=proxy_auth,
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=self.timeout))
+        # The pool never has more than `concurrency` requests on the wire, however many the caller
+        # starts: waiting for a slot must not eat into a request's timeout.
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._limiter = RateLimiter(self.rpm, self.tpm)
+        self._accounting.start()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- one request ------------------------------------------------------------------------
+    async def complete(self, request: Request) -> Response:
+        if self._session is None:
+            await self.start()
+        prompt_estimate = estimate_tokens(request.prompt)
+        if self.api == "chat":
+            prompt_estimate += CHAT_OVERHEAD_TOKENS
+        worst_cost = self._accounting.cost(prompt_estimate, request.max_tokens)
+        await self._accounting.reserve(worst_cost)
+        try:
+            return await self._with_retries(request, prompt_estimate)
+        finally:
+            self._accounting.release(worst_cost)
+
+    async def _with_retries(self, request: Request, prompt_estimate: int) -> Response:
+        body = request_body(request, self.model, self.api)
+        tokens_needed = prompt_estimate + request.max_tokens
+        reason = ""
+        for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1:
+                self._accounting.retried(request.stage)
+            await self._limiter.acquire(tokens_needed)
+            try:
+                decoded = await self._attempt(body, tokens_needed, request.stage)
+            except Transient as failure:
+                self._limiter.settle(tokens_needed, 0)       # a failed attempt used no tokens
+                reason = failure.reason
+                if attempt < self.max_attempts:
+                    await self._back_off(failure, attempt)
+                continue
+            return self._answer(request, decoded, prompt_estimate, tokens_needed)
+        self._accounting.failed(request.stage)
+        return Response(text="", error=f"{reason} after {self.max_attempts} attempts")
+
+    async def _attempt(self, body: bytes, tokens_needed: int, stage: str) -> Decoded:
+        assert self._session is not None and self._slots is not None
+        try:
+            async with self._slots:
+                async with self._session.post(self._url, data=body) as http:
+                    payload = await http.read()
+                    status, headers = http.status, http.headers
+        except asyncio.TimeoutError:
+            raise Transient("timeout") from None
+        except aiohttp.ClientPayloadError:
+            raise Transient("truncated body") from None
+        except aiohttp.ClientConnectorError as refused:     # nothing listening, DNS, TLS
+            raise Transient(f"cannot connect to {refused.host}:{refused.port}") from None
+        except (aiohttp.ClientConnectionError, ConnectionError):
+            raise Transient("connection error") from None
+        self._limiter.observe(headers, tokens_needed)
+        if status == 200:
+            return decode_body(payload, self.api)
+        if is_retryable(status):
+            raise Transient(f"http {status}", status, retry_after_s(headers))
+        self._accounting.rejected(stage)
+        raise TeacherError(fatal_message(status, payload, self._api_key))
+
+    async def _back_off(self, failure: Transient, attempt: int) -> None:
+        if failure.retry_after is not None:
+            # The server named a time: nobody in the pool sends before it.
+            self._limiter.pause(failure.retry_after)
+        elif failure.status == 429:
+            self._limiter.pause(backoff_s(attempt, self.backoff_base, self.backoff_cap, self._rng))
+        else:
+            await asyncio.sleep(backoff_s(attempt, self.backoff_base, self.backoff_cap, self._rng))
+
+    def _answer(self, request: Request, decoded: Decoded, prompt_estimate: int,
+                tokens_needed: int) -> Response:
+        extra: dict[str, Any] = {}
+        if decoded.unusual_finish:
+            extra["finish_reason"] = decoded.unusual_finish
+        prompt_tokens, completion_tokens = decoded.prompt_tokens, decoded.completion_tokens
+        estimated = prompt_tokens is None or completion_tokens is None
+        if estimated:
+            extra["usage_estimated"] = True
+            if prompt_tokens is None:
+                prompt_tokens = prompt_estimate
+            if completion_tokens is None:
+                completion_tokens = estimate_tokens(decoded.text)
+        self._limiter.settle(tokens_needed, prompt_tokens + completion_tokens)
+        self._accounting.answered(request.stage, prompt_tokens, completion_tokens,
+                                  truncated=decoded.finish_reason == "length",
+                                  estimated=estimated)
+        return Response(text=decoded.text, finish_reason=decoded.finish_reason,
+                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        extra=extra)
+
+    # -- accounting -------------------------------------------------------------------------
+    def record_cache_hit(self, request: Request) -> None:
+        """The loop answered ``request`` from the response cache: count it, charge nothing."""
+        self._accounting.cache_hit(request.stage)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "teacher": self.name, "model": self.model, "api": self.api, "base_url": self._shown_url,
+            "concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm,
+            "max_attempts": self.max_attempts, "price_in": self.price_in,
+            "price_out": self.price_out, "max_cost": self.max_cost,
+        }
+        out.update(self._accounting.totals())
+        out["rate_limit_pauses"] = self._limiter.pauses
+        out["rate_limit_paused_s"] = round(self._limiter.paused_s, 3)
+        out["elapsed_s"] = round(self._accounting.elapsed_s(), 3)
+        return out
+
+    def live(self) -> dict[str, Any]:
+        return self._accounting.live()
+
+
+def _env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY give for ``url``, as the stock client uses."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
+    return str(proxy), auth
+
+
+def _check_options(api: str, concurrency: int, rpm: float | None, tpm: float | None,
+                   max_attempts: int, timeout: float, max_cost: float | None,
+                   backoff_base: float) -> None:
+    if api not in APIS:
+        raise UsageError(f"unknown --api '{api}' (choose from {', '.join(APIS)})")
+    for option, value in (("--concurrency", concurrency), ("--max-attempts", max_attempts)):
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"{option} must be a whole number >= 1, got {value!r}")
+    for option, limit in (("--rpm", rpm), ("--tpm", tpm), ("--timeout", timeout)):
+        if limit is not None and not limit > 0:
+            raise UsageError(f"{option} must be > 0, got {limit!r}")
+    if max_cost is not None and max_cost < 0:
+        raise UsageError(f"--max-cost must be >= 0, got {max_cost!r}")
+    if backoff_base < 0:
+        raise UsageError(f"backoff_base must be >= 0, got {backoff_base!r}")
+
+
+TEACHER = OpenAITeacher
