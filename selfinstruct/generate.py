@@ -210,25 +210,24 @@ class Run:
                 while len(tasks) < self.teacher.concurrency:
                     tasks.add(asyncio.create_task(self._unit(*self._new_unit())))
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    self._check(t)
+                self._check(done)
                 if time.monotonic() - self._last_render > RENDER_EVERY_S:
                     self.render()
         finally:
             for t in tasks:
                 t.cancel()
-            for t in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(t, (TeacherError,)):
-                    raise t
+            # collect every exception so none is reported as "never retrieved"; the first one that
+            # stopped the loop is already propagating
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _check(self, task: asyncio.Task) -> None:
-        exc = task.exception()
-        if exc is None:
-            return
-        if isinstance(exc, BudgetExhausted):
-            self.stop_reason = f"max_cost: {exc}" if str(exc) else "max_cost"
-            return
-        raise exc
+    def _check(self, done: set[asyncio.Task]) -> None:
+        errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+        for exc in errors:
+            if isinstance(exc, BudgetExhausted):
+                self.stop_reason = f"max_cost: {exc}" if str(exc) else "max_cost"
+        fatal = [e for e in errors if not isinstance(e, BudgetExhausted)]
+        if fatal:
+            raise fatal[0]
 
     # -- outputs ----------------------------------------------------------------------------------------
 
