@@ -81,6 +81,7 @@ class Run:
         self.offer_chain = self.post if self.two_phase else chain
         self.state = state
         self.accepted = len(state.accepted)
+        self.records: list[Record] = list(state.accepted[: s.num])   # what data.json holds
         self.machine: list[Record] = list(state.pooled if self.two_phase else state.accepted)
         self.rejected: Counter[str] = Counter(state.rejected)
         self.tokens: dict[str, Counter] = {}
@@ -120,7 +121,6 @@ class Run:
             tok = self.tokens.setdefault(request.stage, Counter())
             tok["prompt"] += resp.prompt_tokens
             tok["completion"] += resp.completion_tokens
-        self.state.responses[key] = resp
         self.journal.write({"ev": "resp", "key": key, "stage": request.stage, "resp": resp.to_dict()})
         return resp
 
@@ -138,6 +138,7 @@ class Run:
         record.id = f"{self.s.lang}-{self.accepted:06d}"
         self.journal.write({"ev": "accept", "key": key, "record": record.to_dict()})
         self.state.decided[key] = True
+        self.records.append(record)
         if not self.two_phase:
             self.machine.append(record)
         if self.pbar is not None:
@@ -212,7 +213,7 @@ class Run:
                 done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 self._check(done)
                 if time.monotonic() - self._last_render > RENDER_EVERY_S:
-                    self.render()
+                    self.render()          # a peek at data.json while it runs; rejects come at the end
         finally:
             for t in tasks:
                 t.cancel()
@@ -231,22 +232,21 @@ class Run:
 
     # -- outputs ----------------------------------------------------------------------------------------
 
-    def render(self, started: float | None = None) -> dict[str, Any]:
-        """data.json, rejects.jsonl, summary.json from the journal, each replaced atomically."""
+    def render(self, started: float | None = None, final: bool = False) -> dict[str, Any]:
+        """data.json, records.jsonl and summary.json (and, at the end, rejects.jsonl rendered from the
+        journal), each replaced atomically."""
         out = self.s.out
-        accepted: list[Record] = []
-        with atomic_open(os.path.join(out, "rejects.jsonl")) as rf:
-            for ev in jr.iter_events(self.journal.path):
-                if ev["ev"] == "accept" and len(accepted) < self.s.num:
-                    accepted.append(Record.from_dict(ev["record"]))
-                elif ev["ev"] == "reject":
-                    rf.write(reject_line(Record.from_dict(ev["record"]), ev["reason"], ev["detail"],
-                                         source=ev["key"]))
-        write_alpaca(os.path.join(out, "data.json"), accepted)
+        if final:
+            with atomic_open(os.path.join(out, "rejects.jsonl")) as rf:
+                for ev in jr.iter_events(self.journal.path):
+                    if ev["ev"] == "reject":
+                        rf.write(reject_line(Record.from_dict(ev["record"]), ev["reason"], ev["detail"],
+                                             source=ev["key"]))
+        write_alpaca(os.path.join(out, "data.json"), self.records)
         with atomic_open(os.path.join(out, "records.jsonl")) as f:
-            for r in accepted:
+            for r in self.records:
                 f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-        summary = self.summary(len(accepted), started)
+        summary = self.summary(len(self.records), started)
         write_json(os.path.join(out, "summary.json"), summary)
         self._last_render = time.monotonic()
         return summary
@@ -330,12 +330,20 @@ async def run_async(s: Settings, teacher: Teacher | None = None) -> dict[str, An
             run.pbar = _progress(s, run.accepted)
             try:
                 await run.loop()
+            except BaseException as e:
+                # stopped by an error or Ctrl-C: show what there is (the journal has all of it)
+                run.stop_reason = run.stop_reason or f"error: {type(e).__name__}"
+                try:
+                    run.render(started, final=True)
+                except Exception:
+                    pass
+                raise
             finally:
                 await teacher.aclose()
                 if run.pbar is not None:
                     run.pbar.set_postfix_str(run._postfix())
                     run.pbar.close()
-        return run.render(started)
+        return run.render(started, final=True)
     finally:
         journal.close()
         if cache is not None:

@@ -141,3 +141,13 @@ def test_empty_seed_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError):
         run_generate(settings(tmp_path, seeds=[str(empty)]), ScriptedTeacher())
     assert not (tmp_path / "out").exists()
+
+
+def test_a_teacher_that_keeps_failing_stops_the_run_with_a_clear_error(tmp_path):
+    from selfinstruct.errors import TeacherError
+    s = settings(tmp_path, num=5)
+    with pytest.raises(TeacherError, match=r"^the teacher failed 24 requests in a row \(last: http 503 after "
+                                           r"6 attempts\); check --base-url"):
+        run_generate(s, ScriptedTeacher(fail_every=1))
+    _, rejects, summary = load_out(s.out)      # what there is was still written
+    assert summary["stopped"] == "error: TeacherError" and rejects[0]["reason"] == "teacher_failed"
