@@ -47,6 +47,7 @@ _KEY_BITS = 48                  # order key = snapshot frequency << 48 | element
 _FIELD = 0xFFFF                 # posting = pool item << 32 | its length << 16 | prefix position
 _FIRST_REBUILD = 128            # then each time the pool has grown 4x
 _CAPACITY = 1024                # initial size of the per-item arrays (doubled as needed)
+_FIRST_BATCH = 16               # candidates verified before the others are pruned by the best F
 
 
 class NoveltyIndex:
@@ -106,6 +107,15 @@ class NoveltyIndex:
 
     def best(self, tokens: list[str]) -> tuple[int, float] | None:
         """The highest-scoring pool item among those that survived pruning (ties: the earliest)."""
+        return self._search(tokens, first_over=False)
+
+    def find(self, tokens: list[str]) -> tuple[int, float] | None:
+        """A pool item with F > threshold, else None. It stops at the first verified batch holding
+        one, so the item is the best of that batch, not necessarily of the whole pool."""
+        hit = self._search(tokens, first_over=True)
+        return hit if hit is not None and hit[1] > self.threshold else None
+
+    def _search(self, tokens: list[str], first_over: bool) -> tuple[int, float] | None:
         n = len(tokens)
         if n == 0 or not self._texts:
             return None
@@ -120,25 +130,47 @@ class NoveltyIndex:
         else:
             query = _as_seq(ids)
             self._memo = (tokens, self._rebuilds, ids, query, elements, order)
-        return self._best_of(query, n, self._candidates(n, order, unknown))
-
-    def find(self, tokens: list[str]) -> tuple[int, float] | None:
-        """A pool item with F > threshold (the highest-scoring one), else None."""
-        hit = self.best(tokens)
-        return hit if hit is not None and hit[1] > self.threshold else None
+        items, bound = self._candidates(n, order, unknown)
+        return self._best_of(query, n, items, bound, first_over)
 
     # ---- verification ---------------------------------------------------------------------------
-    def _best_of(self, query: str | tuple[int, ...], n: int, items: np.ndarray) -> tuple[int, float] | None:
-        """The best of ``items`` for a query of ``n`` tokens, each verified with an exact LCS."""
+    def _best_of(self, query: str | tuple[int, ...], n: int, items: np.ndarray, bound: np.ndarray,
+                 first_over: bool) -> tuple[int, float] | None:
+        """The best of ``items`` for a query of ``n`` tokens, each verified with an exact LCS.
+
+        ``bound`` caps each item's LCS (its overlap with the query), so items are verified in
+        decreasing order of the F that bound allows: a first batch, then only the items whose
+        bound can still reach the best F seen (ties included). With ``first_over`` (find) items
+        that cannot exceed the threshold are skipped, and a first batch with F > t ends the search.
+        """
+        lens = self._lens_np[items]
+        if first_over:
+            feasible = bound >= self._limits_for(n).need[lens]
+            items, bound, lens = items[feasible], bound[feasible], lens[feasible]
         if len(items) == 0:
             return None
-        lcs = self._lcs_many(query, self._seqs[items])
-        # Rank by L / (m + n): F = 2L/(m+n) exactly, and distinct such fractions (denominators
-        # < 2**20) are far more than an ulp apart, so only equal fractions can tie; among those
-        # take the reference's float expression, then the earliest item (items are ascending).
-        key = lcs / (self._lens_np[items] + n)
+        # Rank by L / (m + n): F = 2L/(m+n) exactly, and a division is correctly rounded, so equal
+        # fractions give equal floats and an item whose bound ties the best so far is verified.
+        cap = bound / (lens + n)
+        if len(items) > _FIRST_BATCH:
+            rank = np.argsort(-cap, kind="stable")
+            first, rest = rank[:_FIRST_BATCH], rank[_FIRST_BATCH:]
+            lcs = self._lcs_many(query, self._seqs[items[first]])
+            key = lcs / (lens[first] + n)
+            top = key.max()
+            if not (first_over and 2 * top > self._t_low):
+                rest = rest[cap[rest] >= top]
+                if len(rest):
+                    first = np.concatenate([first, rest])
+                    lcs = np.concatenate([lcs, self._lcs_many(query, self._seqs[items[rest]])])
+                    key = lcs / (lens[first] + n)
+            items, lens = items[first], lens[first]
+        else:
+            lcs = self._lcs_many(query, self._seqs[items])
+            key = lcs / (lens + n)
+        # Among equal fractions take the reference's float expression, then the earliest item.
         top = np.flatnonzero(key == key.max()).tolist() if len(key) > 1 else [0]
-        scored = [(rouge_l_f(int(lcs[k]), n, self._lens[int(items[k])]), -int(items[k])) for k in top]
+        scored = [(rouge_l_f(int(lcs[k]), n, int(lens[k])), -int(items[k])) for k in top]
         score, neg_item = max(scored)
         return -neg_item, score
 
@@ -182,9 +214,10 @@ class NoveltyIndex:
         self._next_rebuild = 4 * len(self._texts)
         self._rebuilds += 1
 
-    def _candidates(self, n: int, order: list[int], unknown: int) -> np.ndarray:
-        """Ascending pool items that share a first common element at a feasible (i, j) with a
-        query of ``n`` tokens, ``unknown`` of them new to the pool and ``order`` its other keys."""
+    def _candidates(self, n: int, order: list[int], unknown: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ascending pool items that share a common element at a feasible (i, j) with a query of
+        ``n`` tokens (``unknown`` of them new to the pool, ``order`` its other keys), and a bound
+        on each one's overlap with the query."""
         limits = self._limits_for(n)
         mask = (1 << _KEY_BITS) - 1
         get = self._postings.get
@@ -194,15 +227,32 @@ class NoveltyIndex:
             if plist is not None:
                 probes.append((i, plist))
         if not probes:
-            return _NONE
+            return _NONE, _NONE
         if limits.hi >= _FIELD:        # a query of tens of thousands of tokens: compare with all
-            return np.arange(len(self._texts))
+            everyone = np.arange(len(self._texts))
+            return everyone, self._lens_np[everyone]
         postings = np.concatenate([np.frombuffer(p, dtype=np.int64) for _, p in probes])
-        row = np.repeat(np.array([i * limits.width for i, _ in probes]), [len(p) for _, p in probes])
+        rows = np.repeat(np.array([i for i, _ in probes]), [len(p) for _, p in probes])
         m = np.minimum((postings >> 16) & _FIELD, limits.hi + 1)
+        feasible = limits.feasible[m]  # length filter, an item-level property
+        if not feasible.all():
+            postings, rows, m = postings[feasible], rows[feasible], m[feasible]
+        if len(postings) == 0:
+            return _NONE, _NONE
+        j = postings & _FIELD
         # Prefix filter lemma: the first shared element sits at i <= n - need and j <= m - need.
-        keep = (postings & _FIELD) <= limits.deepest[row + m]
-        return np.unique(postings[keep] >> 32)
+        misses = (j > limits.deepest[rows * limits.width + m]).astype(np.int64)
+        # PPJoin's overlap bound: matches are found in increasing (i, j), every shared element up
+        # to the last match (i, j) is among them, and at most min(n-1-i, m-1-j) can follow; that
+        # slack shrinks at each match, so its minimum belongs to the last one.
+        slack = np.maximum(np.minimum(n - 1 - rows, m - 1 - j), 0)
+        keys = np.sort((postings >> 32 << 17) | (slack << 1) | misses)
+        item = keys >> 17
+        starts = np.flatnonzero(np.concatenate(([True], item[1:] != item[:-1])))
+        count = np.diff(np.append(starts, len(keys)))
+        bound = count + ((keys[starts] >> 1) & _FIELD)
+        hits = np.add.reduceat(1 - (keys & 1), starts) > 0
+        return item[starts][hits], bound[hits]
 
     def _lcs_many(self, query: str | tuple[int, ...], choices: np.ndarray) -> np.ndarray:
         if isinstance(query, str) and len(choices) > 20 and not self._wide:
@@ -228,6 +278,9 @@ class _Limits:
         self.hi = hi
         self.prefix_len = n - need(n, lo) + 1 if lo <= n else 0
         self.width = hi + 2
+        # need[m]: least LCS for F > t with a partner of length m; feasible[m]: lo <= m <= hi.
+        self.need = np.array([need(n, m) for m in range(self.width)], dtype=np.int64)
+        self.feasible = np.array([lo <= m <= hi for m in range(self.width)])
         self.deepest = np.array([m - need(n, m) if lo <= m <= hi and i <= n - need(n, m) else -1
                                  for i in range(self.prefix_len) for m in range(self.width)], dtype=np.int64)
 
