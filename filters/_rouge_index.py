@@ -152,27 +152,31 @@ class NoveltyIndex:
         # Rank by L / (m + n): F = 2L/(m+n) exactly, and a division is correctly rounded, so equal
         # fractions give equal floats and an item whose bound ties the best so far is verified.
         cap = bound / (lens + n)
-        if len(items) > _FIRST_BATCH:
-            rank = np.argsort(-cap, kind="stable")
-            first, rest = rank[:_FIRST_BATCH], rank[_FIRST_BATCH:]
-            lcs = self._lcs_many(query, self._seqs[items[first]])
-            key = lcs / (lens[first] + n)
-            top = key.max()
-            if not (first_over and 2 * top > self._t_low):
-                rest = rest[cap[rest] >= top]
-                if len(rest):
-                    first = np.concatenate([first, rest])
-                    lcs = np.concatenate([lcs, self._lcs_many(query, self._seqs[items[rest]])])
-                    key = lcs / (lens[first] + n)
-            items, lens = items[first], lens[first]
-        else:
-            lcs = self._lcs_many(query, self._seqs[items])
-            key = lcs / (lens + n)
-        # Among equal fractions take the reference's float expression, then the earliest item.
-        top = np.flatnonzero(key == key.max()).tolist() if len(key) > 1 else [0]
-        scored = [(rouge_l_f(int(lcs[k]), n, int(lens[k])), -int(items[k])) for k in top]
-        score, neg_item = max(scored)
+        if len(items) <= _FIRST_BATCH:
+            return self._top(query, n, items, lens)[:2]
+        rank = np.argsort(-cap, kind="stable")
+        first, rest = rank[:_FIRST_BATCH], rank[_FIRST_BATCH:]
+        item, score, top = self._top(query, n, items[first], lens[first])
+        if first_over and score > self.threshold:
+            return item, score
+        rest = rest[cap[rest] >= top]
+        if len(rest) == 0:
+            return item, score
+        other, other_score, _ = self._top(query, n, items[rest], lens[rest])
+        # A larger fraction always has the larger float F; equal F: the earlier item.
+        score, neg_item = max((score, -item), (other_score, -other))
         return -neg_item, score
+
+    def _top(self, query: str | tuple[int, ...], n: int, items: np.ndarray,
+             lens: np.ndarray) -> tuple[int, float, float]:
+        """The best item, its F, and its L / (m + n); among equal fractions the reference's float
+        expression decides, then the earliest item."""
+        lcs = self._lcs_many(query, self._seqs[items])
+        key = lcs / (lens + n)
+        top = key.max()
+        best = np.flatnonzero(key == top).tolist() if len(key) > 1 else [0]
+        score, neg_item = max((rouge_l_f(int(lcs[k]), n, int(lens[k])), -int(items[k])) for k in best)
+        return -neg_item, score, top
 
     # ---- prefix filtering -----------------------------------------------------------------------
     def _need(self, n: int, m: int) -> int:

@@ -40,7 +40,7 @@ def resolve(names: Iterable[str]) -> set[str]:
         elif n in REGISTRY:
             out.add(n)
         else:
-            known = ", ".join(list(STAGES) + sorted(REGISTRY))
+            known = ", ".join(list(STAGES) + sorted(set(REGISTRY) - set(STAGES)))
             raise UsageError(f"unknown filter '{n}' (known: {known})")
     return out
 

@@ -100,3 +100,9 @@ def test_help_starts_without_heavy_imports():
             "print(sorted(m for m in ('torch','transformers','datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
     assert out == "[]"
+
+
+def test_unknown_filter_name(tmp_path):
+    assert error_line(gen("--num", "1", "--out", str(tmp_path / "o"), "--skip", "bogus")) == (
+        "Error: unknown filter 'bogus' (known: exact, quality, minhash, rouge, bad_start, blacklist, echo, "
+        "empty_output, lang, length, nooutput, refusal, truncated, url)")
