@@ -121,7 +121,8 @@ class Run:
             tok = self.tokens.setdefault(request.stage, Counter())
             tok["prompt"] += resp.prompt_tokens
             tok["completion"] += resp.completion_tokens
-        self.journal.write({"ev": "resp", "key": key, "stage": request.stage, "resp": resp.to_dict()})
+        self.journal.write({"ev": "resp", "key": key, "stage": request.stage,
+                            "resp": jr.response_dict(resp)})
         return resp
 
     def offer(self, record: Record, key: str) -> bool:
@@ -136,7 +137,7 @@ class Run:
             return False
         self.accepted += 1
         record.id = f"{self.s.lang}-{self.accepted:06d}"
-        self.journal.write({"ev": "accept", "key": key, "record": record.to_dict()})
+        self.journal.write({"ev": "accept", "key": key, "record": jr.record_dict(record)})
         self.state.decided[key] = True
         self.records.append(record)
         if not self.two_phase:
@@ -154,7 +155,7 @@ class Run:
         self._key = key
         if self.pre.check(record) is not None:
             return False
-        self.journal.write({"ev": "pool", "key": key, "record": record.to_dict()})
+        self.journal.write({"ev": "pool", "key": key, "record": jr.record_dict(record)})
         self.state.decided[key] = True
         self.machine.append(record)
         return True
@@ -178,7 +179,7 @@ class Run:
         self.state.decided[key] = False
         self.rejected[rej.reason] += 1
         self.journal.write({"ev": "reject", "key": key, "reason": rej.reason, "detail": rej.detail,
-                            "record": record.to_dict()})
+                            "record": jr.record_dict(record)})
         if self.pbar is not None:
             self.pbar.set_postfix_str(self._postfix(), refresh=False)
 
@@ -199,7 +200,7 @@ class Run:
         uid = f"u{self.next_uid}"
         self.next_uid += 1
         req = self.recipe.first_request(self.rng, self.machine)
-        self.journal.write({"ev": "start", "uid": uid, "req": req.to_dict()})
+        self.journal.write({"ev": "start", "uid": uid, "req": jr.request_dict(req)})
         return uid, req
 
     async def loop(self) -> None:
@@ -245,7 +246,7 @@ class Run:
         write_alpaca(os.path.join(out, "data.json"), self.records)
         with atomic_open(os.path.join(out, "records.jsonl")) as f:
             for r in self.records:
-                f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+                f.write(json.dumps(jr.record_dict(r), ensure_ascii=False) + "\n")
         summary = self.summary(len(self.records), started)
         write_json(os.path.join(out, "summary.json"), summary)
         self._last_render = time.monotonic()

@@ -151,3 +151,16 @@ def test_a_teacher_that_keeps_failing_stops_the_run_with_a_clear_error(tmp_path)
         run_generate(s, ScriptedTeacher(fail_every=1))
     _, rejects, summary = load_out(s.out)      # what there is was still written
     assert summary["stopped"] == "error: TeacherError" and rejects[0]["reason"] == "teacher_failed"
+
+
+def test_the_journal_payload_helpers_equal_to_dict():
+    from selfinstruct import journal as jr
+    from selfinstruct.record import Record
+    from selfinstruct.teachers.base import Request, Response
+    recs = [Record("指令", "in", "out", id="x", rouge=0.5, meta={"is_classification": True}), Record("plain")]
+    for r in recs:
+        assert jr.record_dict(r) == r.to_dict()
+    for resp in [Response("t", prompt_tokens=3), Response("t", extra={"usage_estimated": True})]:
+        assert jr.response_dict(resp) == resp.to_dict()
+    req = Request("p", stop=("a", "b"), seed=3)
+    assert jr.request_dict(req) == req.to_dict()

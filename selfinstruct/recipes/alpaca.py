@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks, unique_tasks
+from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks
 from selfinstruct.recipes.parsing import parse_triple, split_blocks
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request
@@ -33,7 +33,7 @@ class AlpacaRecipe(Recipe):
 
     def first_request(self, rng: random.Random, machine: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
-        shown = sample_tasks(rng, unique_tasks(self.seeds), machine, self.examples, from_machine=1)
+        shown = sample_tasks(rng, self.tasks, machine, self.examples, from_machine=1)
         text = p["header"].format(k=self.per_request)
         for n, r in enumerate(shown, 1):
             text += (p["task"].format(n=n) + p["instruction"] + r.instruction + "\n"

@@ -45,6 +45,7 @@ class Recipe:
 
     def __init__(self, seeds: Sequence[Record], lang: str):
         self.seeds = list(seeds)
+        self.tasks = unique_tasks(self.seeds)     # one record per seed task, for prompts
         self.lang = lang
 
     def first_request(self, rng: random.Random, machine: Sequence[Record]) -> Request:
@@ -72,7 +73,7 @@ def unique_tasks(seeds: Sequence[Record]) -> list[Record]:
 def sample_tasks(rng: random.Random, seeds: Sequence[Record], machine: Sequence[Record],
                  total: int, from_machine: int) -> list[Record]:
     """``total`` distinct tasks: up to ``from_machine`` from the machine pool, the rest seeds, shuffled."""
-    picked = rng.sample(list(machine), min(from_machine, len(machine))) if machine else []
-    picked += rng.sample(list(seeds), min(total - len(picked), len(seeds)))
+    picked = rng.sample(machine, min(from_machine, len(machine))) if machine else []
+    picked += rng.sample(seeds, min(total - len(picked), len(seeds)))
     rng.shuffle(picked)
     return picked

@@ -9,7 +9,7 @@ import random
 import re
 from typing import Sequence
 
-from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks, stable_seed, unique_tasks
+from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks, stable_seed
 from selfinstruct.recipes.parsing import COLON, clean_input, parse_numbered_tasks
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request
@@ -91,7 +91,7 @@ class SelfInstructRecipe(Recipe):
 
     def first_request(self, rng: random.Random, machine: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
-        shown = sample_tasks(rng, unique_tasks(self.seeds), machine, self.prompt_tasks, self.from_machine)
+        shown = sample_tasks(rng, self.tasks, machine, self.prompt_tasks, self.from_machine)
         text = p["tasks_header"] + "".join(p["task_line"].format(n=n, text=r.instruction)
                                            for n, r in enumerate(shown, 1))
         text += p["task_line"].format(n=len(shown) + 1, text="").rstrip()
