@@ -47,7 +47,6 @@ _KEY_BITS = 48                  # order key = snapshot frequency << 48 | element
 _FIELD = 0xFFFF                 # posting = pool item << 32 | its length << 16 | prefix position
 _FIRST_REBUILD = 128            # then each time the pool has grown 4x
 _CAPACITY = 1024                # initial size of the per-item arrays (doubled as needed)
-_FIRST_BATCH = 16               # candidates verified before the others are pruned by the best F
 
 
 class NoveltyIndex:
@@ -66,6 +65,7 @@ class NoveltyIndex:
         self._wide = False                             # some token id is beyond the code-point range
         self._lens: list[int] = []
         self._lens_np = np.zeros(_CAPACITY, dtype=np.int64)
+        self._seen = np.zeros(_CAPACITY, dtype=bool)    # scratch for _candidates, all False
         self._elem_freq: dict[int, int] = {}           # live: pool items holding each element
         self._order_freq: dict[int, int] = {}          # frozen snapshot of _elem_freq
         self._postings: dict[int, array] = {}         # element -> item << 16 | its prefix position
@@ -95,6 +95,7 @@ class NoveltyIndex:
         if item >= len(self._lens_np):
             self._lens_np = np.concatenate([self._lens_np, np.zeros_like(self._lens_np)])
             self._seqs = np.concatenate([self._seqs, np.empty(len(self._seqs), dtype=object)])
+            self._seen = np.zeros(len(self._lens_np), dtype=bool)
         self._lens_np[item] = len(ids)
         self._seqs[item] = seq
         freq = self._elem_freq
@@ -107,15 +108,6 @@ class NoveltyIndex:
 
     def best(self, tokens: list[str]) -> tuple[int, float] | None:
         """The highest-scoring pool item among those that survived pruning (ties: the earliest)."""
-        return self._search(tokens, first_over=False)
-
-    def find(self, tokens: list[str]) -> tuple[int, float] | None:
-        """A pool item with F > threshold, else None. It stops at the first verified batch holding
-        one, so the item is the best of that batch, not necessarily of the whole pool."""
-        hit = self._search(tokens, first_over=True)
-        return hit if hit is not None and hit[1] > self.threshold else None
-
-    def _search(self, tokens: list[str], first_over: bool) -> tuple[int, float] | None:
         n = len(tokens)
         if n == 0 or not self._texts:
             return None
@@ -130,53 +122,27 @@ class NoveltyIndex:
         else:
             query = _as_seq(ids)
             self._memo = (tokens, self._rebuilds, ids, query, elements, order)
-        items, bound = self._candidates(n, order, unknown)
-        return self._best_of(query, n, items, bound, first_over)
+        return self._best_of(query, n, self._candidates(n, order, unknown))
+
+    def find(self, tokens: list[str]) -> tuple[int, float] | None:
+        """A pool item with F > threshold (the highest-scoring one), else None."""
+        hit = self.best(tokens)
+        return hit if hit is not None and hit[1] > self.threshold else None
 
     # ---- verification ---------------------------------------------------------------------------
-    def _best_of(self, query: str | tuple[int, ...], n: int, items: np.ndarray, bound: np.ndarray,
-                 first_over: bool) -> tuple[int, float] | None:
-        """The best of ``items`` for a query of ``n`` tokens, each verified with an exact LCS.
-
-        ``bound`` caps each item's LCS (its overlap with the query), so items are verified in
-        decreasing order of the F that bound allows: a first batch, then only the items whose
-        bound can still reach the best F seen (ties included). With ``first_over`` (find) items
-        that cannot exceed the threshold are skipped, and a first batch with F > t ends the search.
-        """
-        lens = self._lens_np[items]
-        if first_over:
-            feasible = bound >= self._limits_for(n).need[lens]
-            items, bound, lens = items[feasible], bound[feasible], lens[feasible]
+    def _best_of(self, query: str | tuple[int, ...], n: int, items: np.ndarray) -> tuple[int, float] | None:
+        """The best of ``items`` for a query of ``n`` tokens, each verified with an exact LCS."""
         if len(items) == 0:
             return None
-        # Rank by L / (m + n): F = 2L/(m+n) exactly, and a division is correctly rounded, so equal
-        # fractions give equal floats and an item whose bound ties the best so far is verified.
-        cap = bound / (lens + n)
-        if len(items) <= _FIRST_BATCH:
-            return self._top(query, n, items, lens)[:2]
-        rank = np.argsort(-cap, kind="stable")
-        first, rest = rank[:_FIRST_BATCH], rank[_FIRST_BATCH:]
-        item, score, top = self._top(query, n, items[first], lens[first])
-        if first_over and score > self.threshold:
-            return item, score
-        rest = rest[cap[rest] >= top]
-        if len(rest) == 0:
-            return item, score
-        other, other_score, _ = self._top(query, n, items[rest], lens[rest])
-        # A larger fraction always has the larger float F; equal F: the earlier item.
-        score, neg_item = max((score, -item), (other_score, -other))
-        return -neg_item, score
-
-    def _top(self, query: str | tuple[int, ...], n: int, items: np.ndarray,
-             lens: np.ndarray) -> tuple[int, float, float]:
-        """The best item, its F, and its L / (m + n); among equal fractions the reference's float
-        expression decides, then the earliest item."""
         lcs = self._lcs_many(query, self._seqs[items])
-        key = lcs / (lens + n)
-        top = key.max()
-        best = np.flatnonzero(key == top).tolist() if len(key) > 1 else [0]
-        score, neg_item = max((rouge_l_f(int(lcs[k]), n, int(lens[k])), -int(items[k])) for k in best)
-        return -neg_item, score, top
+        # Rank by L / (m + n): F = 2L/(m+n) exactly, and distinct such fractions (denominators
+        # < 2**20) are far more than an ulp apart, so only equal fractions can tie; among those
+        # take the reference's float expression, then the earliest item (items are ascending).
+        key = lcs / (self._lens_np[items] + n)
+        top = np.flatnonzero(key == key.max()).tolist() if len(key) > 1 else [0]
+        scored = [(rouge_l_f(int(lcs[k]), n, self._lens[int(items[k])]), -int(items[k])) for k in top]
+        score, neg_item = max(scored)
+        return -neg_item, score
 
     # ---- prefix filtering -----------------------------------------------------------------------
     def _need(self, n: int, m: int) -> int:
@@ -197,16 +163,18 @@ class NoveltyIndex:
         return keys
 
     def _index(self, item: int, elements: list[int], order: list[int] | None = None) -> None:
-        prefix_len = self._limits_for(len(elements)).prefix_len
+        size = len(elements)
+        prefix_len = self._limits_for(size).prefix_len
         mask = (1 << _KEY_BITS) - 1
         postings = self._postings
+        # A smaller (clipped) position only loosens the filter; lengths past _FIELD are never
+        # clipped into feasibility (see _candidates).
+        head = (item << 32) | (min(size, _FIELD) << 16)
         for pos, key in enumerate((order or self._order(elements))[:prefix_len]):
             plist = postings.get(key & mask)
             if plist is None:
                 plist = postings[key & mask] = array("q")
-            # A smaller (clipped) position only loosens the filter; lengths past _FIELD are never
-            # clipped into feasibility (see _candidates).
-            plist.append((item << 32) | (min(len(elements), _FIELD) << 16) | min(pos, _FIELD))
+            plist.append(head | (pos if pos < _FIELD else _FIELD))
 
     def _rebuild(self) -> None:
         """Retake the frequency snapshot and re-index every prefix under the new order."""
@@ -214,14 +182,13 @@ class NoveltyIndex:
         self._postings = {}
         for item, seq in enumerate(self._seqs[:len(self._texts)].tolist()):
             if seq:
-                self._index(item, _elements([ord(c) for c in seq] if isinstance(seq, str) else list(seq)))
+                self._index(item, _elements(list(map(ord, seq)) if isinstance(seq, str) else list(seq)))
         self._next_rebuild = 4 * len(self._texts)
         self._rebuilds += 1
 
-    def _candidates(self, n: int, order: list[int], unknown: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ascending pool items that share a common element at a feasible (i, j) with a query of
-        ``n`` tokens (``unknown`` of them new to the pool, ``order`` its other keys), and a bound
-        on each one's overlap with the query."""
+    def _candidates(self, n: int, order: list[int], unknown: int) -> np.ndarray:
+        """Ascending pool items that share a first common element at a feasible (i, j) with a
+        query of ``n`` tokens, ``unknown`` of them new to the pool and ``order`` its other keys."""
         limits = self._limits_for(n)
         mask = (1 << _KEY_BITS) - 1
         get = self._postings.get
@@ -231,32 +198,20 @@ class NoveltyIndex:
             if plist is not None:
                 probes.append((i, plist))
         if not probes:
-            return _NONE, _NONE
+            return _NONE
         if limits.hi >= _FIELD:        # a query of tens of thousands of tokens: compare with all
-            everyone = np.arange(len(self._texts))
-            return everyone, self._lens_np[everyone]
+            return np.arange(len(self._texts))
         postings = np.concatenate([np.frombuffer(p, dtype=np.int64) for _, p in probes])
-        rows = np.repeat(np.array([i for i, _ in probes]), [len(p) for _, p in probes])
+        row = np.repeat(np.array([i * limits.width for i, _ in probes]), [len(p) for _, p in probes])
         m = np.minimum((postings >> 16) & _FIELD, limits.hi + 1)
-        feasible = limits.feasible[m]  # length filter, an item-level property
-        if not feasible.all():
-            postings, rows, m = postings[feasible], rows[feasible], m[feasible]
-        if len(postings) == 0:
-            return _NONE, _NONE
-        j = postings & _FIELD
         # Prefix filter lemma: the first shared element sits at i <= n - need and j <= m - need.
-        misses = (j > limits.deepest[rows * limits.width + m]).astype(np.int64)
-        # PPJoin's overlap bound: matches are found in increasing (i, j), every shared element up
-        # to the last match (i, j) is among them, and at most min(n-1-i, m-1-j) can follow; that
-        # slack shrinks at each match, so its minimum belongs to the last one.
-        slack = np.maximum(np.minimum(n - 1 - rows, m - 1 - j), 0)
-        keys = np.sort((postings >> 32 << 17) | (slack << 1) | misses)
-        item = keys >> 17
-        starts = np.flatnonzero(np.concatenate(([True], item[1:] != item[:-1])))
-        count = np.diff(np.append(starts, len(keys)))
-        bound = count + ((keys[starts] >> 1) & _FIELD)
-        hits = np.add.reduceat(1 - (keys & 1), starts) > 0
-        return item[starts][hits], bound[hits]
+        keep = (postings & _FIELD) <= limits.deepest[row + m]
+        # Deduplicate through a per-item flag array: cheaper than np.unique's hash or sort here.
+        seen = self._seen
+        seen[postings[keep] >> 32] = True
+        items = np.flatnonzero(seen)
+        seen[items] = False
+        return items
 
     def _lcs_many(self, query: str | tuple[int, ...], choices: np.ndarray) -> np.ndarray:
         if isinstance(query, str) and len(choices) > 20 and not self._wide:
@@ -277,16 +232,19 @@ class _Limits:
     def __init__(self, n: int, need):
         lo = next((m for m in range(1, n + 1) if need(n, m) <= m), n + 1)
         hi = n
-        while need(n, hi + 1) <= n:
+        while need(n, hi + 1) <= n and hi < _FIELD:    # at t = 0 every length is feasible
             hi += 1
         self.hi = hi
         self.prefix_len = n - need(n, lo) + 1 if lo <= n else 0
         self.width = hi + 2
-        # need[m]: least LCS for F > t with a partner of length m; feasible[m]: lo <= m <= hi.
-        self.need = np.array([need(n, m) for m in range(self.width)], dtype=np.int64)
-        self.feasible = np.array([lo <= m <= hi for m in range(self.width)])
-        self.deepest = np.array([m - need(n, m) if lo <= m <= hi and i <= n - need(n, m) else -1
-                                 for i in range(self.prefix_len) for m in range(self.width)], dtype=np.int64)
+        if hi >= _FIELD:               # _candidates compares with every item: no table needed
+            self.deepest = np.zeros(0, dtype=np.int64)
+            return
+        lengths = np.arange(self.width)
+        needs = np.array([need(n, m) for m in lengths], dtype=np.int64)
+        feasible = (lengths >= lo) & (lengths <= hi)
+        positions = np.arange(self.prefix_len)[:, None]
+        self.deepest = np.where(feasible & (positions <= n - needs), lengths - needs, -1).astype(np.int64).ravel()
 
 
 _NONE = np.zeros(0, dtype=np.int64)

@@ -68,6 +68,12 @@ def test_a_seeded_pool_rejects_like_kept_instructions(pool, texts):
     assert index_kept(texts, pool=pool) == reference_kept(texts, pool=pool)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(_instruction, min_size=1, max_size=15))
+def test_a_zero_threshold_rejects_anything_sharing_a_token(texts):
+    assert index_kept(texts, 0.0) == reference_kept(texts, 0.0)
+
+
 def test_an_exact_tie_at_the_threshold_is_decided_by_the_float_formula():
     # m = n = 10, LCS 7: F is exactly 0.7 in floats, not > 0.7: kept.
     pool = "a b c d e f g h i j"
