@@ -19,6 +19,7 @@ BENCHES = {
     "rouge": ["bench_rouge.py"],
     "minhash": ["bench_minhash.py"],
     "teacher": ["bench_teacher_throughput.py"],
+    "generate": ["bench_generate_throughput.py"],
     "train": ["bench_train.py"],
     "embedded": ["bench_embedded.py"],
 }
