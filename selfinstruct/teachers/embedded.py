@@ -98,6 +98,7 @@ class EmbeddedTeacher(Teacher):
         self.batches = 0
         self.generated_tokens = 0
         self.generate_seconds = 0.0
+        self.batch_log: list[list[Request]] | None = None   # set to a list to record every batch (benchmarks)
 
     async def start(self) -> None:
         if self.model is None:
@@ -159,6 +160,8 @@ class EmbeddedTeacher(Teacher):
         """Run one batch through ``model.generate`` (blocking; called in a worker thread)."""
         import torch
         tok, model = self.tokenizer, self.model
+        if self.batch_log is not None:
+            self.batch_log.append(list(requests))
         enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True).to(model.device)
         kw = generation_kwargs(requests[0], tok)
         kw["max_new_tokens"] = max(r.max_tokens for r in requests)
