@@ -35,29 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"a": 0.95, "b": 0.85}
 
 
-@dataclass
-class Run:
-    client: str
-    requests: int
-    errors: int
-    wall_s: float
-    cpu_s: float
-    server_cpu_s: float
-
-    @property
-    def req_s(self) -> float:
-        return self.requests / self.wall_s
-
-    @property
-    def cpu_ms(self) -> float:
-        return 1000 * self.cpu_s / max(self.requests, 1)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_teacher_throughput import Run  # noqa: E402  one result type for both throughput benchmarks
 
 
 class SimServer:
