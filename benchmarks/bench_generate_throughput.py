@@ -6,7 +6,7 @@ benchmarks/bench_teacher_throughput.py measures the OpenAITeacher class alone; t
 in-process (``selfinstruct.generate.Settings`` + ``run_async``, ``teacher="openai"``, no cache, no
 progress bar). The server (tests/fake_openai_server.py's ``FakeOpenAI`` answering with
 ``tests.sim_teacher.reply``: three new, distinct alpaca triples per request) runs in a child process
-started from this file (``--serve``), so this process's CPU time is the client's alone.
+started from tests/fake_openai_server.py (``--sim``), so this process's CPU time is the client's alone.
 
 Scenarios (ideal = in_flight / latency), ``--requests`` (5,000) requests each:
   a: 256 in flight, 1 s latency    -> ideal 256 req/s, target >= 95% of ideal
@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,49 +40,12 @@ TARGETS = {"a": 0.95, "b": 0.85}
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_teacher_throughput import Run  # noqa: E402  one result type for both throughput benchmarks
+from bench_teacher_throughput import Run, Server  # noqa: E402  shared with the teacher benchmark
 
 
-class SimServer:
-    """The sim-teacher fake server in a child process (this file with ``--serve``); same interface as
-    bench_teacher_throughput.Server (``url``, ``cpu_s()``, ``close()``) so its clients run on it."""
-
-    def __init__(self, latency: float):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", "--latency", str(latency)],
-                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith("LISTENING "):
-            raise RuntimeError(f"fake server did not start: {line!r}")
-        self.url = line.split(" ", 1)[1]
-
-    def cpu_s(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def serve(latency: float) -> None:
-    """The child process: FakeOpenAI answering every request with ``tests.sim_teacher.reply``."""
-    from tests.fake_openai_server import FakeOpenAI
-    from tests.sim_teacher import reply
-
-    async def main() -> None:
-        server = FakeOpenAI(latency=latency, record=False, text_fn=reply)
-        await server.start()
-        print(f"LISTENING {server.url}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await server.stop()
-    asyncio.run(main())
+def SimServer(latency: float) -> Server:
+    """The fake server in a child process answering like the simulated teacher (``--sim``)."""
+    return Server(latency, answers="--sim")
 
 
 async def run_generate_loop(server: SimServer, n: int, in_flight: int) -> Run:
@@ -174,12 +135,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000, help="requests per run (num = 3x)")
     parser.add_argument("--only", choices=["a", "b"], action="append")
     parser.add_argument("--repeat", type=int, default=1, help="runs per client, interleaved")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--latency", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.latency)
-        return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.requests} requests per run, "
           f"load average {os.getloadavg()[0]:.1f}")
     todo = args.only or ["a", "b"]

@@ -59,10 +59,9 @@ class Run:
 class Server:
     """The fake server in a child process; ``cpu_s()`` reads its CPU time from /proc."""
 
-    def __init__(self, latency: float):
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), "--latency", str(latency),
-                                      "--fixed"],
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, latency: float, answers: str = "--fixed"):
+        self.proc = subprocess.Popen([sys.executable, str(SERVER), "--latency", str(latency), answers],
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("LISTENING "):
             raise RuntimeError(f"fake server did not start: {line!r}")

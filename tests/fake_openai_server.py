@@ -440,11 +440,17 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="keep every request in memory")
     parser.add_argument("--fixed", action="store_true",
                         help="one canned answer for every request (benchmarks: least server CPU)")
+    parser.add_argument("--sim", action="store_true",
+                        help="answer like tests/sim_teacher.py (new alpaca triples per request)")
     args = parser.parse_args()
+    extra = {}
+    if args.sim:
+        from sim_teacher import reply      # this script's folder is on sys.path
+        extra["text_fn"] = reply
 
     async def serve() -> None:
         server = FakeOpenAI(latency=args.latency, record=args.record, fixed=args.fixed,
-                            host=args.host, port=args.port)
+                            host=args.host, port=args.port, **extra)
         await server.start()
         # The benchmark reads this line to learn the port.
         print(f"LISTENING {server.url}", flush=True)
