@@ -12,41 +12,50 @@ exactly F = t are still verified and decided by the float formula). And L <= min
 filter) and L <= |tokens(x) ∩ tokens(y)| as multisets (overlap). Multisets become sets by naming the
 k-th occurrence of a token as element (token, k).
 
-Candidate generation is prefix filtering (AllPairs / PPJoin): order all elements by a global order,
-rarest first. If two sets share >= a elements, the first shared element lies within the first
-|x| - a + 1 elements of each. So each pool item indexes only its prefix of length m - a_min(m) + 1
-(a_min(m) = the least ``need`` over every feasible partner length), and a query probes only its own
-prefix. Sharper, per pair: the first shared element sits at query position i <= n - need(n, m) and
-pool position j <= m - need(n, m) (0-based), which also enforces the length filter; each posting
-carries the item's length and j so that this test is one vectorised lookup. Survivors get an exact
-bit-parallel LCS (rapidfuzz ``LCSseq`` on the token-id sequences written as strings) and the
-reference's float formula.
+Three filters, cheapest first, then the exact check:
+
+1. Prefix filtering (AllPairs / PPJoin) finds the candidates: order all elements by a global order,
+   rarest first. If two sets share >= a elements, the first shared element lies within the first
+   |x| - a + 1 elements of each, at query position i <= n - need(n, m) and pool position
+   j <= m - need(n, m) (0-based), which also enforces the length filter. Each pool item indexes only
+   its prefix; a query probes only its own prefix.
+2. The positional test above, per posting. Each element's postings are split by the pool item's
+   length (eight buckets) and by prefix position (< 3 or not), so a probe at query position i reads
+   only the lists whose lengths and positions i can admit.
+3. An overlap bound: token counts are folded into 64 slots (the ``_EXACT`` most frequent
+   tokens at the last snapshot get a slot each; the rest share hashed slots), and
+   sum over slots of min(query count, item count) >= the true multiset overlap >= LCS, so a pair
+   whose bound is below need(n, m) cannot exceed t. Each item stores, per level k <= ``_LEVELS``, a
+   64-bit mask of the slots where its count is >= k; min(q, c) = sum over k <= q of [c >= k], so the
+   bound is a few popcounts of (query mask & item mask) per candidate. On template-heavy data this
+   drops ~95% of the positional survivors, which share one mid-frequency word and little else.
+
+Survivors get an exact LCS (bit-parallel for queries of up to 64 tokens, dynamic programming
+beyond) and the reference's float formula; ``_rouge_kernel`` does all of this in compiled code.
 
 The global order is element frequency, frozen in a snapshot that is retaken (and every prefix
 rebuilt) each time the pool has grown 4x: elements unseen at the snapshot rank rarest, ordered by
 id, so the order stays one consistent total order between rebuilds.
 
-Memory: per pool item its text, its token ids as a string, and ~0.46 x its length postings of
-8 bytes; about 1 GB for a million instructions.
+Memory per pool item: its text, its token ids (8 bytes each), ``_LEVELS`` x 8 bytes of slot masks
+and about half its length in postings of 8 bytes; per element 16 list heads of 12 bytes.
 """
 from __future__ import annotations
 
-from array import array
-
 import numpy as np
-from rapidfuzz import process
-from rapidfuzz.distance import LCSseq
-
-from selfinstruct.filters._rouge_seq import as_seq as _as_seq
-from selfinstruct.filters._rouge_seq import elements as _elements
-from selfinstruct.filters._rouge_seq import lcs as _lcs
-from selfinstruct.filters._rouge_seq import rouge_l_f
 
 _EPS = 1e-9
-_KEY_BITS = 48                  # order key = snapshot frequency << 48 | element key
-_FIELD = 0xFFFF                 # posting = pool item << 32 | its length << 16 | prefix position
 _FIRST_REBUILD = 128            # then each time the pool has grown 4x
-_CAPACITY = 1024                # initial size of the per-item arrays (doubled as needed)
+_EXACT = 32                     # overlap-bound slots of their own for the most frequent tokens
+_LEVELS = 4                     # count levels kept per slot (queries with more skip the bound)
+_BOUND_MIN = 8                  # fewer positional survivors than this go straight to the LCS
+LEN = 0x7FFF                    # the kernel clips lengths to 15 bits
+
+
+def _kernel():
+    """The compiled half, imported on first use: numba takes a moment to import."""
+    from selfinstruct.filters import _rouge_kernel
+    return _rouge_kernel
 
 
 class NoveltyIndex:
@@ -59,19 +68,21 @@ class NoveltyIndex:
         self._t_low = threshold - _EPS
         self._vocab: dict[str, int] = {}
         self._texts: list[str] = []
-        # Token ids, one code point per token when they fit; an object array so that a query's
-        # candidates are gathered in one numpy call.
-        self._seqs = np.empty(_CAPACITY, dtype=object)
-        self._wide = False                             # some token id is beyond the code-point range
-        self._lens: list[int] = []
-        self._lens_np = np.zeros(_CAPACITY, dtype=np.int64)
-        self._seen = np.zeros(_CAPACITY, dtype=bool)    # scratch for _candidates, all False
-        self._elem_freq: dict[int, int] = {}           # live: pool items holding each element
-        self._order_freq: dict[int, int] = {}          # frozen snapshot of _elem_freq
-        self._postings: dict[int, array] = {}         # element -> item << 16 | its prefix position
+        self._k = _kernel()
+        from numba import typed, types
+        self._elem_ids = typed.Dict.empty(key_type=types.int64, value_type=types.int64)
+        self._meta = np.zeros(8, dtype=np.int64)
+        self._items = _Columns(1024, lens=np.int64, tok_start=np.int64, stamp=np.int64, found=np.int64,
+                               found_len=np.int64)
+        self._masks = np.zeros((1024, _LEVELS), dtype=np.uint64)  # [item, k - 1]: slots with count >= k
+        self._elems = _Columns(1024, elem_key=np.int64, freq_live=np.int64, freq_snap=np.int64)
+        self._lists = _Lists(1024 * self._k.LISTS)
+        self._tok_flat = np.zeros(1 << 14, dtype=np.int64)
+        self._slot_of = np.zeros(0, dtype=np.int64)
+        self._pm = np.zeros(0, dtype=np.uint64)
+        self._arena = np.zeros(1 << 16, dtype=np.int64)
+        self._prefix_by_size = np.zeros(1, dtype=np.int64)
         self._next_rebuild = _FIRST_REBUILD
-        self._rebuilds = 0
-        self._memo: tuple | None = None                # best()'s work on a query, reused by add()
 
     # ---- public API ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -81,70 +92,47 @@ class NoveltyIndex:
         return self._texts[i]
 
     def add(self, tokens: list[str], text: str) -> None:
-        item = len(self._texts)
-        memo = self._memo
-        if memo is not None and memo[0] == tokens and memo[1] == self._rebuilds:
-            ids, seq, elements, order = memo[2:]          # best() just worked these out
-        else:
-            ids = [self._vocab.setdefault(tok, len(self._vocab)) for tok in tokens]
-            seq, elements, order = _as_seq(ids), _elements(ids), None
-        self._memo = None
+        vocab = self._vocab
+        ids = np.array([vocab.setdefault(tok, len(vocab)) for tok in tokens], dtype=np.int64)
+        n = len(ids)
+        self._make_room(n)
+        rebuild = len(self._texts) + 1 >= self._next_rebuild
+        items, elems, lists, k = self._items, self._elems, self._lists, self._k
+        self._arena = k.add(ids, self._prefix_len(n), not rebuild, self._elem_ids, elems.elem_key,
+                            elems.freq_live, elems.freq_snap, items.lens, items.tok_start, self._tok_flat,
+                            self._masks, self._slot_of, self._arena, self._meta, lists.head, lists.tail,
+                            lists.fill)
         self._texts.append(text)
-        self._wide = self._wide or not isinstance(seq, str)
-        self._lens.append(len(ids))
-        if item >= len(self._lens_np):
-            self._lens_np = np.concatenate([self._lens_np, np.zeros_like(self._lens_np)])
-            self._seqs = np.concatenate([self._seqs, np.empty(len(self._seqs), dtype=object)])
-            self._seen = np.zeros(len(self._lens_np), dtype=bool)
-        self._lens_np[item] = len(ids)
-        self._seqs[item] = seq
-        freq = self._elem_freq
-        for e in elements:
-            freq[e] = freq.get(e, 0) + 1
-        if len(self._texts) >= self._next_rebuild:
+        if rebuild:
             self._rebuild()
-        elif elements:
-            self._index(item, elements, order)
 
     def best(self, tokens: list[str]) -> tuple[int, float] | None:
-        """The highest-scoring pool item among those that survived pruning (ties: the earliest)."""
+        """The highest-scoring pool item among those that survived pruning (ties: the earliest).
+
+        Every pool item whose score exceeds the threshold survives, so above the threshold this is
+        the true best match; below it, it is the best of the few that passed the bounds, or None."""
         n = len(tokens)
         if n == 0 or not self._texts:
             return None
-        ids = [self._vocab.get(tok, -1) for tok in tokens]
-        known = [w for w in ids if w >= 0]
-        elements = _elements(known)
-        order = self._order(elements)
-        unknown = n - len(known)       # tokens absent from the pool rank first and match nothing
-        if unknown:
-            absent = len(self._vocab)  # an id no pool item holds
-            query = _as_seq([w if w >= 0 else absent for w in ids])
-        else:
-            query = _as_seq(ids)
-            self._memo = (tokens, self._rebuilds, ids, query, elements, order)
-        return self._best_of(query, n, self._candidates(n, order, unknown))
+        get = self._vocab.get
+        query = np.array([get(tok, -1) for tok in tokens], dtype=np.int64)
+        known = query[query >= 0]
+        limits = self._limits_for(n)
+        items, lists = self._items, self._lists
+        item, score = self._k.best(
+            query, known, n - len(known), limits.everything, limits.prefix_len, limits.lo, limits.hi,
+            limits.width, limits.longest, limits.deepest, limits.needs, _BOUND_MIN, self._elem_ids,
+            self._elems.freq_snap, items.lens, items.tok_start, self._tok_flat, self._masks, self._slot_of,
+            self._arena, self._meta, lists.head, lists.tail, lists.fill, items.stamp, items.found,
+            items.found_len, self._pm)
+        return None if item < 0 else (int(item), float(score))
 
     def find(self, tokens: list[str]) -> tuple[int, float] | None:
         """A pool item with F > threshold (the highest-scoring one), else None."""
         hit = self.best(tokens)
         return hit if hit is not None and hit[1] > self.threshold else None
 
-    # ---- verification ---------------------------------------------------------------------------
-    def _best_of(self, query: str | tuple[int, ...], n: int, items: np.ndarray) -> tuple[int, float] | None:
-        """The best of ``items`` for a query of ``n`` tokens, each verified with an exact LCS."""
-        if len(items) == 0:
-            return None
-        lcs = self._lcs_many(query, self._seqs[items])
-        # Rank by L / (m + n): F = 2L/(m+n) exactly, and distinct such fractions (denominators
-        # < 2**20) are far more than an ulp apart, so only equal fractions can tie; among those
-        # take the reference's float expression, then the earliest item (items are ascending).
-        key = lcs / (self._lens_np[items] + n)
-        top = np.flatnonzero(key == key.max()).tolist() if len(key) > 1 else [0]
-        scored = [(rouge_l_f(int(lcs[k]), n, self._lens[int(items[k])]), -int(items[k])) for k in top]
-        score, neg_item = max(scored)
-        return -neg_item, score
-
-    # ---- prefix filtering -----------------------------------------------------------------------
+    # ---- bookkeeping ----------------------------------------------------------------------------
     def _need(self, n: int, m: int) -> int:
         """Least LCS for which F could exceed the threshold."""
         return int(self._t_low * (n + m) / 2) + 1
@@ -155,68 +143,100 @@ class NoveltyIndex:
             limits = _LIMITS[(self.threshold, n)] = _Limits(n, self._need)
         return limits
 
-    def _order(self, elements: list[int]) -> list[int]:
-        """Element keys sorted rarest first by the frozen order (returns order keys)."""
-        get = self._order_freq.get
-        keys = [(get(e, 0) << _KEY_BITS) | e for e in elements]
-        keys.sort()
-        return keys
+    def _prefix_len(self, n: int) -> int:
+        """Prefix length of a pool item of ``n`` tokens (as indexed), extending the table."""
+        table = self._prefix_by_size
+        if n >= len(table):
+            sizes = range(len(table), max(n + 1, 2 * len(table)))
+            self._prefix_by_size = table = np.concatenate(
+                [table, np.array([self._prefix_of(size) for size in sizes], dtype=np.int64)])
+        return int(table[n])
 
-    def _index(self, item: int, elements: list[int], order: list[int] | None = None) -> None:
-        size = len(elements)
-        prefix_len = self._limits_for(size).prefix_len
-        mask = (1 << _KEY_BITS) - 1
-        postings = self._postings
-        # A smaller (clipped) position only loosens the filter; lengths past _FIELD are never
-        # clipped into feasibility (see _candidates).
-        head = (item << 32) | (min(size, _FIELD) << 16)
-        for pos, key in enumerate((order or self._order(elements))[:prefix_len]):
-            plist = postings.get(key & mask)
-            if plist is None:
-                plist = postings[key & mask] = array("q")
-            plist.append(head | (pos if pos < _FIELD else _FIELD))
+    def _prefix_of(self, n: int) -> int:
+        lo = next((m for m in range(1, n + 1) if self._need(n, m) <= m), n + 1)
+        return n - self._need(n, lo) + 1 if lo <= n else 0
+
+    def _make_room(self, n: int) -> None:
+        """Grow every array the kernel writes so that one more item of ``n`` tokens fits."""
+        meta, k = self._meta, self._k
+        items = int(meta[k.M_ITEMS]) + 1
+        self._items.reserve(items)
+        if len(self._masks) < items:
+            self._masks = _grown(self._masks, items)
+        elems = int(meta[k.M_ELEMS]) + n
+        if self._elems.reserve(elems):
+            self._lists.reserve(self._elems.capacity * k.LISTS)
+        tokens = int(meta[k.M_TOKENS]) + n
+        if len(self._tok_flat) < tokens:
+            self._tok_flat = _grown(self._tok_flat, tokens)
+        vocab = len(self._vocab)
+        if len(self._slot_of) < vocab:
+            size = max(vocab, 2 * len(self._slot_of), 1024)
+            ids = np.arange(len(self._slot_of), size, dtype=np.int64)
+            hashed = _EXACT + ((ids * 0x9E3779B1) >> 7) % (k.SLOTS - _EXACT)
+            self._slot_of = np.concatenate([self._slot_of, hashed])
+            self._pm = np.zeros(size, dtype=np.uint64)
+        self._prefix_len(n)
 
     def _rebuild(self) -> None:
         """Retake the frequency snapshot and re-index every prefix under the new order."""
-        self._order_freq = dict(self._elem_freq)
-        self._postings = {}
-        for item, seq in enumerate(self._seqs[:len(self._texts)].tolist()):
-            if seq:
-                self._index(item, _elements(list(map(ord, seq)) if isinstance(seq, str) else list(seq)))
+        self._prefix_len(int(self._items.lens[:len(self._texts)].max(initial=0)))
+        items, elems, lists = self._items, self._elems, self._lists
+        self._arena = self._k.rebuild(
+            _EXACT, self._prefix_by_size, self._elem_ids, elems.elem_key, elems.freq_live, elems.freq_snap,
+            items.lens, items.tok_start, self._tok_flat, self._masks, self._slot_of, self._arena, self._meta,
+            lists.head, lists.tail, lists.fill)
         self._next_rebuild = 4 * len(self._texts)
-        self._rebuilds += 1
 
-    def _candidates(self, n: int, order: list[int], unknown: int) -> np.ndarray:
-        """Ascending pool items that share a first common element at a feasible (i, j) with a
-        query of ``n`` tokens, ``unknown`` of them new to the pool and ``order`` its other keys."""
-        limits = self._limits_for(n)
-        mask = (1 << _KEY_BITS) - 1
-        get = self._postings.get
-        probes = []                    # (query prefix position, postings of that element)
-        for i, key in enumerate(order[:max(0, limits.prefix_len - unknown)], start=unknown):
-            plist = get(key & mask)
-            if plist is not None:
-                probes.append((i, plist))
-        if not probes:
-            return _NONE
-        if limits.hi >= _FIELD:        # a query of tens of thousands of tokens: compare with all
-            return np.arange(len(self._texts))
-        postings = np.concatenate([np.frombuffer(p, dtype=np.int64) for _, p in probes])
-        row = np.repeat(np.array([i * limits.width for i, _ in probes]), [len(p) for _, p in probes])
-        m = np.minimum((postings >> 16) & _FIELD, limits.hi + 1)
-        # Prefix filter lemma: the first shared element sits at i <= n - need and j <= m - need.
-        keep = (postings & _FIELD) <= limits.deepest[row + m]
-        # Deduplicate through a per-item flag array: cheaper than np.unique's hash or sort here.
-        seen = self._seen
-        seen[postings[keep] >> 32] = True
-        items = np.flatnonzero(seen)
-        seen[items] = False
-        return items
 
-    def _lcs_many(self, query: str | tuple[int, ...], choices: np.ndarray) -> np.ndarray:
-        if isinstance(query, str) and len(choices) > 20 and not self._wide:
-            return process.cdist([query], choices, scorer=LCSseq.similarity, dtype=np.int64)[0]
-        return np.array([_lcs(query, s) for s in choices], dtype=np.int64)
+class _Lists:
+    """Posting-list heads: (first block, last block, postings in the last block) side by side, so
+    that a probe reads one cache line; ``head``, ``tail`` and ``fill`` are views of the columns."""
+
+    def __init__(self, capacity: int):
+        self._cells = np.full((capacity, 3), -1, dtype=np.int32)
+        self._cells[:, 2] = 0
+        self._views()
+
+    def _views(self) -> None:
+        self.head, self.tail, self.fill = self._cells[:, 0], self._cells[:, 1], self._cells[:, 2]
+
+    def reserve(self, size: int) -> None:
+        if size > len(self._cells):
+            grown = np.full((max(size, 2 * len(self._cells)), 3), -1, dtype=np.int32)
+            grown[:, 2] = 0
+            grown[:len(self._cells)] = self._cells
+            self._cells = grown
+            self._views()
+
+
+class _Columns:
+    """Same-length numpy columns that grow together (by doubling); new cells are 0."""
+
+    def __init__(self, capacity: int, **dtypes):
+        self.capacity = capacity
+        for name, dtype in dtypes.items():
+            setattr(self, name, np.zeros(capacity, dtype=dtype))
+        self._names = list(dtypes)
+
+    def reserve(self, size: int) -> bool:
+        if size <= self.capacity:
+            return False
+        old = self.capacity
+        while self.capacity < size:
+            self.capacity *= 2
+        for name in self._names:
+            column = getattr(self, name)
+            grown = np.zeros(self.capacity, dtype=column.dtype)
+            grown[:old] = column
+            setattr(self, name, grown)
+        return True
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    grown = np.zeros((max(size, 2 * len(array)),) + array.shape[1:], dtype=array.dtype)
+    grown[:len(array)] = array
+    return grown
 
 
 class _Limits:
@@ -226,28 +246,31 @@ class _Limits:
     i <= n - need and partner prefix position j <= m - need (0-based). ``deepest[i * width + m]`` is
     that last j for query position i and partner length m, or -1 where the pair is out (which also
     holds the length filter). Lengths run to hi + 1, the first infeasible one; longer ones are
-    clipped onto it.
+    clipped onto it. ``needs[m]`` is need(n, m); partner lengths from ``lo`` to ``longest[i]`` are
+    the ones position i admits.
     """
 
     def __init__(self, n: int, need):
         lo = next((m for m in range(1, n + 1) if need(n, m) <= m), n + 1)
         hi = n
-        while need(n, hi + 1) <= n and hi < _FIELD:    # at t = 0 every length is feasible
+        while need(n, hi + 1) <= n and hi < LEN:      # at t = 0 every length is feasible
             hi += 1
-        self.hi = hi
+        self.hi, self.lo = hi, lo
         self.prefix_len = n - need(n, lo) + 1 if lo <= n else 0
         self.width = hi + 2
-        if hi >= _FIELD:               # _candidates compares with every item: no table needed
-            self.deepest = np.zeros(0, dtype=np.int64)
+        self.everything = hi >= LEN    # compare with every item: no tables
+        if self.everything:
+            self.deepest = self.needs = self.longest = np.zeros(1, dtype=np.int64)
             return
         lengths = np.arange(self.width)
         needs = np.array([need(n, m) for m in lengths], dtype=np.int64)
         feasible = (lengths >= lo) & (lengths <= hi)
         positions = np.arange(self.prefix_len)[:, None]
-        self.deepest = np.where(feasible & (positions <= n - needs), lengths - needs, -1).astype(np.int64).ravel()
+        table = np.where(feasible & (positions <= n - needs), lengths - needs, -1)
+        self.deepest = table.astype(np.int64).ravel()
+        self.needs = needs
+        self.longest = np.array([int(np.flatnonzero(row >= 0).max()) if (row >= 0).any() else 0
+                                 for row in table] or [0], dtype=np.int64)
 
 
-_NONE = np.zeros(0, dtype=np.int64)
 _LIMITS: dict[tuple[float, int], _Limits] = {}     # shared by indexes with the same threshold
-
-

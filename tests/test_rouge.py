@@ -209,3 +209,69 @@ def test_a_batched_chain_keeps_what_the_reference_keeps_among_the_records_it_che
     kept = [r.instruction for r in chain.run((Record(t) for t in texts), batch_size=128)]
     checked = [t for i, t in enumerate(texts) if (i + 1) % 3]
     assert kept == [checked[i] for i in reference_kept(checked)]
+
+
+# ---- the compiled kernel's less travelled paths ---------------------------------------------------
+
+def test_the_overlap_bound_never_drops_a_pair_that_exceeds_the_threshold(monkeypatch):
+    # With the bound applied to every query (not only past a handful of survivors), decisions must
+    # still be exactly the unpruned oracle's, including near-ties and repeated tokens.
+    import selfinstruct.filters._rouge_index as rouge_index
+
+    monkeypatch.setattr(rouge_index, "_BOUND_MIN", 0)
+    texts = _near_copy_texts(1500, seed=11)
+    assert index_kept(texts) == _brute_force_kept([tokens(t) for t in texts], 0.7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_instruction, min_size=1, max_size=30))
+def test_with_the_bound_on_every_query_decisions_match_the_reference(texts):
+    import selfinstruct.filters._rouge_index as rouge_index
+
+    saved, rouge_index._BOUND_MIN = rouge_index._BOUND_MIN, 0
+    try:
+        assert index_kept(texts) == reference_kept(texts)
+    finally:
+        rouge_index._BOUND_MIN = saved
+
+
+def test_instructions_longer_than_64_tokens_use_the_exact_dp_and_match_the_reference():
+    rng = random.Random(5)
+    vocab = [f"w{i}" for i in range(30)]
+    base = [" ".join(rng.choices(vocab, k=rng.randint(60, 90))) for _ in range(40)]
+    texts = []
+    for text in base:
+        words = text.split()
+        texts.append(text)
+        for _ in range(2):      # near copies: a few edits keep them around the threshold
+            copy = list(words)
+            for _ in range(rng.randint(1, 25)):
+                copy[rng.randrange(len(copy))] = rng.choice(vocab)
+            texts.append(" ".join(copy))
+    assert index_kept(texts) == reference_kept(texts)
+
+
+def test_a_token_repeated_past_the_kept_levels_skips_the_bound_and_stays_exact(monkeypatch):
+    import selfinstruct.filters._rouge_index as rouge_index
+
+    monkeypatch.setattr(rouge_index, "_BOUND_MIN", 0)
+    pool = ["the the the the the the cat sat", "a dog and the the the the the the cat"]
+    texts = ["the the the the the the cat sat down", "the the the the the the the the", "cat sat the"]
+    assert index_kept(texts, pool=pool) == reference_kept(texts, pool=pool)
+
+
+def test_a_query_too_long_for_the_positional_tables_is_compared_with_every_item():
+    pool = ["a b c", "x y z"]
+    long_query = " ".join(["a", "b", "c"] * 7000)      # 21,000 tokens: beyond the 15-bit length field
+    assert index_kept([long_query], pool=pool) == reference_kept([long_query], pool=pool) == [0]
+    index = NoveltyIndex()
+    index.add(tokens(long_query), long_query)
+    assert index.find(tokens(long_query)) == (0, 1.0)
+
+
+def test_long_posting_lists_grow_through_many_blocks_and_rebuilds():
+    # One frequent word in every item's prefix: its lists chain many blocks between rebuilds.
+    rng = random.Random(2)
+    texts = [f"common {' '.join(rng.choices([f'r{i}' for i in range(400)], k=rng.randint(2, 5)))}"
+             for _ in range(3000)]
+    assert index_kept(texts) == _brute_force_kept([tokens(t) for t in texts], 0.7)
