@@ -132,6 +132,11 @@ class NoveltyIndex:
         hit = self.best(tokens)
         return hit if hit is not None and hit[1] > self.threshold else None
 
+    def work_done(self) -> tuple[int, int, int]:
+        """Totals over all queries so far: postings read, positional survivors, LCS verifications."""
+        k = self._k
+        return tuple(int(self._meta[i]) for i in (k.M_SCANNED, k.M_FOUND, k.M_VERIFIED))
+
     # ---- bookkeeping ----------------------------------------------------------------------------
     def _need(self, n: int, m: int) -> int:
         """Least LCS for which F could exceed the threshold."""

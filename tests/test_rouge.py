@@ -275,3 +275,12 @@ def test_long_posting_lists_grow_through_many_blocks_and_rebuilds():
     texts = [f"common {' '.join(rng.choices([f'r{i}' for i in range(400)], k=rng.randint(2, 5)))}"
              for _ in range(3000)]
     assert index_kept(texts) == _brute_force_kept([tokens(t) for t in texts], 0.7)
+
+
+def test_the_index_counts_the_work_it_did():
+    index = NoveltyIndex()
+    for text in ["write a poem about the sea", "write a poem about the sky", "list three rivers"]:
+        if index.find(tokens(text)) is None:
+            index.add(tokens(text), text)
+    scanned, survivors, verified = index.work_done()
+    assert scanned >= survivors >= verified >= 1
