@@ -72,14 +72,14 @@ class NoveltyIndex:
         from numba import typed, types
         self._elem_ids = typed.Dict.empty(key_type=types.int64, value_type=types.int64)
         self._meta = np.zeros(8, dtype=np.int64)
-        self._items = _Columns(1024, lens=np.int64, tok_start=np.int64, stamp=np.int64, found=np.int64,
-                               found_len=np.int64)
-        self._masks = np.zeros((1024, _LEVELS), dtype=np.uint64)  # [item, k - 1]: slots with count >= k
+        self._items = _Columns(1024, lens=np.int64, tok_start=np.int64, found=np.int64, found_len=np.int64,
+                               found_bound=np.int64)
+        # [item, k - 1]: slots where the item has >= k tokens; [item, _LEVELS]: the kernel's stamp
+        self._masks = np.zeros((1024, _LEVELS + 1), dtype=np.uint64)
         self._elems = _Columns(1024, elem_key=np.int64, freq_live=np.int64, freq_snap=np.int64)
         self._lists = _Lists(1024 * self._k.LISTS)
         self._tok_flat = np.zeros(1 << 14, dtype=np.int64)
         self._slot_of = np.zeros(0, dtype=np.int64)
-        self._pm = np.zeros(0, dtype=np.uint64)
         self._arena = np.zeros(1 << 16, dtype=np.int64)
         self._prefix_by_size = np.zeros(1, dtype=np.int64)
         self._next_rebuild = _FIRST_REBUILD
@@ -123,8 +123,8 @@ class NoveltyIndex:
             query, known, n - len(known), limits.everything, limits.prefix_len, limits.lo, limits.hi,
             limits.width, limits.longest, limits.deepest, limits.needs, _BOUND_MIN, self._elem_ids,
             self._elems.freq_snap, items.lens, items.tok_start, self._tok_flat, self._masks, self._slot_of,
-            self._arena, self._meta, lists.head, lists.tail, lists.fill, items.stamp, items.found,
-            items.found_len, self._pm)
+            self._arena, self._meta, lists.head, lists.tail, lists.fill, items.found, items.found_len,
+            items.found_bound)
         return None if item < 0 else (int(item), float(score))
 
     def find(self, tokens: list[str]) -> tuple[int, float] | None:
@@ -180,7 +180,6 @@ class NoveltyIndex:
             ids = np.arange(len(self._slot_of), size, dtype=np.int64)
             hashed = _EXACT + ((ids * 0x9E3779B1) >> 7) % (k.SLOTS - _EXACT)
             self._slot_of = np.concatenate([self._slot_of, hashed])
-            self._pm = np.zeros(size, dtype=np.uint64)
         self._prefix_len(n)
 
     def _rebuild(self) -> None:

@@ -173,8 +173,8 @@ def add(tokens, prefix_len, index_it, elem_ids, elem_key, freq_live, freq_snap, 
             elem_key[d] = key
             meta[M_ELEMS] = d + 1
         freq_live[d] += 1
-    levels, _ = _level_masks(tokens, slot_of, masks.shape[1])
-    masks[item, :] = levels
+    levels, _ = _level_masks(tokens, slot_of, masks.shape[1] - 1)
+    masks[item, :-1] = levels
     if index_it and n > 0:
         arena = _index(item, tokens, prefix_len, elem_ids, freq_snap, arena, meta, head, tail, fill)
     return arena
@@ -214,8 +214,8 @@ def rebuild(exact, prefix_by_size, elem_ids, elem_key, freq_live, freq_snap, len
     k = 0
     for item in range(items):
         tokens = tok_flat[tok_start[item]:tok_start[item] + lens[item]]
-        levels, _ = _level_masks(tokens, slot_of, masks.shape[1])
-        masks[item, :] = levels
+        levels, _ = _level_masks(tokens, slot_of, masks.shape[1] - 1)
+        masks[item, :-1] = levels
         if lens[item] > 0:
             k = _prefix_postings(item, tokens, prefix_by_size[lens[item]], elem_ids, freq_snap, lists,
                                  values, k)
@@ -250,16 +250,38 @@ def rebuild(exact, prefix_by_size, elem_ids, elem_key, freq_live, freq_snap, len
 
 
 @njit(cache=True)
-def _lcs(query, pm, pool):
-    """LCS length of ``query`` and ``pool`` (token ids); ``pm[t]`` holds the positions of token t in
-    the query as bits when the query has at most 64 tokens (bit-parallel, Hyyro), else DP."""
+def _query_bits(query):
+    """A small open-addressing table (L1-resident) from token id to the bit mask of its positions in
+    the query; only for queries of at most 64 tokens. Unknown tokens (-1) match nothing."""
+    keys = np.full(128, -1, dtype=np.int64)
+    bits = np.zeros(128, dtype=np.uint64)
+    for i in range(len(query)):
+        t = query[i]
+        if t < 0:
+            continue
+        h = (t * 0x9E3779B1) & 127
+        while keys[h] != -1 and keys[h] != t:
+            h = (h + 1) & 127
+        keys[h] = t
+        bits[h] |= np.uint64(1) << np.uint64(i)
+    return keys, bits
+
+
+@njit(cache=True)
+def _lcs(query, keys, bits, pool):
+    """LCS length of ``query`` and ``pool`` (token ids): bit-parallel (Hyyro) with the query's
+    position masks when it has at most 64 tokens, dynamic programming otherwise."""
     n = len(query)
     if n <= 64:
         full = np.uint64(0xFFFFFFFFFFFFFFFF) if n == 64 else (np.uint64(1) << np.uint64(n)) - np.uint64(1)
         v = full
         for t in pool:
-            u = v & pm[t]
-            v = ((v + u) | (v - u)) & full
+            h = (t * 0x9E3779B1) & 127
+            while keys[h] != -1 and keys[h] != t:
+                h = (h + 1) & 127
+            if keys[h] == t:
+                u = v & bits[h]
+                v = ((v + u) | (v - u)) & full
         return n - _popcount(v)
     row = np.zeros(n + 1, dtype=np.int64)
     for t in pool:
@@ -286,13 +308,17 @@ def _rouge_f(lcs, n, m):
 @njit(cache=True)
 def best(query, known, unknown, everything, prefix_len, lo, hi, width, longest, deepest, needs,
          bound_min, elem_ids, freq_snap, lens, tok_start, tok_flat, masks, slot_of, arena, meta, head,
-         tail, fill, stamp, found, found_len, pm):
+         tail, fill, found, found_len, found_bound):
     """(item, F) of the best verified pool item for ``query`` (token ids, -1 for tokens new to the
     pool; ``known`` the others), or (-1, 0.0) when no item passed the filters. ``everything``:
-    compare with every item (a query too long for the positional tables)."""
+    compare with every item (a query too long for the positional tables). ``masks`` rows are an
+    item's level masks then its stamp (the last query that found it): one cache line per item."""
     n = len(query)
-    qid = meta[M_QUERY] + 1
-    meta[M_QUERY] = qid
+    qid = np.uint64(meta[M_QUERY] + 1)
+    meta[M_QUERY] += 1
+    stamp = masks.shape[1] - 1
+    levels, top_count = _level_masks(known, slot_of, stamp)
+    bounded = top_count <= stamp               # else items lack the levels the bound needs
     count = 0
     if everything:
         for item in range(meta[M_ITEMS]):
@@ -334,43 +360,35 @@ def best(query, known, unknown, everything, prefix_len, lo, hi, width, longest, 
                         m = min(value >> 48, hi + 1)
                         if (value & FIELD) <= deepest[base + m]:
                             item = (value >> 16) & ITEM
-                            if stamp[item] != qid:
-                                stamp[item] = qid
+                            if masks[item, stamp] != qid:
+                                masks[item, stamp] = qid
                                 found[count] = item
                                 found_len[count] = m
+                                if bounded:      # the row is in cache now: bound it at once
+                                    bound = 0
+                                    for k in range(top_count):
+                                        bound += _popcount(masks[item, k] & levels[k])
+                                    found_bound[count] = bound
                                 count += 1
                     o = arena[o]
     meta[M_FOUND] += count
-    if count > bound_min and not everything:
-        levels, top_count = _level_masks(known, slot_of, masks.shape[1])
-        if top_count <= masks.shape[1]:          # else items lack the levels the bound needs
-            kept = 0
-            for c in range(count):
-                item = found[c]
-                bound = 0
-                for k in range(top_count):
-                    bound += _popcount(masks[item, k] & levels[k])
-                if bound >= needs[found_len[c]]:
-                    found[kept] = item
-                    kept += 1
-            count = kept
+    if count > bound_min and bounded and not everything:
+        kept = 0
+        for c in range(count):
+            if found_bound[c] >= needs[found_len[c]]:
+                found[kept] = found[c]
+                kept += 1
+        count = kept
     meta[M_VERIFIED] += count
     best_item, best_f = -1, 0.0
     if count == 0:
         return best_item, best_f
-    if n <= 64:
-        for i in range(n):
-            if query[i] >= 0:
-                pm[query[i]] |= np.uint64(1) << np.uint64(i)
+    keys, bits = _query_bits(query[:64])
     for c in range(count):
         item = found[c]
         m = lens[item]
         pool = tok_flat[tok_start[item]:tok_start[item] + m]
-        f = _rouge_f(_lcs(query, pm, pool), n, m)
+        f = _rouge_f(_lcs(query, keys, bits, pool), n, m)
         if best_item < 0 or f > best_f or (f == best_f and item < best_item):
             best_item, best_f = item, f
-    if n <= 64:
-        for i in range(n):
-            if query[i] >= 0:
-                pm[query[i]] = 0
     return best_item, best_f
