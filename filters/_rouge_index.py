@@ -158,7 +158,7 @@ class NoveltyIndex:
         return int(table[n])
 
     def _prefix_of(self, n: int) -> int:
-        lo = next((m for m in range(1, n + 1) if self._need(n, m) <= m), n + 1)
+        lo = _shortest_partner(n, self._need)
         return n - self._need(n, lo) + 1 if lo <= n else 0
 
     def _make_room(self, n: int) -> None:
@@ -237,6 +237,19 @@ class _Columns:
         return True
 
 
+def _shortest_partner(n: int, need) -> int:
+    """The least partner length m <= n with need(n, m) <= m (n + 1 if none): m - need(n, m) never
+    decreases as m grows (need grows by t/2 < 1 per step), so a binary search finds it."""
+    lo, hi = 1, n + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if need(n, mid) <= mid:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def _grown(array: np.ndarray, size: int) -> np.ndarray:
     grown = np.zeros((max(size, 2 * len(array)),) + array.shape[1:], dtype=array.dtype)
     grown[:len(array)] = array
@@ -255,7 +268,7 @@ class _Limits:
     """
 
     def __init__(self, n: int, need):
-        lo = next((m for m in range(1, n + 1) if need(n, m) <= m), n + 1)
+        lo = _shortest_partner(n, need)
         hi = n
         while need(n, hi + 1) <= n and hi < LEN:      # at t = 0 every length is feasible
             hi += 1

@@ -25,7 +25,7 @@ LEN = 0x7FFF              # lengths are clipped to 15 bits
 ITEM = 0xFFFFFFFF
 OCC_BITS = 20             # element key = token id << 20 | occurrence number
 SLOTS = 64                # overlap-bound slots: one 64-bit mask per level
-BUCKET_LIMITS = np.array([5, 8, 11, 15, 20, 27, 38, LEN], dtype=np.int64)  # largest length per bucket
+BUCKET_LIMITS = np.array([4, 6, 8, 10, 12, 14, 16, 18, 20, 23, 26, 30, 35, 42, 55, LEN], dtype=np.int64)  # largest length per bucket
 BUCKETS = len(BUCKET_LIMITS)
 DEEP = 3                  # postings at prefix position >= DEEP go to a list of their own
 LISTS = 2 * BUCKETS       # posting lists per element: (length bucket, shallow or deep)
