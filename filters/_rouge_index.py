@@ -49,7 +49,7 @@ _FIRST_REBUILD = 128            # then each time the pool has grown 4x
 _EXACT = 32                     # overlap-bound slots of their own for the most frequent tokens
 _LEVELS = 4                     # count levels kept per slot (queries with more skip the bound)
 _BOUND_MIN = 8                  # fewer positional survivors than this go straight to the LCS
-LEN = 0x7FFF                    # the kernel clips lengths to 15 bits
+LEN = 0x7FFF                    # the kernel clips lengths to 15 bits (_rouge_kernel.LEN, tested equal)
 
 
 def _kernel():

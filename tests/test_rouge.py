@@ -284,3 +284,9 @@ def test_the_index_counts_the_work_it_did():
             index.add(tokens(text), text)
     scanned, survivors, verified = index.work_done()
     assert scanned >= survivors >= verified >= 1
+
+
+def test_the_wrapper_and_the_kernel_agree_on_the_length_field():
+    from selfinstruct.filters import _rouge_index, _rouge_kernel
+
+    assert _rouge_index.LEN == _rouge_kernel.LEN
