@@ -20,7 +20,7 @@ Three filters, cheapest first, then the exact check:
    j <= m - need(n, m) (0-based), which also enforces the length filter. Each pool item indexes only
    its prefix; a query probes only its own prefix.
 2. The positional test above, per posting. Each element's postings are split by the pool item's
-   length (eight buckets) and by prefix position (< 3 or not), so a probe at query position i reads
+   length (16 buckets) and by prefix position (< 3 or not), so a probe at query position i reads
    only the lists whose lengths and positions i can admit.
 3. An overlap bound: token counts are folded into 64 slots (the ``_EXACT`` most frequent
    tokens at the last snapshot get a slot each; the rest share hashed slots), and

@@ -7,11 +7,11 @@ reference's float formula) and the whole insertion are one call each into numba-
 ``cache=True`` keeps the machine code beside this file (or in numba's user cache), so only the
 first run on a machine pays the compile.
 
-State lives in numpy arrays owned by ``NoveltyIndex`` (``_State``); only the posting arena grows
-inside these functions, which therefore return it.
+State lives in numpy arrays owned by ``NoveltyIndex``; only the posting arena grows inside these
+functions, which therefore return it.
 
-Posting lists: one per (element, length bucket, prefix position < DEEP or not), a chain of blocks in one int64 arena. A block at
-offset o holds [next block offset or -1, capacity, postings...]; capacities double from 4 to 4096
+Posting lists: one per (element, length bucket, prefix position < DEEP or not), a chain of blocks
+in one int64 arena (one block per list right after a rebuild). A block at offset o holds [next block offset or -1, capacity, postings...]; capacities double from 4 to 4096
 so a long list is a few large contiguous runs. A posting is
 ``min(length, 0x7FFF) << 48 | item << 16 | min(prefix position, 0xFFFF)``.
 """
@@ -295,7 +295,8 @@ def _lcs(query, keys, bits, pool):
 
 @njit(cache=True)
 def _rouge_f(lcs, n, m):
-    """rouge-score's F-measure for ``_score_lcs(new, pool)``: the same float expression."""
+    """rouge-score's F-measure for ``_score_lcs(new, pool)``: the same float expression (the one
+    place it is written; the tests check it against rouge-score and use it in their oracle)."""
     if n == 0 or m == 0:
         return 0.0
     precision = lcs / m

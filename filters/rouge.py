@@ -13,13 +13,12 @@ when no pool instruction came close enough to be compared).
 from __future__ import annotations
 
 from selfinstruct.filters._rouge_index import NoveltyIndex
-from selfinstruct.filters._rouge_seq import rouge_l_f
 from selfinstruct.filters.base import Filter, Rejection
 from selfinstruct.filters.registry import register
 from selfinstruct.record import Record
 from selfinstruct.text import tokens
 
-__all__ = ["NoveltyIndex", "RougeNovelty", "rouge_l_f"]
+__all__ = ["NoveltyIndex", "RougeNovelty"]
 
 
 @register

@@ -11,7 +11,8 @@ from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer
 
 from selfinstruct.filters.base import Filter, FilterChain
-from selfinstruct.filters.rouge import NoveltyIndex, RougeNovelty, rouge_l_f
+from selfinstruct.filters._rouge_kernel import _rouge_f as rouge_l_f
+from selfinstruct.filters.rouge import NoveltyIndex, RougeNovelty
 from selfinstruct.record import Record
 from selfinstruct.text import tokens
 
