@@ -75,21 +75,35 @@ class JournalState:
     units: int = 0
 
 
-def iter_events(path: str) -> Iterator[dict[str, Any]]:
-    """The journal's complete events; a torn last line (the process died writing it) is skipped."""
+def encode(obj: Any) -> str:
+    """One journal line's JSON (no newline)."""
+    return _encode(obj)
+
+
+def iter_events(path: str, kinds: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
+    """The journal's complete events; a torn last line (the process died writing it) is skipped.
+
+    ``kinds``: only events of these kinds. Lines that start like another kind's (``Journal.write``
+    puts ``ev`` first) are skipped unparsed; the final render reads the whole journal for its rejects."""
     with open(path, "rb") as f:
         data = f.read()
     lines = data.split(b"\n")
+    wanted = None if kinds is None else tuple(b'{"ev": "%s"' % k.encode() for k in kinds)
     for n, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
+        if wanted is not None and raw.startswith(b'{"ev": "') and not raw.startswith(wanted):
+            continue
         try:
-            yield json.loads(raw)
+            ev = json.loads(raw)
         except ValueError:
             if n == len(lines):       # no newline after it: torn by a crash
                 return
             raise InputError("corrupt journal line (not JSON); move the folder away to start over",
                              path, n) from None
+        if kinds is not None and ev.get("ev") not in kinds:
+            continue
+        yield ev
 
 
 def load(path: str) -> JournalState:
@@ -141,8 +155,13 @@ class Journal:
                 from None
         self._last_sync = time.monotonic()
 
-    def write(self, event: dict[str, Any]) -> None:
-        self._f.write(_encode(event) + "\n")
+    def write(self, event: dict[str, Any], record_json: str | None = None) -> None:
+        """Append ``event`` (``ev`` first); ``record_json``, when given, is already the JSON of the
+        event's ``record`` (the loop encodes an accepted record once, for here and records.jsonl)."""
+        line = _encode(event)
+        if record_json is not None:
+            line = f'{line[:-1]}, "record": {record_json}}}'
+        self._f.write(line + "\n")
         self._f.flush()                     # in the OS now: survives the process being killed
         if time.monotonic() - self._last_sync > FSYNC_EVERY_S:   # and on disk, every few seconds
             os.fsync(self._f.fileno())

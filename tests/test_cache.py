@@ -135,3 +135,14 @@ def test_several_processes_can_write_to_one_cache_at_once(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     with ResponseCache(path) as cache:
         assert len(cache) == 600
+
+
+def test_request_keys_are_stable_across_versions():
+    """Caches and journals written by earlier versions must still hit: the key of a fixed request
+    is pinned, stage does not enter it, and asking twice gives the same key."""
+    from selfinstruct.teachers.base import Request
+    r = Request("Task 1: 写一首诗\n", max_tokens=64, temperature=0.7, top_p=0.95, stop=("Task 3",), seed=7,
+                stage="instructions")
+    assert r.key() == "656bbb12364e473530b9abbb12e3818e" == r.key()
+    assert Request(r.prompt, 64, 0.7, 0.95, ("Task 3",), 7, stage="instances").key() == r.key()
+    assert Request(r.prompt, 64, 0.7, 0.95, ("Task 3",), 8).key() != r.key()

@@ -164,3 +164,57 @@ def test_the_journal_payload_helpers_equal_to_dict():
         assert jr.response_dict(resp) == resp.to_dict()
     req = Request("p", stop=("a", "b"), seed=3)
     assert jr.request_dict(req) == req.to_dict()
+
+
+class _OneAtATimeTeacher(ScriptedTeacher):
+    """Answers its outstanding requests one by one, oldest first, a few loop turns apart, and counts
+    how many it holds (asked and not yet returned to the loop)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.outstanding = 0
+        self._waiting: list = []
+        self._releaser = None
+
+    async def complete(self, request):
+        import asyncio
+        self.outstanding += 1
+        if self._releaser is None:
+            self._releaser = asyncio.ensure_future(self._release())
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        try:
+            await fut
+        finally:
+            self.outstanding -= 1
+        return await super().complete(request)
+
+    async def _release(self):
+        import asyncio
+        while True:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            while self._waiting and self._waiting[0].done():
+                self._waiting.pop(0)
+            if self._waiting:
+                self._waiting.pop(0).set_result(None)
+
+
+def test_a_new_request_goes_out_before_an_answer_is_filtered(tmp_path, monkeypatch):
+    """The pipe stays full: when an answer comes back, the unit that takes its slot has already
+    asked by the time the answer's candidates reach the filters."""
+    from selfinstruct.generate import Run
+    teacher = _OneAtATimeTeacher(concurrency=5)
+    seen = []
+    offer = Run.offer
+
+    def counting_offer(self, record, key):
+        seen.append((self.accepted, teacher.outstanding))
+        return offer(self, record, key)
+
+    monkeypatch.setattr(Run, "offer", counting_offer)
+    num = 60
+    run_generate(settings(tmp_path, num=num), teacher)
+    early = [held for accepted, held in seen if accepted < num - 3 * 5]
+    assert len(early) > 20
+    assert set(early) == {5}

@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 
+# json.dumps(d, sort_keys=True, ensure_ascii=False) with the encoder built once (dumps builds one per
+# call when given options); the keys in every cache and journal already written depend on this format.
+_encode_sorted = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
 class BudgetExhausted(Exception):
     """Raised by ``complete`` when sending the request would exceed ``--max-cost``: the loop stops
     cleanly (writes its outputs, exit 0) instead of failing."""
@@ -29,12 +34,20 @@ class Request:
     stage: str = "instructions"        # accounting bucket: instructions | classification | instances | triples
 
     def key(self) -> str:
-        """Identity of the request for caches and journals: everything that changes the answer."""
-        d = asdict(self)
-        d.pop("stage")
-        d["stop"] = list(self.stop)
-        blob = json.dumps(d, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+        """Identity of the request for caches and journals: everything that changes the answer.
+
+        The sha256 of the sorted-key JSON of every field but ``stage``. Built without
+        ``dataclasses.asdict`` (a deep copy that cost more than the hash) and kept on the instance:
+        the journal, the cache and the loop all ask for it."""
+        try:
+            return self.__dict__["_key"]
+        except KeyError:
+            pass
+        d = {"max_tokens": self.max_tokens, "prompt": self.prompt, "seed": self.seed,
+             "stop": list(self.stop), "temperature": self.temperature, "top_p": self.top_p}
+        key = hashlib.sha256(_encode_sorted(d).encode("utf-8")).hexdigest()[:32]
+        object.__setattr__(self, "_key", key)      # frozen: the fields it hashes cannot change
+        return key
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
