@@ -38,7 +38,8 @@ rebuilt) each time the pool has grown 4x: elements unseen at the snapshot rank r
 id, so the order stays one consistent total order between rebuilds.
 
 Memory per pool item: its text, its token ids (8 bytes each), ``_LEVELS`` x 8 bytes of slot masks
-and about half its length in postings of 8 bytes; per element 16 list heads of 12 bytes.
+and about half its length in postings of 16 bytes (position word, slot mask); per element 32 list
+heads of 12 bytes.
 """
 from __future__ import annotations
 

@@ -11,9 +11,13 @@ State lives in numpy arrays owned by ``NoveltyIndex``; only the posting arena gr
 functions, which therefore return it.
 
 Posting lists: one per (element, length bucket, prefix position < DEEP or not), a chain of blocks
-in one int64 arena (one block per list right after a rebuild). A block at offset o holds [next block offset or -1, capacity, postings...]; capacities double from 4 to 4096
-so a long list is a few large contiguous runs. A posting is
-``min(length, 0x7FFF) << 48 | item << 16 | min(prefix position, 0xFFFF)``.
+in one int64 arena (one block per list right after a rebuild). A block at offset o holds
+[next block offset or -1, capacity, postings...]; capacities double from 4 to 4096 so a long list
+is a few large contiguous runs. A posting is two words: ``min(length, 0x7FFF) << 48 | item << 16 |
+min(prefix position, 0xFFFF)``, then the item's level-1 slot mask (the slots where it has a token).
+The mask in the posting lets a query bound the overlap from the list it is reading already: at a
+million items the masks array is far out of cache, and reading an item's row there for every
+positional survivor was most of a query's time.
 """
 from __future__ import annotations
 
@@ -98,14 +102,15 @@ def _level_masks(tokens, slot_of, levels):
 
 
 @njit(cache=True)
-def _append(arena, meta, head, tail, fill, lst, value):
-    """Append ``value`` to posting list ``lst``; returns the arena (a new one when it had to grow)."""
+def _append(arena, meta, head, tail, fill, lst, value, mask):
+    """Append the posting (``value``, ``mask``) to list ``lst``; returns the arena (a new one when
+    it had to grow)."""
     o = tail[lst]
     if o < 0 or fill[lst] == arena[o + 1]:
         cap = FIRST_BLOCK if o < 0 else min(2 * arena[o + 1], LAST_BLOCK)
         top = meta[M_ARENA]
-        if top + cap + 2 > len(arena):
-            grown = np.empty(max(2 * len(arena), top + cap + 2), dtype=np.int64)
+        if top + 2 * cap + 2 > len(arena):
+            grown = np.empty(max(2 * len(arena), top + 2 * cap + 2), dtype=np.int64)
             grown[:top] = arena[:top]
             arena = grown
         arena[top] = -1
@@ -116,9 +121,11 @@ def _append(arena, meta, head, tail, fill, lst, value):
             arena[o] = top
         tail[lst] = top
         fill[lst] = 0
-        meta[M_ARENA] = top + cap + 2
+        meta[M_ARENA] = top + 2 * cap + 2
         o = top
-    arena[o + 2 + fill[lst]] = value
+    at = o + 2 + 2 * fill[lst]
+    arena[at] = value
+    arena[at + 1] = mask
     fill[lst] += 1
     return arena
 
@@ -142,11 +149,11 @@ def _prefix_postings(item, tokens, prefix_len, elem_ids, freq_snap, out_list, ou
 
 
 @njit(cache=True)
-def _index(item, tokens, prefix_len, elem_ids, freq_snap, arena, meta, head, tail, fill):
+def _index(item, tokens, prefix_len, elem_ids, freq_snap, arena, meta, head, tail, fill, mask):
     lists = np.empty(prefix_len, dtype=np.int64)
     values = np.empty(prefix_len, dtype=np.int64)
     for k in range(_prefix_postings(item, tokens, prefix_len, elem_ids, freq_snap, lists, values, 0)):
-        arena = _append(arena, meta, head, tail, fill, lists[k], values[k])
+        arena = _append(arena, meta, head, tail, fill, lists[k], values[k], mask)
     return arena
 
 
@@ -176,7 +183,8 @@ def add(tokens, prefix_len, index_it, elem_ids, elem_key, freq_live, freq_snap, 
     levels, _ = _level_masks(tokens, slot_of, masks.shape[1] - 1)
     masks[item, :-1] = levels
     if index_it and n > 0:
-        arena = _index(item, tokens, prefix_len, elem_ids, freq_snap, arena, meta, head, tail, fill)
+        arena = _index(item, tokens, prefix_len, elem_ids, freq_snap, arena, meta, head, tail, fill,
+                       np.int64(levels[0]))
     return arena
 
 
@@ -225,7 +233,7 @@ def rebuild(exact, prefix_by_size, elem_ids, elem_key, freq_live, freq_snap, len
     size = 0
     for lst in range(len(head)):
         if counts[lst]:
-            size += max(FIRST_BLOCK, counts[lst] + (counts[lst] >> 2)) + 2
+            size += 2 * max(FIRST_BLOCK, counts[lst] + (counts[lst] >> 2)) + 2
     if size > len(arena):
         arena = np.empty(2 * size, dtype=np.int64)
     top = 0
@@ -236,7 +244,7 @@ def rebuild(exact, prefix_by_size, elem_ids, elem_key, freq_live, freq_snap, len
             arena[top + 1] = cap
             head[lst] = top
             tail[lst] = top
-            top += cap + 2
+            top += 2 * cap + 2
         else:
             head[lst] = -1
             tail[lst] = -1
@@ -244,7 +252,9 @@ def rebuild(exact, prefix_by_size, elem_ids, elem_key, freq_live, freq_snap, len
     meta[M_ARENA] = top
     for p in range(k):
         lst = lists[p]
-        arena[tail[lst] + 2 + fill[lst]] = values[p]
+        at = tail[lst] + 2 + 2 * fill[lst]
+        arena[at] = values[p]
+        arena[at + 1] = np.int64(masks[(values[p] >> 16) & ITEM, 0])
         fill[lst] += 1
     return arena
 
@@ -356,10 +366,19 @@ def best(query, known, unknown, everything, prefix_len, lo, hi, width, longest, 
                 while o >= 0:
                     used = fill[lst] if o == tail[lst] else arena[o + 1]
                     meta[M_SCANNED] += used
-                    for t in range(o + 2, o + 2 + used):
+                    for t in range(o + 2, o + 2 + 2 * used, 2):
                         value = arena[t]
                         m = min(value >> 48, hi + 1)
                         if (value & FIELD) <= deepest[base + m]:
+                            if count > bound_min and bounded:
+                                # Past bound_min survivors the bound below decides anyway, and
+                                # sum over the item's slots of the query's count bounds it from
+                                # above: a pair this drops, that bound would drop too.
+                                inline = 0
+                                for k in range(top_count):
+                                    inline += _popcount(np.uint64(arena[t + 1]) & levels[k])
+                                if inline < needs[m]:
+                                    continue
                             item = (value >> 16) & ITEM
                             if masks[item, stamp] != qid:
                                 masks[item, stamp] = qid
