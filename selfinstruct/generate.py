@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -101,6 +101,8 @@ class Run:
         self._tasks: set[asyncio.Task] = set()
         self._error: BaseException | None = None
         self._wake: asyncio.Event | None = None
+        self._lane: deque[asyncio.Future] = deque()     # answers waiting for their turn (_turn)
+        self._lane_wake: asyncio.Event | None = None
 
     # -- the UnitContext offered to recipes -------------------------------------------------------
 
@@ -136,9 +138,12 @@ class Run:
             self.journal.write({"ev": "resp", "key": key, "stage": request.stage,
                                 "resp": jr.response_dict(resp)})
         # A request slot just came free: the next unit's request goes out now, before this answer is
-        # parsed and filtered (yielding once lets the new unit send first), so the pipe stays full.
-        if self._refill():
-            await asyncio.sleep(0)
+        # parsed and filtered, so the pipe stays full. A cache hit is worked on at once, as the
+        # answer it stands for was: a rerun then samples every prompt from the same pool as the run
+        # that paid for them (at --concurrency 1 exactly), and hits again.
+        self._refill()
+        if not resp.cached:
+            await self._turn()
         return resp
 
     def offer(self, record: Record, key: str) -> bool:
@@ -227,6 +232,30 @@ class Run:
             spawned = True
         return spawned
 
+    async def _turn(self) -> None:
+        """Wait for this answer's turn to be parsed and filtered: one answer per pass of the event
+        loop, after everything else that pass had ready (new units sending, the HTTP writes,
+        answers being read). When many answers land at once (the first wave, a pause), working
+        through all of them before sending anything would send the next wave in one burst, and
+        bursts come back as bursts: throughput would fall to waves."""
+        fut = asyncio.get_running_loop().create_future()
+        self._lane.append(fut)
+        if self._lane_wake is not None:
+            self._lane_wake.set()
+        await fut
+
+    async def _lane_keeper(self) -> None:
+        while True:
+            if not self._lane:
+                self._lane_wake.clear()
+                await self._lane_wake.wait()
+            await asyncio.sleep(0)             # one pass of the loop per answer
+            while self._lane:
+                fut = self._lane.popleft()
+                if not fut.done():             # a unit cancelled while waiting has no turn
+                    fut.set_result(None)
+                    break
+
     def _spawn(self, uid: str, first: Request, fresh: bool = True) -> None:
         if fresh:
             self._starting += 1
@@ -262,6 +291,8 @@ class Run:
 
     async def loop(self) -> None:
         self._wake = asyncio.Event()
+        self._lane_wake = asyncio.Event()
+        keeper = asyncio.create_task(self._lane_keeper())
         for uid, req in list(self.state.open_units.items()):      # finish what a crash interrupted
             self._spawn(uid, req, fresh=False)
         try:
@@ -277,7 +308,7 @@ class Run:
             if self._error is not None:
                 raise self._error
         finally:
-            tasks = list(self._tasks)
+            tasks = list(self._tasks) + [keeper]
             for t in tasks:
                 t.cancel()
             # collect every exception so none is reported as "never retrieved"; the first one that

@@ -65,7 +65,7 @@ class OpenAITeacher(Teacher):
         self.max_cost = max_cost
         self.name = f"openai:{self.model}"
         self.cache_namespace = f"{self.name}|{self.api}"    # see selfinstruct.cache
-        self._url = endpoint_url(self.base_url, api)
+        self._url = URL(endpoint_url(self.base_url, api))   # parsed once, not per request
         self._accounting = Accounting(self.price_in, self.price_out, max_cost)
         self._limiter = RateLimiter(rpm, tpm)
         self._session: aiohttp.ClientSession | None = None
@@ -213,10 +213,10 @@ class OpenAITeacher(Teacher):
         return self._accounting.live()
 
 
-def _env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+def _env_proxy(url: URL) -> tuple[str | None, aiohttp.BasicAuth | None]:
     """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY give for ``url``, as the stock client uses."""
     try:
-        proxy, auth = get_env_proxy_for_url(URL(url))
+        proxy, auth = get_env_proxy_for_url(url)
     except LookupError:
         return None, None
     return str(proxy), auth
