@@ -29,6 +29,9 @@ Three filters, cheapest first, then the exact check:
    64-bit mask of the slots where its count is >= k; min(q, c) = sum over k <= q of [c >= k], so the
    bound is a few popcounts of (query mask & item mask) per candidate. On template-heavy data this
    drops ~95% of the positional survivors, which share one mid-frequency word and little else.
+   Each posting also carries the item's level-1 mask, so once a query has more than ``_BOUND_MIN``
+   survivors it drops most of the rest from the list it is reading with a looser bound of the same
+   kind (sum over the item's slots of the query's counts), without touching the item's row.
 
 Survivors get an exact LCS (bit-parallel for queries of up to 64 tokens, dynamic programming
 beyond) and the reference's float formula; ``_rouge_kernel`` does all of this in compiled code.
