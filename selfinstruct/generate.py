@@ -223,14 +223,11 @@ class Run:
     # filtering an answer holds no slot, so the moment an answer arrives a new unit takes its slot,
     # instead of waiting for the whole unit (and, with many answers at once, for all of them).
 
-    def _refill(self) -> bool:
-        """Spawn units until enough requests are wanted; True when one was spawned."""
-        spawned = False
+    def _refill(self) -> None:
+        """Spawn units until enough requests are wanted."""
         while (self._asking + self._starting < self.teacher.concurrency and self.stop_reason is None
                and self.accepted < self.s.num and self._error is None):
             self._spawn(*self._new_unit())
-            spawned = True
-        return spawned
 
     async def _turn(self) -> None:
         """Wait for this answer's turn to be parsed and filtered: one answer per pass of the event
