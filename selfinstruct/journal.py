@@ -20,11 +20,10 @@ from typing import Any, Iterator
 from selfinstruct.errors import InputError, UsageError
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request, Response
+from selfinstruct.writers import to_json as encode   # one line's JSON, no newline
 
 FILENAME = "journal.jsonl"
 FSYNC_EVERY_S = 2.0
-# json.dumps(ensure_ascii=False) builds an encoder per call; the same encoder, built once.
-_encode = json.JSONEncoder(ensure_ascii=False).encode
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
 _RESPONSE_FIELDS = tuple(f.name for f in fields(Response))
 _REQUEST_FIELDS = tuple(f.name for f in fields(Request))
@@ -73,11 +72,6 @@ class JournalState:
     open_units: dict[str, Request] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     units: int = 0
-
-
-def encode(obj: Any) -> str:
-    """One journal line's JSON (no newline)."""
-    return _encode(obj)
 
 
 def iter_events(path: str, kinds: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
@@ -158,7 +152,7 @@ class Journal:
     def write(self, event: dict[str, Any], record_json: str | None = None) -> None:
         """Append ``event`` (``ev`` first); ``record_json``, when given, is already the JSON of the
         event's ``record`` (the loop encodes an accepted record once, for here and records.jsonl)."""
-        line = _encode(event)
+        line = encode(event)
         if record_json is not None:
             line = f'{line[:-1]}, "record": {record_json}}}'
         self._f.write(line + "\n")

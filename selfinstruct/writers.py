@@ -11,9 +11,9 @@ from typing import IO, Any, Iterable, Iterator
 
 from selfinstruct.record import Record
 
-# json.dumps(..., ensure_ascii=False) builds an encoder per call (dump, unlike dumps, does not even
-# use the C one); the same encoder, built once. Lines are identical to json.dumps's.
-_encode = json.JSONEncoder(ensure_ascii=False).encode
+# json.dumps(obj, ensure_ascii=False) with the encoder built once (dumps builds one per call when
+# given options; dump does not even use the C one). The journal writes its lines with it too.
+to_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 @contextmanager
@@ -48,7 +48,7 @@ def write_alpaca(path: str | os.PathLike, records: Iterable[Record]) -> int:
         f.write("[")
         for r in records:
             f.write(",\n  " if n else "\n  ")
-            f.write(_encode({"instruction": r.instruction, "input": r.input, "output": r.output}))
+            f.write(to_json(r.to_alpaca()))
             n += 1
         f.write("\n]\n" if n else "]\n")
     return n
@@ -61,4 +61,4 @@ def reject_line(record: Record, reason: str, detail: str = "", source: str | Non
 
 def reject_row(record: dict[str, Any], reason: str, detail: str, source: str) -> str:
     """``reject_line`` for a record already in its dict form (``Record.to_dict()``)."""
-    return _encode({"reason": reason, "detail": detail, "source": source, "record": record}) + "\n"
+    return to_json({"reason": reason, "detail": detail, "source": source, "record": record}) + "\n"
