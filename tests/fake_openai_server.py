@@ -10,6 +10,13 @@ everything else gets ``server.default`` (a deterministic numbered list derived f
 Every request is recorded (path, lower-cased headers, JSON body, arrival time), and the server counts
 the most requests it had in flight at once.
 
+Latency of the default answer: ``latency`` seconds, or with ``latency_range=(lo, hi)`` a draw per
+request, uniform in [lo, hi], from ``random.Random(seed).uniform`` in arrival order (reproducible).
+With ``stats=True``, ``GET /v1/_stats`` answers a JSON object: completion requests received and
+answered (ok answers written) since the last reset, the monotonic times of the first one received and
+the last answer written, the sum of the drawn latencies, the most in flight at once;
+``GET /v1/_stats?reset=1`` answers the same, then resets these and reseeds the latency draws.
+
 In tests (see tests/conftest_openai.py)::
 
     with serve_in_thread(FakeOpenAI()) as server:
@@ -19,6 +26,7 @@ In tests (see tests/conftest_openai.py)::
 As a script (for benchmarks)::
 
     python tests/fake_openai_server.py --port 8123 --latency 1.0 [--fixed]
+    python tests/fake_openai_server.py --latency-min 0.05 --latency-max 0.5 --seed 1 --sim --stats
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import collections
 import contextlib
 import hashlib
 import json
+import random
 import resource
 import signal
 import socket
@@ -170,11 +179,43 @@ class FakeOpenAI:
     in_flight: int = 0
     max_in_flight: int = 0
     count: int = 0
+    latency_range: tuple[float, float] | None = None  # default latency drawn uniformly per request
+    seed: int = 0                                     # of the latency draws
+    stats: bool = False                               # answer GET .../_stats (benchmarks)
+    # since the last stats reset: completion requests received, ok answers written, times
+    received_n: int = 0
+    answered_n: int = 0
+    first_received: float | None = None               # time.monotonic()
+    last_answered: float | None = None
+    latency_sum: float = 0.0                          # of the default latencies drawn
 
     def __post_init__(self) -> None:
         self._queue: collections.deque[Behaviour] = collections.deque()
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Conn] = set()
+        self._rng = random.Random(self.seed)
+
+    def default_latency(self) -> float:
+        """The default answer's latency: fixed, or the next draw from ``latency_range``."""
+        if self.latency_range is None:
+            latency = self.latency
+        else:
+            latency = self._rng.uniform(*self.latency_range)
+        self.latency_sum += latency
+        return latency
+
+    def stats_dict(self) -> dict[str, Any]:
+        return {"received": self.received_n, "answered": self.answered_n,
+                "first_received": self.first_received, "last_answered": self.last_answered,
+                "latency_sum": self.latency_sum, "max_in_flight": self.max_in_flight,
+                "in_flight": self.in_flight, "count": self.count}
+
+    def reset_stats(self) -> None:
+        self.received_n = self.answered_n = 0
+        self.first_received = self.last_answered = None
+        self.latency_sum = 0.0
+        self.max_in_flight = self.in_flight
+        self._rng = random.Random(self.seed)
 
     @property
     def url(self) -> str:
@@ -216,7 +257,7 @@ class FakeOpenAI:
             chosen = self.responder(body, n)
             if chosen is not None:
                 return chosen
-        return Behaviour("ok", self.latency)
+        return Behaviour("ok", self.default_latency())
 
     def canned(self, path: str) -> bytes:
         """The whole HTTP response for the fixed benchmark answer on ``path``, built once."""
@@ -309,6 +350,13 @@ class _Conn(asyncio.Protocol):
         self.busy = True
         method, path, headers, raw = self.waiting.popleft()
         server = self.server
+        if server.stats and method == "GET" and path.partition("?")[0].endswith("/_stats"):
+            self._stats(path, headers)
+            return
+        if method == "POST" and path.endswith("completions"):
+            server.received_n += 1
+            if server.first_received is None:
+                server.first_received = time.monotonic()
         server.in_flight += 1
         server.max_in_flight = max(server.max_in_flight, server.in_flight)
         self.counted = True
@@ -343,9 +391,10 @@ class _Conn(asyncio.Protocol):
         server.count += 1
         canned = server.canned(path)
         keep_alive = headers.get("connection", "").lower() != "close"
-        if server.latency > 0:
+        latency = server.default_latency()
+        if latency > 0:
             self.pending_handle = asyncio.get_running_loop().call_later(
-                server.latency, self._send_canned, canned, keep_alive)
+                latency, self._send_canned, canned, keep_alive)
         else:
             self._send_canned(canned, keep_alive)
 
@@ -354,6 +403,7 @@ class _Conn(asyncio.Protocol):
         if self.transport.is_closing():
             return
         self.transport.write(canned)
+        self._answered()
         self._done()
         if not keep_alive:
             self.transport.close()
@@ -384,11 +434,31 @@ class _Conn(asyncio.Protocol):
         else:
             payload = b.body or b""
         t.write(_response(b.status, payload, b.headers))
+        if b.kind == "ok":
+            self._answered()
         self._done()
         if not keep_alive:
             t.close()
             return
         self._next()
+
+    def _stats(self, path: str, headers: dict[str, str]) -> None:
+        """``GET .../_stats[?reset=1]``: the counters (then reset them); not counted as a request."""
+        server = self.server
+        payload = json.dumps(server.stats_dict()).encode()
+        if "reset=1" in path.partition("?")[2].split("&"):
+            server.reset_stats()
+        self.transport.write(_response(200, payload))
+        self.busy = False
+        if headers.get("connection", "").lower() == "close":
+            self.transport.close()
+            return
+        self._next()
+
+    def _answered(self) -> None:
+        server = self.server
+        server.answered_n += 1
+        server.last_answered = time.monotonic()
 
     def _done(self) -> None:
         if self.counted:
@@ -437,20 +507,33 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--latency-min", type=float, default=None,
+                        help="with --latency-max: seconds per answer drawn uniformly per request")
+    parser.add_argument("--latency-max", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latency draws")
+    parser.add_argument("--stats", action="store_true",
+                        help="answer GET /v1/_stats[?reset=1] (counters for benchmarks)")
     parser.add_argument("--record", action="store_true", help="keep every request in memory")
     parser.add_argument("--fixed", action="store_true",
                         help="one canned answer for every request (benchmarks: least server CPU)")
     parser.add_argument("--sim", action="store_true",
                         help="answer like tests/sim_teacher.py (new alpaca triples per request)")
     args = parser.parse_args()
-    extra = {}
+    if (args.latency_min is None) != (args.latency_max is None):
+        parser.error("--latency-min and --latency-max go together")
+    extra: dict[str, Any] = {}
+    if args.latency_min is not None:
+        if not 0 <= args.latency_min <= args.latency_max:
+            parser.error("need 0 <= --latency-min <= --latency-max")
+        extra["latency_range"] = (args.latency_min, args.latency_max)
     if args.sim:
         from sim_teacher import reply      # this script's folder is on sys.path
         extra["text_fn"] = reply
 
     async def serve() -> None:
         server = FakeOpenAI(latency=args.latency, record=args.record, fixed=args.fixed,
-                            host=args.host, port=args.port, **extra)
+                            host=args.host, port=args.port, seed=args.seed, stats=args.stats,
+                            **extra)
         await server.start()
         # The benchmark reads this line to learn the port.
         print(f"LISTENING {server.url}", flush=True)
