@@ -253,8 +253,9 @@ def run_main(capsys, tokenizer_dir, data_file, tmp_path):
     def run(*overrides: str) -> tuple[int, str]:
         args = ["tiny-cpu", f"data={data_file}", f"out={tmp_path / 'out'}", f"tokenizer={tokenizer_dir}",
                 *overrides]
-        code = main(args)
-        return code, capsys.readouterr().err
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        return e.value.code, capsys.readouterr().err
     return run
 
 

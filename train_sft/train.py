@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from selfinstruct.errors import SelfInstructError, UsageError
+from selfinstruct.errors import UsageError, user_errors
 from selfinstruct.train_sft import checkpoint, config as config_module, data, modeling, runtime
 from selfinstruct.train_sft.metrics import MetricsLog
 
@@ -285,10 +285,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+INTERRUPTED = "Interrupted: rerun with resume=true to continue from the last complete checkpoint."
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 on success, 2 on a bad config or input (one ``Error:`` line, from rank 0 only)."""
+    """0 on success; a bad config or input exits with status 2 and one ``Error:`` line (SystemExit; the
+    mapping is ``selfinstruct.errors.user_errors``, shared with the CLI). Under torchrun every rank
+    exits the same way and only rank 0 prints."""
     rank = int(os.environ.get("RANK", "0"))
-    try:
+    with user_errors(show=rank == 0, interrupted=INTERRUPTED):
         plan, check_only = prepare(sys.argv[1:] if argv is None else argv)
         if check_only:
             for line in describe(plan):
@@ -296,10 +301,6 @@ def main(argv: list[str] | None = None) -> int:
             print("check: ok")
             return 0
         train(plan)
-    except SelfInstructError as e:
-        if rank == 0:
-            print(f"Error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 
