@@ -219,8 +219,8 @@ def test_overrides_are_coerced_to_the_type_of_the_default():
 
 @pytest.mark.parametrize("override, message", [
     ("lrr=0.1", "unknown config key 'lrr' in override 'lrr=0.1'; did you mean 'lr'?"),
-    ("epochs=two", "epochs='two' in override 'epochs=two': expected int"),
-    ("lr", "override 'lr' is not key=value (e.g. lr=1e-4)"),
+    ("epochs=two", "override 'epochs=two': epochs must be a whole number, e.g. epochs=3 (got the string 'two')"),
+    ("lr", "override 'lr' is not key=value (e.g. lr=2e-05)"),
     ("template=llama", "template=llama is not one of alpaca, chat"),
     ("micro_batch_size=0", "micro_batch_size=0 must be at least 1"),
 ])
@@ -228,6 +228,82 @@ def test_bad_overrides_are_refused_with_the_fix(override, message):
     with pytest.raises(UsageError) as e:
         config.load("tiny-cpu", ["data=d.json", override])
     assert str(e.value) == message
+
+
+def test_a_null_or_wrongly_typed_value_in_a_config_file_names_the_file_and_key(tmp_path):
+    path = write(tmp_path, "c.yaml", "model: tiny-llama\ndata: d.json\nlr:\n")
+    with pytest.raises(UsageError) as e:
+        config.load(path)
+    assert str(e.value) == f"{path}: lr must be a number, e.g. lr: 2e-05 (got null)"
+
+
+def test_empty_value_unsets_a_key_whose_default_is_none_and_the_other_checks_are_unchanged():
+    assert config.load("tiny-cpu", ["data=d.json", "max_steps="]).max_steps is None
+    c = config.load("tiny-cpu", ["data=d.json", "grad_clip=.inf", "betas=[0.8, 1]", "tiny={layers: 3}",
+                                 "resume=runs/x/checkpoints/step_0000010", "tokenizer=null"])
+    assert (c.grad_clip, c.betas, c.tiny["layers"], c.resume, c.tokenizer) == (
+        float("inf"), [0.8, 1.0], 3, "runs/x/checkpoints/step_0000010", None)
+
+
+# Every malformed override: one line naming it, what is wrong and what to write instead.
+MALFORMED = [
+    ("lr=[", "override 'lr=[': '[' is not valid YAML (expected the node content, but found '<stream end>'); "
+             "lr must be a number, e.g. lr=2e-05"),
+    ("lr=: x", "override 'lr=: x': ': x' is not valid YAML (expected <block end>, but found ':'); "
+               "lr must be a number, e.g. lr=2e-05"),
+    ('model="abc', "override 'model=\"abc': '\"abc' is not valid YAML (found unexpected end of stream); "
+                   "model must be a string, e.g. model=/models/llama-7b; quote it: model='\"abc'"),
+    ("lr=", "override 'lr=': lr must be a number, e.g. lr=2e-05 (got nothing after '=')"),
+    ("lr=null", "override 'lr=null': lr must be a number, e.g. lr=2e-05 (got null)"),
+    ("resume=", "override 'resume=': resume must be true, false or a checkpoint folder, e.g. resume=true "
+                "(got nothing after '=')"),
+    ("=3", "override '=3' has no key before '=' (write key=value, e.g. lr=1e-4)"),
+    ("lr", "override 'lr' is not key=value (e.g. lr=2e-05)"),
+    ("tiny.layers", "override 'tiny.layers' is not key=value (e.g. tiny.layers=2)"),
+    ("micro_batch_size=abc", "override 'micro_batch_size=abc': micro_batch_size must be a whole number, "
+                             "e.g. micro_batch_size=4 (got the string 'abc')"),
+    ("epochs=2.5", "override 'epochs=2.5': epochs must be a whole number, e.g. epochs=3 (got 2.5)"),
+    ("seed=true", "override 'seed=true': seed must be a whole number, e.g. seed=42 (got true)"),
+    ("max_steps=abc", "override 'max_steps=abc': max_steps must be a whole number, e.g. max_steps=1000 "
+                      "(got the string 'abc')"),
+    ("group_by_length=maybe", "override 'group_by_length=maybe': group_by_length must be true or false, "
+                              "e.g. group_by_length=true (got the string 'maybe')"),
+    ("lr=[1, 2]", "override 'lr=[1, 2]': lr must be a number, e.g. lr=2e-05 (got a list: [1, 2])"),
+    ("lr={a: 1}", "override 'lr={a: 1}': lr must be a number, e.g. lr=2e-05 (got a mapping: {a: 1})"),
+    ("lr=.nan", "override 'lr=.nan': lr must be a number, e.g. lr=2e-05 (got nan)"),
+    ("lr=.inf", "lr=inf must be finite, e.g. lr=2e-05"),
+    ("data=foo: bar", "override 'data=foo: bar': data must be a string, e.g. data=alpaca_data.json "
+                      "(got a mapping: {foo: bar}); quote it: data='foo: bar'"),
+    ("out=#x", "override 'out=#x': out must be a string, e.g. out=runs/7b (got null); quote it: out='#x'"),
+    ("resume=[1]", "override 'resume=[1]': resume must be true, false or a checkpoint folder, e.g. resume=true "
+                   "(got a list: [1])"),
+    ("betas=0.9", "override 'betas=0.9': betas must be a list of 2 numbers, e.g. betas=[0.9, 0.999] (got 0.9)"),
+    ("betas=[0.9, x]", "override 'betas=[0.9, x]': betas must be a list of 2 numbers, e.g. betas=[0.9, 0.999] "
+                       "(got a list: [0.9, x])"),
+    ("tiny=3", "override 'tiny=3': tiny must be a mapping, e.g. tiny={layers: 2, hidden: 64, heads: 4, "
+               "intermediate: 256} (got 3)"),
+    ("tiny.layers=abc", "override 'tiny.layers=abc': tiny.layers must be a whole number, e.g. tiny.layers=2 "
+                        "(got the string 'abc')"),
+    ("tiny={layer: 3}", "unknown config key 'tiny.layer' in override 'tiny={layer: 3}'; did you mean "
+                        "'tiny.layers'?"),
+    ("lrr=[", "unknown config key 'lrr' in override 'lrr=['; did you mean 'lr'?"),
+]
+
+
+@pytest.mark.parametrize("override, message", MALFORMED, ids=[o for o, _ in MALFORMED])
+def test_a_malformed_override_is_one_error_line_naming_it_and_exit_2(capsys, override, message):
+    with pytest.raises(SystemExit) as e:
+        main(["tiny-cpu", "data=d.json", override, "--check"])
+    captured = capsys.readouterr()
+    assert (e.value.code, captured.err, captured.out) == (2, f"Error: {message}\n", "")
+
+
+@pytest.mark.parametrize("override", ["lr=[", "micro_batch_size=abc", "=3", "lr"])
+def test_run_directly_a_malformed_override_is_one_line_and_exit_2_without_a_traceback(override):
+    result = subprocess.run([sys.executable, "-m", "selfinstruct.train_sft.train", "tiny-cpu", "data=d.json",
+                             override], cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env())
+    assert (result.returncode, result.stderr) == (2, f"Error: {dict(MALFORMED)[override]}\n")
+    assert result.stdout == ""
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
@@ -450,18 +526,29 @@ def test_an_interrupted_then_resumed_run_follows_the_uninterrupted_one(full_run,
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("bad, message", [
+    ("precision=fp16", "precision=fp16 needs a CUDA GPU; on CPU use precision=fp32 (or precision=bf16)"),
+    ("lr=[", dict(MALFORMED)["lr=["]),
+    ("micro_batch_size=abc", dict(MALFORMED)["micro_batch_size=abc"]),
+], ids=["fp16-on-cpu", "unparseable", "wrong-type"])
 def test_under_torchrun_a_bad_input_is_one_error_line_from_rank_0_and_no_rank_hangs(data_file, tokenizer_dir,
-                                                                                    tmp_path):
-    result = torchrun(tiny_args(data_file, tokenizer_dir, tmp_path / "o", "precision=fp16"), timeout=120)
+                                                                                    tmp_path, bad, message):
+    result = torchrun(tiny_args(data_file, tokenizer_dir, tmp_path / "o", bad), timeout=120)
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert errors == ["Error: precision=fp16 needs a CUDA GPU; on CPU use precision=fp32 (or precision=bf16)"]
+    assert errors == [f"Error: {message}"]
+    assert result.returncode != 0
     assert "Traceback" not in result.stderr.split("Error:")[0]
 
 
-@pytest.mark.slow
+# launch.sh's --check step refuses these before torchrun starts (no worker, no model): not slow.
+@pytest.mark.parametrize("bad, message", [
+    ("lrr=1", "unknown config key 'lrr' in override 'lrr=1'; did you mean 'lr'?"),
+    ("lr=[", dict(MALFORMED)["lr=["]),
+    ("packing", "'packing': one config file only (settings are key=value)"),
+], ids=["unknown-key", "unparseable", "no-equals"])
 def test_launch_sh_stops_a_bad_input_before_torchrun_with_one_line_and_exit_2(data_file, tokenizer_dir,
-                                                                             tmp_path):
-    result = subprocess.run(["bash", LAUNCH, *tiny_args(data_file, tokenizer_dir, tmp_path / "o", "lrr=1")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env())
-    assert (result.returncode, result.stderr) == (
-        2, "Error: unknown config key 'lrr' in override 'lrr=1'; did you mean 'lr'?\n")
+                                                                             tmp_path, bad, message):
+    result = subprocess.run(["bash", LAUNCH, *tiny_args(data_file, tokenizer_dir, tmp_path / "o", bad)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**_env(), "NPROC": "2"})
+    assert (result.returncode, result.stderr) == (2, f"Error: {message}\n")
+    assert not (tmp_path / "o").exists()

@@ -70,8 +70,8 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], bool]:
             raise SystemExit(0)
         elif arg.startswith("-"):
             raise UsageError(f"unknown option {arg} (options: --check, --resume; settings are key=value)")
-        elif "=" in arg:
-            overrides.append(arg)
+        elif "=" in arg or (config_module.is_key(arg) and not os.path.isfile(arg)):
+            overrides.append(arg)             # `lr` alone: config.load says it is not key=value
         elif path is None:
             path = arg
         else:
