@@ -23,10 +23,6 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 _CHUNK = 1 << 14                      # shingles per (shingles x permutations) block: bounded memory
 
 
-def _script(text: str) -> str:
-    return "en" if text.isascii() else script_lang(text)     # ASCII text has no Han or kana
-
-
 def _mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: spreads every input bit over the whole word (uint64, wrapping)."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -78,7 +74,7 @@ class Sketcher:
         flat = [cache.get(tok) or self._hash_token(tok) for toks in token_lists for tok in toks]
         th = np.array(flat, dtype=np.uint64)
         lens = np.array([len(toks) for toks in token_lists], dtype=np.int64)
-        ns = np.array([SHINGLE_N[self.lang if self.lang != "auto" else _script(t)] for t in texts])
+        ns = np.array([SHINGLE_N[self.lang if self.lang != "auto" else script_lang(t)] for t in texts])
         ns = np.minimum(ns, np.maximum(lens, 1))          # shorter than n: the whole text is one gram
         starts = np.cumsum(lens) - lens
         counts = np.where(lens > 0, lens - ns + 1, 0)

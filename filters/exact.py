@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 
 from selfinstruct.filters.base import Filter, Rejection
-from selfinstruct.filters.registry import register
 from selfinstruct.record import Record
 from selfinstruct.text import normalise
 
@@ -22,7 +21,6 @@ def dedup_key(record: Record) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-@register
 class ExactDedup(Filter):
     name = "exact"
     stage = "exact"

@@ -26,11 +26,9 @@ import re
 
 from selfinstruct.errors import UsageError
 from selfinstruct.filters.base import Filter, Rejection
-from selfinstruct.filters.registry import register
 from selfinstruct.record import Record
-from selfinstruct.text import cjk_count, is_cjk
+from selfinstruct.text import FILTER_LANGS, cjk_count, is_cjk
 
-LANGS = ("auto", "en", "zh")
 MIN_LETTERS = 4          # fewer letters than this say nothing about a field's language
 MIN_DETECT_LETTERS = 20  # langdetect guesses on shorter text
 MIN_CONFIDENCE = 0.9     # langdetect probability below which its answer is ignored
@@ -154,18 +152,18 @@ def reads_as_english(text: str) -> bool:
     return hits >= 1 and text.isascii() and not any(w in _FOREIGN_WORDS for w in words)
 
 
-@register
 class LanguageMismatch(Filter):
     name = "lang"
     stage = "quality"
+    order = 200          # after the cheap quality rules: langdetect is the costliest of them
     fields = ("instruction", "input", "output")
 
     def __init__(self, lang: str = "auto"):
         lang = (lang or "auto").lower()
         if lang.startswith("zh"):        # zh-cn, zh-tw, zh-hans…
             lang = "zh"
-        if lang not in LANGS:
-            raise UsageError(f"unknown language '{lang}' (use one of: {', '.join(LANGS)})")
+        if lang not in FILTER_LANGS:
+            raise UsageError(f"unknown language '{lang}' (choose from {', '.join(FILTER_LANGS)})")
         self.lang = lang
         self._detect = functools.lru_cache(maxsize=16384)(self._detect_uncached)
 

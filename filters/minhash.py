@@ -22,7 +22,6 @@ from datasketch.lsh import _optimal_param
 from selfinstruct.filters._minhash_lsh import BandTable
 from selfinstruct.filters._minhash_sketch import Sketcher
 from selfinstruct.filters.base import Filter, Rejection
-from selfinstruct.filters.registry import register
 from selfinstruct.record import Record
 
 
@@ -38,7 +37,6 @@ class _Batch:
     valid: bool = True                # False once a record from outside the batch was added
 
 
-@register
 class MinHashDedup(Filter):
     name = "minhash"
     stage = "minhash"

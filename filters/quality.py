@@ -12,12 +12,10 @@ import re
 import unicodedata
 
 from selfinstruct.filters.base import Filter, Rejection
-from selfinstruct.filters.registry import register
 from selfinstruct.record import Record
 from selfinstruct.text import is_cjk, length, normalise
 
 
-@register
 class Truncated(Filter):
     """The teacher hit its token limit inside this record (the generate loop sets meta["truncated"])."""
     name = "truncated"
@@ -30,7 +28,6 @@ class Truncated(Filter):
         return None
 
 
-@register
 class InstructionLength(Filter):
     """Words for space-delimited text, characters for Chinese (Self-Instruct drops <= 3 words and
     more than 150)."""
@@ -59,7 +56,6 @@ class InstructionLength(Filter):
 _INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 
 
-@register
 class BadStart(Filter):
     """The instruction must start with a letter of any script (Han and kana are letters too)."""
     name = "bad_start"
@@ -93,7 +89,6 @@ _BLACKLIST_ZH_RE = re.compile("|".join(BLACKLIST_ZH))
 _WRITE_A_PROGRAM_RE = re.compile(r"\s*write\s+a\s+program", re.IGNORECASE)
 
 
-@register
 class Blacklist(Filter):
     name = "blacklist"
     stage = "quality"
@@ -119,7 +114,6 @@ _URL_RE = re.compile(r"(?:https?://|(?<![A-Za-z0-9.])www\.)[A-Za-z0-9\-._~:/?#\[
 _URL_TRAILING = ".,;:!?)]'\""
 
 
-@register
 class Url(Filter):
     """A URL the student cannot follow, in any field."""
     name = "url"
@@ -136,7 +130,6 @@ class Url(Filter):
         return None
 
 
-@register
 class EmptyOutput(Filter):
     name = "empty_output"
     stage = "quality"
@@ -154,7 +147,6 @@ _NOOUTPUT_ANYWHERE_RE = re.compile(r"<\s*no[\s_-]*output\s*>|<\s*无输出\s*>",
 _NOOUTPUT_ALONE_RE = re.compile(r"n/a|无输出", re.IGNORECASE)
 
 
-@register
 class NoOutputMarker(Filter):
     name = "nooutput"
     stage = "quality"
@@ -176,7 +168,6 @@ def _could_repeat(output: str, other: str) -> bool:
     return bool(other) and len(output) <= 2 * len(other) + 32
 
 
-@register
 class Echo(Filter):
     """The output repeats the input or the instruction (equal after normalisation: case, width,
     punctuation and spacing aside)."""
@@ -230,7 +221,6 @@ _REFUSAL_HINTS = ("an ai", "sorry", "fulfil", "language model", "openai", "gpt",
                   "作为", "我是一", "语言模型", "抱歉", "对不起", "我无法")
 
 
-@register
 class Refusal(Filter):
     """The teacher talking about itself or refusing, in the instruction or the output. The input is
     material to work on (an article about OpenAI is fine) and is not looked at."""

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from selfinstruct.filters._rouge_index import NoveltyIndex
 from selfinstruct.filters.base import Filter, Rejection
-from selfinstruct.filters.registry import register
 from selfinstruct.record import Record
 from selfinstruct.text import tokens
 
 __all__ = ["NoveltyIndex", "RougeNovelty"]
 
 
-@register
 class RougeNovelty(Filter):
     name = "rouge"
     stage = "rouge"

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import os as _os
+import time as _time
 
 __version__ = "0.1.0"
+
+# When the process started using the package: a command's elapsed_seconds counts from here, so that
+# loading (imports, models, seeds) is part of what the user waited for.
+STARTED = _time.monotonic()
 
 # The repository keeps filters/, seeds/ and train_sft/ at its root; installed, they are the subpackages
 # selfinstruct.filters, selfinstruct.seeds and selfinstruct.train_sft (setuptools package-dir). When this

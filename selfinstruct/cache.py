@@ -41,12 +41,6 @@ CREATE TABLE IF NOT EXISTS responses (
 _BUSY_TIMEOUT_S = 30.0
 
 
-def cache_namespace(teacher: Teacher) -> str:
-    """What besides the request decides the answer: ``teacher.cache_namespace`` when the teacher
-    defines one (the OpenAI teacher adds its endpoint kind), else its name."""
-    return getattr(teacher, "cache_namespace", None) or teacher.name
-
-
 _REQUEST_FIELDS = tuple(Request.__dataclass_fields__)
 
 
@@ -70,7 +64,7 @@ class ResponseCache:
 
     @staticmethod
     def key_for(request: Request, teacher: Teacher | str) -> str:
-        namespace = teacher if isinstance(teacher, str) else cache_namespace(teacher)
+        namespace = teacher if isinstance(teacher, str) else teacher.cache_namespace
         blob = f"{namespace}\n{request.key()}".encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:40]
 
@@ -148,17 +142,14 @@ class ResponseCache:
 
 
 async def complete_cached(teacher: Teacher, cache: ResponseCache | None, request: Request) -> Response:
-    """The answer from ``cache`` when it has one (the teacher is told, for its accounting), else from
-    the teacher, cached when it succeeded."""
+    """The answer from ``cache`` when it has one (``cached=True``: nothing was sent or paid), else
+    from the teacher, cached when it succeeded."""
     if cache is None:
         return await teacher.complete(request)
     key = ResponseCache.key_for(request, teacher)
     hit = cache.get(key)
     if hit is not None:
-        record = getattr(teacher, "record_cache_hit", None)
-        if record is not None:
-            record(request)
         return hit
     response = await teacher.complete(request)
-    cache.put(key, request, response, teacher.name)
+    cache.put(key, request, response, teacher.label)
     return response

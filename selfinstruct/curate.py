@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from selfinstruct import options as opts
+from selfinstruct.commands.common import split_names
 from selfinstruct.errors import UsageError
 from selfinstruct.filters.base import FilterChain, Rejection
-from selfinstruct.filters.registry import build_chain
+from selfinstruct.filters.registry import build_chain, components, select
 from selfinstruct.readers import ON_BAD_RECORD, open_source, parse_fields, read_records
 from selfinstruct.record import Record
+from selfinstruct.summary import common_fields
+from selfinstruct.text import FILTER_LANGS
 from selfinstruct.writers import atomic_open, reject_line, write_alpaca, write_json
 
-LANGS = ("auto", "en", "zh")
 DATA, REJECTS, SUMMARY = "data.json", "rejects.jsonl", "summary.json"
 MALFORMED = "malformed"
 
@@ -28,18 +30,21 @@ MALFORMED = "malformed"
 def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (), rouge_threshold: float = 0.7,
                minhash_threshold: float = 0.8, lang: str = "auto", fields: dict[str, str] | str | None = None,
                only: Iterable[str] = (), skip: Iterable[str] = (), on_bad_record: str = "error",
-               progress: bool = True) -> dict:
-    """Filter ``inputs`` into ``out_dir``; returns the summary (also written to summary.json)."""
-    started = time.perf_counter()
+               progress: bool = True, options: Sequence[str] = (), started: float | None = None) -> dict:
+    """Filter ``inputs`` into ``out_dir``; returns the summary (also written to summary.json).
+    ``options`` are ``--opt NAME=VALUE`` settings; ``started`` is when the command started
+    (``time.monotonic()``), for elapsed_seconds."""
+    started = time.monotonic() if started is None else started
     inputs, against = [str(p) for p in inputs], [str(p) for p in against]
-    only, skip = _names(only), _names(skip)
+    only, skip = split_names(only), split_names(skip)
     fields = parse_fields(fields)
     _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record)
+    per_filter = opts.resolve(components(select(only, skip)), options)
     for path in inputs + against:      # a missing or unrecognised file fails before any work
         open_source(path)
     chain = build_chain(only, skip, {"lang": lang, "rouge_threshold": rouge_threshold,
-                                     "minhash_threshold": minhash_threshold})
-    against_count, against_bad = _seed(chain, against, on_bad_record)
+                                     "minhash_threshold": minhash_threshold}, per_filter=per_filter)
+    against_count, against_bad = _preload(chain, against, on_bad_record)
 
     out = Path(out_dir)
     created = _make_folder(out)
@@ -64,22 +69,16 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
 
     summary = _summary(chain, counts, inputs, against, against_count, against_bad, started, dict(
         rouge_threshold=rouge_threshold, minhash_threshold=minhash_threshold, lang=lang, fields=fields,
-        only=only, skip=skip, on_bad_record=on_bad_record))
+        only=only, skip=skip, on_bad_record=on_bad_record, options=list(options)))
     write_json(out / SUMMARY, summary)
     return summary
-
-
-def _names(value: Iterable[str] | str) -> list[str]:
-    """``"exact,rouge"`` or ``["exact", "rouge"]`` → ``["exact", "rouge"]``."""
-    parts = value.split(",") if isinstance(value, str) else [p for v in value for p in str(v).split(",")]
-    return [p.strip() for p in parts if p.strip()]
 
 
 def _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record) -> None:
     if not inputs:
         raise UsageError("give at least one INPUT file")
-    if lang not in LANGS:
-        raise UsageError(f"--lang must be one of {', '.join(LANGS)}, not '{lang}'")
+    if lang not in FILTER_LANGS:
+        raise UsageError(f"--lang must be one of {', '.join(FILTER_LANGS)}, not '{lang}'")
     if on_bad_record not in ON_BAD_RECORD:
         raise UsageError(f"--on-bad-record must be one of {', '.join(ON_BAD_RECORD)}, not '{on_bad_record}'")
     for option, value in (("--rouge-threshold", rouge_threshold), ("--minhash-threshold", minhash_threshold)):
@@ -89,14 +88,14 @@ def _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on
         raise UsageError(f"--out {out_dir} is a file; give a folder")
 
 
-def _seed(chain: FilterChain, against: list[str], on_bad_record: str) -> tuple[int, int]:
+def _preload(chain: FilterChain, against: list[str], on_bad_record: str) -> tuple[int, int]:
     """Put the ``--against`` records into the filters' memory; (records, malformed rows)."""
     count = malformed = 0
     for path in against:
         bad: list = []
         # --fields maps the INPUT files' keys; --against files (seeds, Alpaca) are read as they are.
         for record in read_records(path, on_bad_record=on_bad_record, bad=bad):
-            chain.seed((record,))
+            chain.preload((record,))
             count += 1
         malformed += len(bad)
     return count, malformed
@@ -132,7 +131,7 @@ def _read_all(inputs, fields, on_bad_record, rejects, counts: _Counts, chain: Fi
             record = next(stream, None)
             counts.read_seconds += time.perf_counter() - t0
             if bad:
-                _write_malformed(bad, rejects, counts, bar)
+                _write_malformed(bad, rejects, counts, chain, bar)
             if record is None:
                 break
             counts.read += 1
@@ -144,10 +143,11 @@ def _read_all(inputs, fields, on_bad_record, rejects, counts: _Counts, chain: Fi
         counts.per_input[path] = counts.read - before
 
 
-def _write_malformed(bad: list, rejects, counts: _Counts, bar) -> None:
+def _write_malformed(bad: list, rejects, counts: _Counts, chain: FilterChain, bar) -> None:
     for record, origin, message in bad:
         rejects.write(reject_line(record or Record("", origin=origin), MALFORMED, message, source=origin))
     counts.malformed += len(bad)
+    chain.tally.rejected[MALFORMED] += len(bad)
     counts.read += len(bad)
     if bar is not None:
         bar.update(len(bad))
@@ -155,11 +155,8 @@ def _write_malformed(bad: list, rejects, counts: _Counts, bar) -> None:
 
 
 def _postfix(chain: FilterChain, counts: _Counts) -> str:
-    reasons = Counter(chain.rejected)
-    if counts.malformed:
-        reasons[MALFORMED] = counts.malformed
-    top = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3))
-    return f"kept {chain.kept}" + (f" | {top}" if top else "")
+    top = chain.tally.top(3)
+    return f"kept {chain.tally.kept}" + (f" | {top}" if top else "")
 
 
 class _NoBar:
@@ -180,19 +177,13 @@ def _progress_bar(progress: bool):
 
 def _summary(chain: FilterChain, counts: _Counts, inputs, against, against_count, against_bad, started,
              settings) -> dict:
-    chain_summary = chain.summary()
-    stages = dict(chain_summary["seconds_per_stage"])
-    stages = {"read": round(counts.read_seconds, 3), **stages}
     return {
+        **common_fields(chain.tally, started, extra_seconds={"read": counts.read_seconds}),
+        "input_records": counts.read,
+        "malformed": counts.malformed,
         "inputs": [{"path": p, "records": counts.per_input.get(p, 0)} for p in inputs],
         "against": {"paths": against, "records": against_count, "malformed": against_bad},
-        "input_records": counts.read,
-        "kept": chain.kept,
-        "rejected": chain_summary["rejected"],
-        "malformed": counts.malformed,
         "filters": chain.names,
-        "seconds_per_stage": stages,
-        "seconds_total": round(time.perf_counter() - started, 3),
         "settings": settings,
         "outputs": {"data": DATA, "rejects": REJECTS},
     }

@@ -2,8 +2,9 @@
 truth of a ``generate`` run. Every paid teacher response and every decision (a candidate accepted,
 rejected, or an instruction entering the pool) is written and flushed to the OS before it counts, so
 a process killed at any moment (SIGKILL included) loses at most the line it was writing, and that
-line is discarded on the next start. ``data.json``, ``rejects.jsonl`` and ``summary.json`` are
-rendered from the journal, atomically.
+line is discarded on the next start. A resumed run rebuilds its state from it, and ``rejects.jsonl``
+is rendered from it; ``data.json``, ``records.jsonl`` and ``summary.json`` are written from the
+run's state (which the journal holds), each atomically.
 
 Events (``ev``): ``header`` (settings), ``start`` (a unit's first request), ``resp`` (a response,
 by request key), ``pool`` / ``accept`` / ``reject`` (decisions, by candidate key), ``end`` (a unit).
@@ -14,7 +15,7 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError, UsageError
@@ -24,41 +25,6 @@ from selfinstruct.writers import to_json as encode   # one line's JSON, no newli
 
 FILENAME = "journal.jsonl"
 FSYNC_EVERY_S = 2.0
-_RECORD_FIELDS = tuple(f.name for f in fields(Record))
-_RESPONSE_FIELDS = tuple(f.name for f in fields(Response))
-_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
-
-
-# The event payloads. ``to_dict`` goes through dataclasses.asdict, a recursive deep copy that cost
-# the generate loop more CPU per request than the HTTP client; the journal only serialises the dict
-# at once, so a shallow one gives the same line. Anything unusual (a subclass, a non-empty ``meta`` /
-# ``extra``) takes ``to_dict`` itself.
-
-def record_dict(r: Record) -> dict[str, Any]:
-    """``r.to_dict()``, without the deep copy."""
-    if type(r) is not Record or r.meta:
-        return r.to_dict()
-    d = {name: getattr(r, name) for name in _RECORD_FIELDS}
-    del d["meta"]
-    return d
-
-
-def response_dict(r: Response) -> dict[str, Any]:
-    """``r.to_dict()``, without the deep copy."""
-    if type(r) is not Response or r.extra != {}:
-        return r.to_dict()
-    d = {name: getattr(r, name) for name in _RESPONSE_FIELDS}
-    d["extra"] = {}
-    return d
-
-
-def request_dict(r: Request) -> dict[str, Any]:
-    """``r.to_dict()``, without the deep copy."""
-    if type(r) is not Request:
-        return r.to_dict()
-    d = {name: getattr(r, name) for name in _REQUEST_FIELDS}
-    d["stop"] = list(r.stop)
-    return d
 
 
 @dataclass
@@ -71,7 +37,8 @@ class JournalState:
     responses: dict[str, Response] = field(default_factory=dict)
     open_units: dict[str, Request] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
-    units: int = 0
+    units: int = 0                                       # units started
+    ended: set[str] = field(default_factory=set)         # uids of the units that ended
 
 
 def iter_events(path: str, kinds: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
@@ -111,6 +78,7 @@ def load(path: str) -> JournalState:
             st.units += 1
         elif kind == "end":
             st.open_units.pop(ev["uid"], None)
+            st.ended.add(ev["uid"])
         elif kind == "resp":
             st.responses[ev["key"]] = Response.from_dict(ev["resp"])
         elif kind == "accept":
@@ -149,13 +117,9 @@ class Journal:
                 from None
         self._last_sync = time.monotonic()
 
-    def write(self, event: dict[str, Any], record_json: str | None = None) -> None:
-        """Append ``event`` (``ev`` first); ``record_json``, when given, is already the JSON of the
-        event's ``record`` (the loop encodes an accepted record once, for here and records.jsonl)."""
-        line = encode(event)
-        if record_json is not None:
-            line = f'{line[:-1]}, "record": {record_json}}}'
-        self._f.write(line + "\n")
+    def write(self, event: dict[str, Any]) -> None:
+        """Append ``event`` (``ev`` first)."""
+        self._f.write(encode(event) + "\n")
         self._f.flush()                     # in the OS now: survives the process being killed
         if time.monotonic() - self._last_sync > FSYNC_EVERY_S:   # and on disk, every few seconds
             os.fsync(self._f.fileno())

@@ -51,10 +51,6 @@ def price_for(model: str) -> tuple[float, float] | None:
     return PRICES[best] if best is not None else None
 
 
-def cost_usd(prompt_tokens: int, completion_tokens: int, price_in: float, price_out: float) -> float:
-    return (prompt_tokens * price_in + completion_tokens * price_out) / 1_000_000
-
-
 def estimate_tokens(text: str) -> int:
     """Tokens in ``text`` without a tokenizer: the usual chars/4 for alphabetic text, but one token
     per Han/kana character (BPE vocabularies spend about one per character on Chinese, so chars/4

@@ -11,6 +11,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
+# The languages a run can be in (prompts, seeds, --lang); ``filter`` also takes "auto".
+LANGS = ("en", "zh")
+FILTER_LANGS = ("auto", *LANGS)
+
 # Han (CJK unified ideographs, extension A, compatibility, extensions B+) and kana.
 _CJK = (
     "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -33,6 +37,8 @@ def cjk_count(text: str) -> int:
 
 def is_cjk(text: str) -> bool:
     """True when Han/kana characters outnumber the Latin words: count such text in characters."""
+    if text.isascii():
+        return False
     han = cjk_count(text)
     if han == 0:
         return False
@@ -41,7 +47,7 @@ def is_cjk(text: str) -> bool:
 
 
 def script_lang(text: str) -> str:
-    """A cheap language guess from the script: "zh" for mostly Han text, else "en"."""
+    """The one script-based language guess: "zh" for mostly Han text, else "en"."""
     return "zh" if is_cjk(text) else "en"
 
 

@@ -67,10 +67,10 @@ def reply(prompt: str, lang: str | None = None) -> str:
 
 class ScriptedTeacher(Teacher):
     """In-process teacher answering with ``reply``; counts what it was asked."""
-    kind = "scripted"
+    name = "scripted"
+    label = "scripted:sim"
 
     def __init__(self, lang: str = "en", concurrency: int = 4, fail_every: int = 0, reply_fn=reply):
-        self.name = "scripted:sim"
         self.lang, self.concurrency, self.fail_every, self.reply_fn = lang, concurrency, fail_every, reply_fn
         self.calls: list[Request] = []
 

@@ -29,7 +29,7 @@ def test_generate_ends_with_exactly_num_distinct_examples(tmp_path, recipe, lang
     s = settings(tmp_path, recipe=recipe, lang=lang)
     summary = run_generate(s, ScriptedTeacher(lang=lang))
     data, rejects, written = load_out(s.out)
-    assert len(data) == 12 and summary["accepted"] == 12
+    assert len(data) == 12 and summary["kept"] == 12
     assert len({(d["instruction"], d["input"]) for d in data}) == 12
     assert all(set(d) == {"instruction", "input", "output"} for d in data)
     assert written["requested"] == 12 and written["stopped"] == "done"
@@ -80,7 +80,7 @@ def test_failed_requests_are_recorded_not_dropped(tmp_path):
     _, rejects, _ = load_out(s.out)
     failed = [r for r in rejects if r["reason"] == "teacher_failed"]
     assert failed and failed[0]["detail"] == "http 503 after 6 attempts"
-    assert summary["accepted"] == 5
+    assert summary["kept"] == 5
 
 
 def test_rerun_with_same_out_continues_without_asking_again(tmp_path):
@@ -139,7 +139,7 @@ def test_empty_seed_file_is_an_input_error(tmp_path):
     empty = tmp_path / "seeds.jsonl"
     empty.write_text("\n")
     with pytest.raises(InputError):
-        run_generate(settings(tmp_path, seeds=[str(empty)]), ScriptedTeacher())
+        run_generate(settings(tmp_path, seed_files=[str(empty)]), ScriptedTeacher())
     assert not (tmp_path / "out").exists()
 
 
@@ -153,17 +153,17 @@ def test_a_teacher_that_keeps_failing_stops_the_run_with_a_clear_error(tmp_path)
     assert summary["stopped"] == "error: TeacherError" and rejects[0]["reason"] == "teacher_failed"
 
 
-def test_the_journal_payload_helpers_equal_to_dict():
-    from selfinstruct import journal as jr
+def test_the_serialisation_round_trips_records_requests_and_responses():
     from selfinstruct.record import Record
     from selfinstruct.teachers.base import Request, Response
     recs = [Record("指令", "in", "out", id="x", rouge=0.5, meta={"is_classification": True}), Record("plain")]
     for r in recs:
-        assert jr.record_dict(r) == r.to_dict()
+        assert Record.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert "meta" not in Record("plain").to_dict()
     for resp in [Response("t", prompt_tokens=3), Response("t", extra={"usage_estimated": True})]:
-        assert jr.response_dict(resp) == resp.to_dict()
+        assert Response.from_dict(json.loads(json.dumps(resp.to_dict()))) == resp
     req = Request("p", stop=("a", "b"), seed=3)
-    assert jr.request_dict(req) == req.to_dict()
+    assert Request.from_dict(json.loads(json.dumps(req.to_dict()))) == req
 
 
 class _OneAtATimeTeacher(ScriptedTeacher):
@@ -203,16 +203,16 @@ class _OneAtATimeTeacher(ScriptedTeacher):
 def test_a_new_request_goes_out_before_an_answer_is_filtered(tmp_path, monkeypatch):
     """The pipe stays full: when an answer comes back, the unit that takes its slot has already
     asked by the time the answer's candidates reach the filters."""
-    from selfinstruct.generate import Run
+    from selfinstruct.generate.context import Context
     teacher = _OneAtATimeTeacher(concurrency=5)
     seen = []
-    offer = Run.offer
+    offer = Context.offer
 
     def counting_offer(self, record, key):
-        seen.append((self.accepted, teacher.outstanding))
+        seen.append((self.outputs.accepted, teacher.outstanding))
         return offer(self, record, key)
 
-    monkeypatch.setattr(Run, "offer", counting_offer)
+    monkeypatch.setattr(Context, "offer", counting_offer)
     num = 60
     run_generate(settings(tmp_path, num=num), teacher)
     early = [held for accepted, held in seen if accepted < num - 3 * 5]

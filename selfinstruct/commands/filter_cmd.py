@@ -6,6 +6,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
+from selfinstruct.commands.common import OPT_HELP
+
 
 def filter_command(
     inputs: Annotated[List[str], typer.Argument(
@@ -34,6 +36,8 @@ def filter_command(
     on_bad_record: Annotated[str, typer.Option(
         help="error: stop at the first malformed record (exit 2, nothing written); skip: write it to "
              "rejects.jsonl with reason 'malformed' and go on.")] = "error",
+    opt: Annotated[Optional[List[str]], typer.Option("--opt", metavar="NAME=VALUE", help=OPT_HELP,
+                                                     show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")] = True,
 ) -> None:
     """Curate instruction data: exact dedup, quality, MinHash, ROUGE-L novelty.
@@ -57,15 +61,18 @@ def filter_command(
       # other key names; malformed rows to rejects.jsonl
       selfinstruct filter qa.parquet --out out/qa --on-bad-record skip \\
           --fields instruction=question,output=answer
+      # allow longer instructions (an option the length filter declares)
+      selfinstruct filter data.json --opt length.max_words=300 --out out/long
     """
+    import selfinstruct
     from selfinstruct.curate import DATA, REJECTS, run_filter
 
     summary = run_filter(inputs, out, against=against or (), rouge_threshold=rouge_threshold,
                          minhash_threshold=minhash_threshold, lang=lang, fields=fields, only=only or (),
-                         skip=skip or (), on_bad_record=on_bad_record, progress=progress)
-    rejected = sum(summary["rejected"].values()) + summary["malformed"]
-    reasons = dict(summary["rejected"], **({"malformed": summary["malformed"]} if summary["malformed"] else {}))
-    top = ", ".join(f"{reason} {n:,}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+                         skip=skip or (), on_bad_record=on_bad_record, progress=progress,
+                         options=opt or (), started=selfinstruct.STARTED)
+    reasons = sorted(summary["rejected"].items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{reason} {n:,}" for reason, n in reasons)
     typer.echo(f"kept {summary['kept']:,} of {summary['input_records']:,} records -> {out}/{DATA} "
-               f"({summary['seconds_total']:.1f}s)")
-    typer.echo(f"rejected {rejected:,}" + (f": {top}" if top else "") + f" -> {out}/{REJECTS}")
+               f"({summary['elapsed_seconds']:.1f}s)")
+    typer.echo(f"rejected {summary['rejected_total']:,}" + (f": {top}" if top else "") + f" -> {out}/{REJECTS}")

@@ -7,17 +7,13 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from selfinstruct.errors import UsageError
+from selfinstruct.commands.common import OPT_HELP, split_names
 
 
 def default_cache_path() -> str:
     base = os.environ.get("SELFINSTRUCT_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "selfinstruct")
     return os.path.join(base, "responses.sqlite")
-
-
-def _split(values: Optional[List[str]]) -> list[str]:
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
 def generate_command(
@@ -38,8 +34,9 @@ def generate_command(
                                                       "$OPENAI_MODEL or gpt-4o-mini).", show_default=False)] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL (default "
                                                          "$OPENAI_BASE_URL or OpenAI's).", show_default=False)] = None,
-    api: Annotated[str, typer.Option(help="openai endpoint: chat (/v1/chat/completions) or completions "
-                                          "(/v1/completions, better for base models).")] = "chat",
+    api: Annotated[Optional[str], typer.Option(help="openai endpoint: chat (/v1/chat/completions, the "
+                                                    "default) or completions (/v1/completions, better for "
+                                                    "base models).", show_default=False)] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight (openai default 16; "
                                                             "embedded: batch size, default 32).",
                                                        show_default=False)] = None,
@@ -61,6 +58,8 @@ def generate_command(
     rouge_threshold: Annotated[float, typer.Option(help="Reject instructions whose ROUGE-L F with a pool "
                                                         "instruction is above this.")] = 0.7,
     seed: Annotated[int, typer.Option(help="Random seed for sampling prompt examples.")] = 0,
+    opt: Annotated[Optional[List[str]], typer.Option("--opt", metavar="NAME=VALUE", help=OPT_HELP,
+                                                     show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Bootstrap instruction/input/output examples from seed tasks with a teacher LLM.
@@ -88,24 +87,21 @@ def generate_command(
           --model meta-llama/Llama-3.1-8B --api completions --num 1000 --out out/vllm
       # your own seeds (Self-Instruct JSONL, BELLE, Alpaca JSON)
       selfinstruct generate --seeds my_seeds.jsonl --num 100 --out out/mine
+      # any option a filter, teacher or recipe declares
+      selfinstruct generate --num 20 --out out/long --opt length.max_words=200 \\
+          --opt alpaca.examples=4
     """
+    import selfinstruct
     from selfinstruct.generate import Settings, run_generate
 
-    options: dict = {}
-    if teacher == "openai":
-        options = {k: v for k, v in dict(model=model, base_url=base_url, api=api, concurrency=concurrency,
-                                         rpm=rpm, tpm=tpm, max_cost=max_cost, price_in=price_in,
-                                         price_out=price_out).items() if v is not None}
-    elif teacher == "embedded":
-        if concurrency is not None:
-            if concurrency < 1:
-                raise UsageError(f"--concurrency must be at least 1 (got {concurrency})")
-            options["batch_size"] = concurrency
-    s = Settings(num=num, out=out, seeds=list(seeds or []), lang=lang, recipe=recipe, teacher=teacher,
-                 seed=seed, rouge_threshold=rouge_threshold, only=_split(only), skip=_split(skip),
-                 cache=default_cache_path() if (cache and teacher != "embedded") else None,
-                 teacher_options=options, progress=progress)
-    summary = run_generate(s)
-    rej = summary["rejected_total"]
-    typer.echo(f"{summary['accepted']}/{summary['requested']} examples in {out}/data.json "
-               f"({rej} rejected, see rejects.jsonl; stopped: {summary['stopped']})")
+    # The teacher flags the user gave; each must be one the chosen teacher declares.
+    flags = dict(model=model, base_url=base_url, api=api, concurrency=concurrency, rpm=rpm, tpm=tpm,
+                 max_cost=max_cost, price_in=price_in, price_out=price_out)
+    s = Settings(num=num, out=out, seed_files=list(seeds or []), lang=lang, recipe=recipe, teacher=teacher,
+                 random_seed=seed, rouge_threshold=rouge_threshold, only=split_names(only),
+                 skip=split_names(skip), cache=default_cache_path() if cache else None,
+                 teacher_options={k: v for k, v in flags.items() if v is not None},
+                 options=list(opt or []), progress=progress)
+    summary = run_generate(s, started=selfinstruct.STARTED)
+    typer.echo(f"{summary['kept']}/{summary['requested']} examples in {out}/data.json "
+               f"({summary['rejected_total']} rejected, see rejects.jsonl; stopped: {summary['stopped']})")

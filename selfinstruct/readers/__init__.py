@@ -17,22 +17,33 @@ found.
 from __future__ import annotations
 
 import os
+import functools
+import importlib
 from typing import Iterator
 
+from selfinstruct import plugins
 from selfinstruct.errors import InputError, UsageError
-from selfinstruct.readers.base import SCHEMAS, SOURCES, TARGETS, BadRecord, Context, Source, type_name
+from selfinstruct.readers.base import TARGETS, BadRecord, Context, Schema, Source, type_name
 from selfinstruct.record import Record
-
-# Importing a module registers its source or schema; the order is the order they are tried in.
-from selfinstruct.readers import source_hf_hub, source_hf_disk, source_parquet  # noqa: E402,F401  isort:skip
-from selfinstruct.readers import source_jsonl, source_json  # noqa: E402,F401  isort:skip
-from selfinstruct.readers import schema_seed, schema_belle, schema_alpaca, schema_instruction  # noqa: E402,F401  isort:skip
 
 __all__ = ["read_records", "open_source", "parse_fields", "ON_BAD_RECORD"]
 
 ON_BAD_RECORD = ("error", "skip")
 _HEAD = 1 << 16
 _BOM = b"\xef\xbb\xbf"
+
+
+@functools.lru_cache(maxsize=None)
+def components() -> tuple[tuple[type[Source], ...], tuple[type[Schema], ...]]:
+    """(sources, schemas), each in priority order: the modules of this folder and the
+    ``selfinstruct.readers`` entry points (a module or a class)."""
+    found = [importlib.import_module(f"{__name__}.{name}")
+             for name in plugins.builtin_module_names(__name__, exclude=("base",))]
+    found += [plugins.load_entry_point("readers", ep) for ep in plugins.plugin_entry_points("readers")]
+    sources = [c for obj in found for c in plugins.classes_in(obj, Source)]
+    schemas = [c for obj in found for c in plugins.classes_in(obj, Schema)]
+    return (tuple(sorted(sources, key=lambda c: c.priority)),
+            tuple(sorted(schemas, key=lambda c: c.priority)))
 
 
 def parse_fields(spec: str | dict[str, str] | None) -> dict[str, str]:
@@ -68,7 +79,7 @@ def open_source(path: str) -> Source:
             head = head[len(_BOM):]
         if not head.strip():
             raise InputError("no records", path)
-    for cls in SOURCES:
+    for cls in components()[0]:
         if cls.sniff(path, head):
             return cls()
     if head is not None:
@@ -102,7 +113,7 @@ def _records(rows, ctx: Context, names: dict[str, str]) -> Iterator[Record]:
                         record=Record("", origin=origin, meta={"raw": row}))
             continue
         if schema is None:
-            schema = next((cls(names) for cls in SCHEMAS if cls.matches(row, names)), None)
+            schema = next((cls(names) for cls in components()[1] if cls.matches(row, names)), None)
             if schema is None:
                 ctx.bad_row(f"record has no '{names['instruction']}' field", line,
                             record=Record("", origin=origin, meta={"raw": row}))

@@ -1,10 +1,12 @@
-"""The two small registries behind ``read_records``.
+"""The two kinds of reader component behind ``read_records``.
 
 A *source* knows a container (a JSON list, JSON lines, parquet, a saved Hugging Face dataset…): it
 recognises it from the content and yields ``(row, line)`` pairs, ``line`` being where the row starts
 (the row number for tables). A *schema* knows what a row means (Alpaca, Self-Instruct seed task,
 BELLE's input/target…): it is chosen from the keys of the first row of a file and turns every row
-into ``Record``s. Adding a format is one new module that defines a class and decorates it.
+into ``Record``s. Adding a format is one new module in this folder that defines a ``Source`` or
+``Schema`` subclass with a ``name`` and a ``priority`` (or an installed plugin's, through the
+``selfinstruct.readers`` entry points): sources are tried, and schemas matched, lowest priority first.
 """
 from __future__ import annotations
 
@@ -13,26 +15,13 @@ from typing import Any, ClassVar, Iterator
 
 from selfinstruct.errors import InputError
 from selfinstruct.record import Record
-from selfinstruct.text import is_cjk
-
-SOURCES: list[type["Source"]] = []
-SCHEMAS: list[type["Schema"]] = []
+from selfinstruct.text import script_lang as _script_of
 
 TARGETS = ("instruction", "input", "output")   # the keys --fields may map
 
 
 class BadRecord(Exception):
     """One row cannot become a record; the message says why (without the location)."""
-
-
-def source(cls: type["Source"]) -> type["Source"]:
-    SOURCES.append(cls)
-    return cls
-
-
-def schema(cls: type["Schema"]) -> type["Schema"]:
-    SCHEMAS.append(cls)
-    return cls
 
 
 @dataclass
@@ -56,6 +45,7 @@ class Context:
 class Source:
     """A container of rows."""
     name: ClassVar[str] = ""
+    priority: ClassVar[int] = 100      # sniffing order: lower is tried first
 
     @classmethod
     def sniff(cls, path: str, head: bytes | None) -> bool:
@@ -71,6 +61,7 @@ class Schema:
     """What the keys of a row mean. ``names`` maps our keys (instruction, input, output) to the
     row's own keys (``--fields``)."""
     name: ClassVar[str] = ""
+    priority: ClassVar[int] = 100      # matching order: lower is tried first
 
     def __init__(self, names: dict[str, str]):
         self.names = names
@@ -106,6 +97,6 @@ def text(row: dict, key: str, required: bool = False) -> str:
 
 def script_lang(instruction: str) -> str:
     """"zh" for mostly-Han instructions; "" (unknown, left to the language filter) otherwise."""
-    return "" if instruction.isascii() else ("zh" if is_cjk(instruction) else "")
+    return "zh" if _script_of(instruction) == "zh" else ""
 
 

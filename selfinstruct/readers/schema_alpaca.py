@@ -2,7 +2,7 @@
 anything mapped with ``--fields``. Known extras (id, Self-Instruct's similarity fields) are kept."""
 from __future__ import annotations
 
-from selfinstruct.readers.base import Schema, schema, script_lang, text
+from selfinstruct.readers.base import Schema, script_lang, text
 from selfinstruct.record import Record
 
 
@@ -25,9 +25,9 @@ def extras(row: dict, record: Record) -> Record:
     return record
 
 
-@schema
 class Alpaca(Schema):
     name = "alpaca"
+    priority = 30
 
     @classmethod
     def matches(cls, row: dict, names: dict[str, str]) -> bool:

@@ -2,13 +2,13 @@
 the target is the output."""
 from __future__ import annotations
 
-from selfinstruct.readers.base import Schema, schema, script_lang, text
+from selfinstruct.readers.base import Schema, script_lang, text
 from selfinstruct.record import Record
 
 
-@schema
 class BelleTarget(Schema):
     name = "belle_target"
+    priority = 20
 
     @classmethod
     def matches(cls, row: dict, names: dict[str, str]) -> bool:

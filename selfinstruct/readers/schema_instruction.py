@@ -2,14 +2,14 @@
 ``most_similar``, ``avg_similarity_score``…), chosen when the first record has no output."""
 from __future__ import annotations
 
-from selfinstruct.readers.base import Schema, schema, script_lang, text
+from selfinstruct.readers.base import Schema, script_lang, text
 from selfinstruct.readers.schema_alpaca import extras
 from selfinstruct.record import Record
 
 
-@schema
 class InstructionOnly(Schema):
     name = "instruction"
+    priority = 40
 
     @classmethod
     def matches(cls, row: dict, names: dict[str, str]) -> bool:

@@ -2,13 +2,13 @@
 [{input, output}, …], is_classification}``. Every instance becomes a record."""
 from __future__ import annotations
 
-from selfinstruct.readers.base import BadRecord, Schema, schema, script_lang, text, type_name
+from selfinstruct.readers.base import BadRecord, Schema, script_lang, text, type_name
 from selfinstruct.record import Record
 
 
-@schema
 class SeedTasks(Schema):
     name = "seed"
+    priority = 10
 
     @classmethod
     def matches(cls, row: dict, names: dict[str, str]) -> bool:

@@ -6,7 +6,7 @@ import os
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError
-from selfinstruct.readers.base import Context, Source, source
+from selfinstruct.readers.base import Context, Source
 
 _MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _BATCH = 1024
@@ -47,9 +47,9 @@ def pick_split(dataset, split: str | None, where: str):
     return dataset[split]
 
 
-@source
 class SavedDataset(Source):
     name = "hf_disk"
+    priority = 20
 
     @classmethod
     def sniff(cls, path: str, head: bytes | None) -> bool:

@@ -6,7 +6,7 @@ import sys
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError
-from selfinstruct.readers.base import Context, Source, source
+from selfinstruct.readers.base import Context, Source
 from selfinstruct.readers.source_hf_disk import arrow_rows
 
 PREFIX = "hf:"
@@ -25,9 +25,9 @@ def go_offline() -> None:
                 setattr(loaded, name, True)
 
 
-@source
 class HubCache(Source):
     name = "hf"
+    priority = 10
 
     @classmethod
     def sniff(cls, path: str, head: bytes | None) -> bool:

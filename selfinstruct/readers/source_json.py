@@ -13,7 +13,7 @@ import re
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError
-from selfinstruct.readers.base import Context, Source, source
+from selfinstruct.readers.base import Context, Source
 
 _CHUNK = 1 << 20
 _WS = re.compile(r"[ \t\n\r]*")
@@ -91,10 +91,10 @@ class _Window:
         raise InputError(f"invalid JSON: {msg}", self.path, self.line + self.buf.count("\n", self.pos, at), column)
 
 
-@source
 class JsonDocument(Source):
     """A JSON list of records, or JSON objects one after another (not one per line)."""
     name = "json"
+    priority = 50
 
     @classmethod
     def sniff(cls, path: str, head: bytes | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from selfinstruct.readers.base import Context, Source, source
+from selfinstruct.readers.base import Context, Source
 from selfinstruct.record import Record
 
 _BOM = b"\xef\xbb\xbf"
@@ -13,9 +13,9 @@ _BLANK = object()
 _raw_decode = json.JSONDecoder().raw_decode
 
 
-@source
 class JsonLines(Source):
     name = "jsonl"
+    priority = 40
 
     @classmethod
     def sniff(cls, path: str, head: bytes | None) -> bool:

@@ -4,14 +4,14 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError
-from selfinstruct.readers.base import Context, Source, source
+from selfinstruct.readers.base import Context, Source
 
 _BATCH = 4096
 
 
-@source
 class Parquet(Source):
     name = "parquet"
+    priority = 30
 
     @classmethod
     def sniff(cls, path: str, head: bytes | None) -> bool:

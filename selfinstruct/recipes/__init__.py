@@ -1,20 +1,34 @@
-"""Recipes. ``load_recipe_class("self-instruct")`` imports ``selfinstruct.recipes.self_instruct``."""
+"""Recipes: the modules of this folder and the ``selfinstruct.recipes`` entry points, by name
+(``--recipe self-instruct`` is the module ``self_instruct``)."""
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
+from selfinstruct import plugins
 from selfinstruct.errors import UsageError
+from selfinstruct.recipes.base import Recipe
 
-_NOT_RECIPES = {"base", "parsing"}
+_NOT_RECIPES = ("base", "parsing")
+
+
+def _builtin() -> dict[str, str]:
+    return {m.replace("_", "-"): m for m in plugins.builtin_module_names(__name__, _NOT_RECIPES)}
 
 
 def available() -> list[str]:
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__)
-                  if not m.name.startswith("_") and m.name not in _NOT_RECIPES)
+    return sorted(set(_builtin()) | {ep.name for ep in plugins.plugin_entry_points("recipes")})
 
 
-def load_recipe_class(name: str):
-    if name not in available():
-        raise UsageError(f"unknown recipe '{name}' (choose from {', '.join(available())})")
-    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}").RECIPE
+def recipe_class(name: str) -> type[Recipe]:
+    module = _builtin().get(name)
+    if module is not None:
+        obj = importlib.import_module(f"{__name__}.{module}")
+    else:
+        ep = next((ep for ep in plugins.plugin_entry_points("recipes") if ep.name == name), None)
+        if ep is None:
+            raise UsageError(f"unknown recipe '{name}' (choose from {', '.join(available())})")
+        obj = plugins.load_entry_point("recipes", ep)
+    found = [c for c in plugins.classes_in(obj, Recipe) if c.name == name]
+    if len(found) != 1:
+        raise UsageError(f"the recipe module '{name}' defines no Recipe subclass named '{name}'")
+    return found[0]

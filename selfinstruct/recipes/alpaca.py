@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
+from selfinstruct.errors import UsageError
 from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks
 from selfinstruct.recipes.parsing import parse_triple, split_blocks
 from selfinstruct.record import Record
@@ -29,11 +30,17 @@ PROMPTS = {
 
 class AlpacaRecipe(Recipe):
     name = "alpaca"
-    examples = 3          # seed triples shown per prompt
 
-    def first_request(self, rng: random.Random, machine: Sequence[Record]) -> Request:
+    def __init__(self, seeds: Sequence[Record], lang: str, per_request: int = 5, examples: int = 3):
+        """``examples``: example triples shown per prompt (one may come from the pool)."""
+        super().__init__(seeds, lang, per_request)
+        if examples < 1:
+            raise UsageError(f"examples must be at least 1 (got {examples})")
+        self.examples = examples
+
+    def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
-        shown = sample_tasks(rng, self.tasks, machine, self.examples, from_machine=1)
+        shown = sample_tasks(rng, self.tasks, pool, self.examples, from_pool=1)
         text = p["header"].format(k=self.per_request)
         for n, r in enumerate(shown, 1):
             text += (p["task"].format(n=n) + p["instruction"] + r.instruction + "\n"
@@ -47,6 +54,10 @@ class AlpacaRecipe(Recipe):
 
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:
         resp = await ctx.ask(first)
+        async with ctx.turn("accept"):
+            self._decide(ctx, uid, resp)
+
+    def _decide(self, ctx: UnitContext, uid: str, resp) -> None:
         if resp.error:
             ctx.reject(Record(instruction=""), f"{uid}:0", "teacher_failed", resp.error)
             return
@@ -71,6 +82,3 @@ class AlpacaRecipe(Recipe):
             if last and resp.finish_reason == "length":
                 rec.meta["truncated"] = True
             ctx.offer(rec, key)
-
-
-RECIPE = AlpacaRecipe

@@ -1,20 +1,27 @@
 """What a recipe is: how to build the first prompt of a unit of work, and how to run that unit.
 
-A *unit* starts with one request built from a random sample of seed and machine tasks; everything
+A *unit* starts with one request built from a random sample of seed and pool tasks; everything
 after that (parsing, classification check, instance requests) must depend only on the teacher's
 responses, never on random state or on the pool. That makes a unit replayable: after a crash the loop
 re-runs every unfinished unit from its journaled first request, the journal answers the requests that
 were already paid for, and candidates already decided are not decided twice.
 
-A recipe is one module under ``selfinstruct/recipes/`` exposing ``RECIPE`` (``--recipe self-instruct``
-imports ``selfinstruct.recipes.self_instruct``).
+Decisions (``offer``, ``offer_instruction``, ``reject``) are made inside ``async with
+ctx.turn(lane):`` blocks, which run in unit order: the pool and the filters then grow the same way
+in every run with the same answers, so an identical rerun sends the same prompts and replays them
+from the cache.
+
+A recipe is one module under ``selfinstruct/recipes/`` (or an installed plugin's, through the
+``selfinstruct.recipes`` entry points) defining a ``Recipe`` subclass whose ``name`` is the
+``--recipe`` value; its options are its ``__init__``'s keyword arguments.
 """
 from __future__ import annotations
 
 import hashlib
 import random
-from typing import ClassVar, Protocol, Sequence
+from typing import AsyncContextManager, ClassVar, Protocol, Sequence
 
+from selfinstruct.errors import UsageError
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request, Response
 
@@ -24,6 +31,9 @@ class UnitContext(Protocol):
 
     async def ask(self, request: Request) -> Response:
         """The teacher's answer (journaled; replayed from the journal on resume)."""
+
+    def turn(self, lane: str) -> AsyncContextManager[None]:
+        """A block of decisions that runs after every earlier unit's block in ``lane``."""
 
     def offer(self, record: Record, key: str) -> bool:
         """Run the whole filter chain on a finished candidate; True when it was accepted."""
@@ -37,18 +47,21 @@ class UnitContext(Protocol):
 
 class Recipe:
     name: ClassVar[str] = ""
-    # new tasks asked for per first request; teachers may lower it (a 135M model rambles after two)
-    per_request: int = 5
     # True: instructions are checked by the instruction-only filters and join the pool on their own,
     # before the teacher writes their instances (offer_instruction); False: whole candidates (offer)
     two_phase: ClassVar[bool] = False
 
-    def __init__(self, seeds: Sequence[Record], lang: str):
+    def __init__(self, seeds: Sequence[Record], lang: str, per_request: int = 5):
+        """``per_request``: new tasks asked for per first request (a teacher may ask for fewer: a
+        135M model rambles after two)."""
+        if per_request < 1:
+            raise UsageError(f"per_request must be at least 1 (got {per_request})")
         self.seeds = list(seeds)
         self.tasks = unique_tasks(self.seeds)     # one record per seed task, for prompts
         self.lang = lang
+        self.per_request = per_request
 
-    def first_request(self, rng: random.Random, machine: Sequence[Record]) -> Request:
+    def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
         raise NotImplementedError
 
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:
@@ -70,10 +83,11 @@ def unique_tasks(seeds: Sequence[Record]) -> list[Record]:
     return out
 
 
-def sample_tasks(rng: random.Random, seeds: Sequence[Record], machine: Sequence[Record],
-                 total: int, from_machine: int) -> list[Record]:
-    """``total`` distinct tasks: up to ``from_machine`` from the machine pool, the rest seeds, shuffled."""
-    picked = rng.sample(machine, min(from_machine, len(machine))) if machine else []
+def sample_tasks(rng: random.Random, seeds: Sequence[Record], pool: Sequence[Record],
+                 total: int, from_pool: int) -> list[Record]:
+    """``total`` distinct tasks: up to ``from_pool`` from the pool of generated tasks, the rest
+    seeds, shuffled."""
+    picked = rng.sample(pool, min(from_pool, len(pool))) if pool else []
     picked += rng.sample(seeds, min(total - len(picked), len(seeds)))
     rng.shuffle(picked)
     return picked

@@ -9,6 +9,7 @@ import random
 import re
 from typing import Sequence
 
+from selfinstruct.errors import UsageError
 from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks, stable_seed
 from selfinstruct.recipes.parsing import COLON, clean_input, parse_numbered_tasks
 from selfinstruct.record import Record
@@ -86,12 +87,20 @@ def parse_output_first(text: str, p: dict) -> tuple[str, str] | None:
 class SelfInstructRecipe(Recipe):
     name = "self-instruct"
     two_phase = True      # instructions join the pool (instruction filters) before instances exist
-    prompt_tasks = 8
-    from_machine = 2
 
-    def first_request(self, rng: random.Random, machine: Sequence[Record]) -> Request:
+    def __init__(self, seeds: Sequence[Record], lang: str, per_request: int = 5, prompt_tasks: int = 8,
+                 from_pool: int = 2):
+        """``prompt_tasks``: numbered tasks shown per prompt, ``from_pool`` of them at most from the
+        pool of generated tasks (the paper's 8 and 2)."""
+        super().__init__(seeds, lang, per_request)
+        if not 0 <= from_pool <= prompt_tasks or prompt_tasks < 1:
+            raise UsageError(f"need 0 <= from_pool <= prompt_tasks and prompt_tasks >= 1 (got "
+                             f"prompt_tasks={prompt_tasks}, from_pool={from_pool})")
+        self.prompt_tasks, self.from_pool = prompt_tasks, from_pool
+
+    def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
-        shown = sample_tasks(rng, self.tasks, machine, self.prompt_tasks, self.from_machine)
+        shown = sample_tasks(rng, self.tasks, pool, self.prompt_tasks, self.from_pool)
         text = p["tasks_header"] + "".join(p["task_line"].format(n=n, text=r.instruction)
                                            for n, r in enumerate(shown, 1))
         text += p["task_line"].format(n=len(shown) + 1, text="").rstrip()
@@ -132,44 +141,51 @@ class SelfInstructRecipe(Recipe):
 
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:
         resp = await ctx.ask(first)
+        async with ctx.turn("pool"):
+            tasks = self._pool_instructions(ctx, uid, resp)
+        outcomes = await asyncio.gather(*(self._instance(ctx, key, task) for key, task in tasks))
+        async with ctx.turn("accept"):
+            for key, (record, reason, detail) in zip((k for k, _ in tasks), outcomes):
+                if reason:
+                    ctx.reject(record, f"{key}:0", reason, detail)
+                else:
+                    ctx.offer(record, f"{key}:0")
+
+    def _pool_instructions(self, ctx: UnitContext, uid: str, resp) -> list[tuple[str, Record]]:
+        """The new instructions that joined the pool, with their keys."""
         if resp.error:
             ctx.reject(Record(instruction=""), f"{uid}:0", "teacher_failed", resp.error)
-            return
+            return []
         instructions = parse_numbered_tasks(resp.text, self.prompt_tasks + 1)
         truncated_last = resp.finish_reason == "length"
-        jobs = []
+        pooled = []
         for i, inst in enumerate(instructions):
             rec = Record(instruction=inst)
             if truncated_last and i == len(instructions) - 1:
                 rec.meta["truncated"] = True
             if ctx.offer_instruction(rec, f"{uid}:{i}"):
-                jobs.append(self._instances(ctx, f"{uid}:{i}", rec))
-        await asyncio.gather(*jobs)
+                pooled.append((f"{uid}:{i}", rec))
+        return pooled
 
-    async def _instances(self, ctx: UnitContext, key: str, task: Record) -> None:
+    async def _instance(self, ctx: UnitContext, key: str, task: Record) -> tuple[Record, str, str]:
+        """(candidate, "", "") or (what there is, reason, detail): asks only, decides nothing."""
         p = PROMPTS[self.lang]
         cls = await ctx.ask(self.classification_request(task.instruction))
         if cls.error:
-            ctx.reject(task, f"{key}:0", "teacher_failed", cls.error)
-            return
+            return task, "teacher_failed", cls.error
         classification = parse_yes_no(cls.text, self.lang)
         resp = await ctx.ask(self.instance_request(task.instruction, classification))
         if resp.error:
-            ctx.reject(task, f"{key}:0", "teacher_failed", resp.error)
-            return
+            return task, "teacher_failed", resp.error
         parsed = (parse_output_first if classification else parse_input_first)(resp.text, p)
         if parsed is None:
             what = "truncated" if resp.finish_reason == "length" else "unparseable"
-            ctx.reject(Record(instruction=task.instruction, output=resp.text[:500]), f"{key}:0", what,
-                       "no input/output labels in the instance reply")
-            return
+            return (Record(instruction=task.instruction, output=resp.text[:500]), what,
+                    "no input/output labels in the instance reply")
         inp, out = parsed
         rec = Record(instruction=task.instruction, input=inp, output=out,
                      meta={"is_classification": classification})
         rec.most_similar, rec.rouge = task.most_similar, task.rouge
         if resp.finish_reason == "length":
             rec.meta["truncated"] = True
-        ctx.offer(rec, f"{key}:0")
-
-
-RECIPE = SelfInstructRecipe
+        return rec, "", ""

@@ -1,24 +1,35 @@
-"""Teachers. ``load_teacher_class("embedded")`` imports ``selfinstruct.teachers.embedded`` lazily (the
-embedded teacher pulls in torch) and returns its ``TEACHER`` class."""
+"""Teachers: the modules of this folder and the ``selfinstruct.teachers`` entry points, by name.
+
+``teacher_class("embedded")`` imports only that teacher's module (the embedded teacher pulls in
+torch when it starts, the OpenAI teacher aiohttp), so listing the names imports nothing.
+"""
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
+from selfinstruct import plugins
 from selfinstruct.errors import UsageError
 from selfinstruct.teachers.base import Request, Response, Teacher
 
-__all__ = ["Request", "Response", "Teacher", "available", "load_teacher_class"]
+__all__ = ["Request", "Response", "Teacher", "available", "teacher_class"]
 
-_NOT_TEACHERS = {"base"}
+_NOT_TEACHERS = ("base",)
 
 
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__)
-                  if not m.name.startswith("_") and m.name not in _NOT_TEACHERS)
+    builtin = plugins.builtin_module_names(__name__, _NOT_TEACHERS)
+    return sorted(set(builtin) | {ep.name for ep in plugins.plugin_entry_points("teachers")})
 
 
-def load_teacher_class(kind: str) -> type[Teacher]:
-    if kind not in available():
-        raise UsageError(f"unknown teacher '{kind}' (choose from {', '.join(available())})")
-    return importlib.import_module(f"{__name__}.{kind}").TEACHER
+def teacher_class(name: str) -> type[Teacher]:
+    if name in plugins.builtin_module_names(__name__, _NOT_TEACHERS):
+        obj = importlib.import_module(f"{__name__}.{name}")
+    else:
+        ep = next((ep for ep in plugins.plugin_entry_points("teachers") if ep.name == name), None)
+        if ep is None:
+            raise UsageError(f"unknown teacher '{name}' (choose from {', '.join(available())})")
+        obj = plugins.load_entry_point("teachers", ep)
+    found = [c for c in plugins.classes_in(obj, Teacher) if c.name == name]
+    if len(found) != 1:
+        raise UsageError(f"the teacher module '{name}' defines no Teacher subclass named '{name}'")
+    return found[0]

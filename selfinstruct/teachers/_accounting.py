@@ -23,7 +23,6 @@ class StageCounts:
     retries: int = 0                # attempts beyond the first
     failures: int = 0               # answers returned with ``error`` set
     rejected: int = 0               # final 4xx refusals (raised as TeacherError)
-    cache_hits: int = 0             # answers served by the response cache: nothing sent, nothing paid
     truncated: int = 0              # finish_reason "length"
     usage_estimated: int = 0        # answers whose token counts are estimates (server sent no usage)
     cost_usd: float = 0.0
@@ -96,9 +95,6 @@ class Accounting:
     def rejected(self, stage: str) -> None:
         self.stage(stage).rejected += 1
 
-    def cache_hit(self, stage: str) -> None:
-        self.stage(stage).cache_hits += 1
-
     # -- reporting --------------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:
         total = StageCounts()
@@ -121,6 +117,3 @@ class Accounting:
                 "cost_usd": round(self.spent, 4),
                 "failures": sum(c.failures for c in self.stages.values()),
                 "retries": sum(c.retries for c in self.stages.values())}
-
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self._started

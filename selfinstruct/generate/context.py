@@ -1,0 +1,203 @@
+"""What a running unit of work is offered (the recipes' ``UnitContext``): the teacher's answers,
+replayed from the journal or the response cache when they exist, and the decisions on candidates,
+each journaled before it counts."""
+from __future__ import annotations
+
+import contextvars
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from selfinstruct import journal as jr
+from selfinstruct.errors import TeacherError
+from selfinstruct.filters import FilterChain
+from selfinstruct.generate.ordering import Lanes, Turn
+from selfinstruct.generate.settings import MAX_CONSECUTIVE_FAILURES, Settings
+from selfinstruct.record import Record
+from selfinstruct.summary import Tally
+from selfinstruct.teachers.base import Request, Response, Teacher
+
+# The number of the unit whose code is running (set by the scheduler for each unit's task).
+current_unit: contextvars.ContextVar[int] = contextvars.ContextVar("current_unit")
+
+
+@dataclass
+class Counts:
+    """Requests and tokens of a run: the one place they are counted."""
+    requests: Counter = field(default_factory=Counter)     # paid, cached, replayed, failed
+    tokens: dict[str, Counter] = field(default_factory=dict)   # stage -> prompt/completion (paid)
+    failures_in_row: int = 0
+
+    def answered(self, request: Request, resp: Response) -> None:
+        if resp.error:
+            self.requests["failed"] += 1
+            self.failures_in_row += 1
+            return
+        self.failures_in_row = 0
+        self.requests["cached" if resp.cached else "paid"] += 1
+        if not resp.cached:
+            tok = self.tokens.setdefault(request.stage, Counter())
+            tok["prompt"] += resp.prompt_tokens
+            tok["completion"] += resp.completion_tokens
+
+
+class PoolView(Sequence):
+    """The first ``end`` records of the pool, without copying them."""
+
+    def __init__(self, pool: list[Record], end: int):
+        self._pool, self._end = pool, end
+
+    def __len__(self) -> int:
+        return self._end
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self._pool[: self._end][i]
+        if not -self._end <= i < self._end:
+            raise IndexError(i)
+        return self._pool[i % self._end]
+
+
+class Context:
+    """The ``UnitContext`` of a run (see ``selfinstruct.recipes.base``)."""
+
+    def __init__(self, s: Settings, teacher: Teacher, chain: FilterChain, journal: jr.Journal,
+                 state: jr.JournalState, lanes: Lanes, scheduler, outputs, two_phase: bool, cache=None):
+        self.s, self.teacher, self.journal, self.state, self.cache = s, teacher, journal, state, cache
+        self.lanes, self.scheduler, self.outputs = lanes, scheduler, outputs
+        self.chain = chain
+        self.tally: Tally = chain.tally
+        # the instruction-only filters (checked before instances are paid for) and the rest
+        self.instruction_filters, self.example_filters = chain.split({"instruction"})
+        self.two_phase = two_phase
+        self.counts = Counts()
+        # The pool prompts sample machine tasks from, with the number of the unit each came from.
+        self.pool: list[Record] = list(state.pooled if two_phase else state.accepted)
+        self.pool_units: list[int] = [unit_number(r.request_id or "") for r in self.pool]
+        # With a cache, a rerun replays: until its first miss, a miss waits to be needed (below).
+        self.replaying = cache is not None
+
+    # -- the pool a unit's first prompt sees ----------------------------------------------------
+
+    def pool_for(self, n: int, lag: int) -> PoolView:
+        """The pool as units ``0 .. n-lag`` left it: the same in every run with the same answers."""
+        return PoolView(self.pool, bisect_right(self.pool_units, n - lag))
+
+    # -- asking ------------------------------------------------------------------------------------
+
+    async def ask(self, request: Request) -> Response:
+        key = request.key()
+        replay = self.state.responses.get(key)
+        if replay is not None:
+            self.counts.requests["replayed"] += 1
+            return Response.from_dict({**replay.to_dict(), "cached": True})
+        self.scheduler.asking += 1
+        try:
+            resp = await self._from_cache_or_teacher(request)
+        finally:
+            self.scheduler.asking -= 1
+        self.counts.answered(request, resp)
+        if resp.error:
+            limit = max(MAX_CONSECUTIVE_FAILURES, 2 * self.teacher.concurrency)
+            if self.counts.failures_in_row >= limit:
+                raise TeacherError(f"the teacher failed {self.counts.failures_in_row} requests in a row "
+                                   f"(last: {resp.error}); check --base-url and that the server is up, "
+                                   "then rerun to resume")
+        else:
+            self.journal.write({"ev": "resp", "key": key, "stage": request.stage, "resp": resp.to_dict()})
+        # A request slot just came free: the next unit's request goes out now, before this answer is
+        # parsed and filtered, so the pipe stays full.
+        self.scheduler.refill()
+        if not resp.cached:
+            await self.scheduler.pace()
+        return resp
+
+    async def _from_cache_or_teacher(self, request: Request) -> Response:
+        if self.cache is None:
+            return await self.teacher.complete(request)
+        from selfinstruct.cache import ResponseCache
+        cache_key = ResponseCache.key_for(request, self.teacher)
+        hit = self.cache.get(cache_key)
+        if hit is not None:
+            return hit
+        if self.replaying:
+            # An identical earlier run answered every unit up to the one that completed it; a unit
+            # past that one finds no answer and must not pay for one: it waits until it is the
+            # oldest unfinished unit (so surely needed), unless the run completes first.
+            await self.lanes.oldest(current_unit.get())
+            if self.replaying:
+                self.replaying = False
+                self.lanes.release_all()
+        resp = await self.teacher.complete(request)
+        self.cache.put(cache_key, request, resp, self.teacher.label)
+        return resp
+
+    # -- deciding ----------------------------------------------------------------------------------
+
+    def turn(self, lane: str) -> Turn:
+        """``async with ctx.turn("accept"):`` decisions inside run in unit order."""
+        return Turn(self.lanes, lane, current_unit.get())
+
+    def offer(self, record: Record, key: str) -> bool:
+        if key in self.state.decided:
+            return self.state.decided[key]
+        self._stamp(record, key)
+        if self.outputs.accepted >= self.s.num:
+            self.reject(record, key, "over_quota", f"{self.s.num} examples were already accepted")
+            return False
+        chain = self.example_filters if self.two_phase else self.chain
+        verdict = chain.check(record)
+        if verdict is not None:
+            self._rejected(record, key, verdict.reason, verdict.detail)
+            return False
+        self.state.decided[key] = True
+        self.outputs.accept(record, key, self.journal)
+        if not self.two_phase:
+            self._pool_add(record, key)
+        if self.outputs.accepted >= self.s.num:
+            self.scheduler.stop("done")
+        return True
+
+    def offer_instruction(self, record: Record, key: str) -> bool:
+        if key in self.state.decided:
+            return self.state.decided[key]
+        self._stamp(record, key)
+        verdict = self.instruction_filters.check(record)
+        if verdict is not None:
+            self._rejected(record, key, verdict.reason, verdict.detail)
+            return False
+        self.journal.write({"ev": "pool", "key": key, "record": record.to_dict()})
+        self.state.decided[key] = True
+        self._pool_add(record, key)
+        return True
+
+    def reject(self, record: Record, key: str, reason: str, detail: str = "") -> None:
+        """A rejection decided outside the filters (unparseable, teacher_failed, over_quota)."""
+        if key in self.state.decided:
+            return
+        self._stamp(record, key)
+        self.tally.rejected[reason] += 1
+        self._rejected(record, key, reason, detail)
+
+    def _rejected(self, record: Record, key: str, reason: str, detail: str) -> None:
+        self.state.decided[key] = False
+        self.journal.write({"ev": "reject", "key": key, "reason": reason, "detail": detail,
+                            "record": record.to_dict()})
+        self.outputs.rejected()
+
+    def _pool_add(self, record: Record, key: str) -> None:
+        self.pool.append(record)
+        self.pool_units.append(unit_number(key))
+
+    def _stamp(self, record: Record, key: str) -> None:
+        record.lang = record.lang or self.s.lang
+        record.origin = record.origin or "machine"
+        record.teacher = self.teacher.label
+        record.request_id = key
+
+
+def unit_number(key: str) -> int:
+    """``"u12:3:0"`` → 12 (-1 for a key that is not a unit's)."""
+    head = key.split(":", 1)[0]
+    return int(head[1:]) if head[:1] == "u" and head[1:].isdigit() else -1

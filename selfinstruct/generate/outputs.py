@@ -1,0 +1,100 @@
+"""What a ``generate`` run writes: data.json, records.jsonl, rejects.jsonl and summary.json, each
+replaced atomically, and the progress bar."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from selfinstruct import journal as jr
+from selfinstruct.errors import UsageError
+from selfinstruct.generate.settings import Settings
+from selfinstruct.record import Record
+from selfinstruct.summary import Tally, common_fields
+from selfinstruct.writers import atomic_open, reject_row, to_json, write_alpaca, write_json
+
+RENDER_EVERY_S = 30.0
+
+
+class Outputs:
+    def __init__(self, s: Settings, state: jr.JournalState, tally: Tally):
+        self.s, self.tally = s, tally
+        self.records: list[Record] = list(state.accepted[: s.num])     # what data.json holds
+        # records.jsonl's lines, encoded once when accepted (each render rewrites the file whole)
+        self.record_lines: list[str] = [to_json(r.to_dict()) for r in self.records]
+        tally.rejected.update(state.rejected)
+        self.last_render = time.monotonic()
+        self.pbar = None
+
+    @property
+    def accepted(self) -> int:
+        return len(self.records)
+
+    def accept(self, record: Record, key: str, journal: jr.Journal) -> None:
+        """Number ``record``, journal it, and hold it for data.json."""
+        record.id = f"{self.s.lang}-{len(self.records) + 1:06d}"
+        journal.write({"ev": "accept", "key": key, "record": record.to_dict()})
+        self.records.append(record)
+        self.record_lines.append(to_json(record.to_dict()))
+        if self.pbar is not None:
+            self.pbar.update(1)
+
+    def rejected(self) -> None:
+        if self.pbar is not None:
+            self.pbar.set_postfix_str(self.postfix(), refresh=False)
+
+    def postfix(self, live: dict[str, Any] | None = None) -> str:
+        top = self.tally.top(2)
+        extra = "".join(f" {k}={v}" for k, v in (live or {}).items())
+        return f"rejected {sum(self.tally.rejected.values())}" + (f" ({top})" if top else "") + extra
+
+    def open_progress(self) -> None:
+        if self.s.progress:
+            from tqdm import tqdm
+            self.pbar = tqdm(total=self.s.num, initial=self.accepted, unit="ex", desc="generate",
+                             file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+    def close_progress(self, live: dict[str, Any]) -> None:
+        if self.pbar is not None:
+            self.pbar.set_postfix_str(self.postfix(live))
+            self.pbar.close()
+            self.pbar = None
+
+    def render(self, summary: dict[str, Any], journal_path: str | None = None) -> None:
+        """data.json, records.jsonl and summary.json (and, given the journal, rejects.jsonl)."""
+        out = self.s.out
+        try:
+            if journal_path is not None:
+                with atomic_open(os.path.join(out, "rejects.jsonl")) as rf:
+                    for ev in jr.iter_events(journal_path, kinds=("reject",)):
+                        rf.write(reject_row(ev["record"], ev["reason"], ev["detail"], source=ev["key"]))
+            write_alpaca(os.path.join(out, "data.json"), self.records)
+            with atomic_open(os.path.join(out, "records.jsonl")) as f:
+                for line in self.record_lines:
+                    f.write(line + "\n")
+            write_json(os.path.join(out, "summary.json"), summary)
+        except OSError as e:
+            raise UsageError(f"cannot write the outputs in {out} ({e.strerror or e}); the journal "
+                             "holds everything: free the space or fix the folder, then rerun the "
+                             "same command") from None
+        self.last_render = time.monotonic()
+
+
+def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stopped: str) -> dict[str, Any]:
+    """summary.json of a generate run (the schema: ``selfinstruct.summary``)."""
+    total: Counter = Counter()
+    for c in counts.tokens.values():
+        total.update(c)
+    return {
+        **common_fields(outputs.tally, started, kept=outputs.accepted),
+        "requested": s.num,
+        "stopped": stopped,
+        "tokens": {"prompt": total["prompt"], "completion": total["completion"],
+                   "per_stage": {stage: dict(c) for stage, c in counts.tokens.items()}},
+        "requests": dict(counts.requests),
+        "cost_usd": teacher.cost_usd(),
+        "teacher": {"name": teacher.label, **teacher.stats()},
+        "settings": s.shown(),
+    }

@@ -1,0 +1,54 @@
+"""What a ``generate`` run is asked to do, checked before anything is touched."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from selfinstruct.errors import UsageError
+from selfinstruct.text import LANGS
+
+# A teacher that fails this many requests in a row (wrong --base-url, server down) stops the run
+# instead of turning every unit into a teacher_failed reject forever (at least 2 x concurrency).
+MAX_CONSECUTIVE_FAILURES = 24
+# Filters a generate run leaves out unless named in --only: near-duplicate prompts are already caught
+# by the ROUGE-L novelty rule on instructions.
+GENERATE_DEFAULT_OFF = ("minhash",)
+
+
+@dataclass
+class Settings:
+    num: int
+    out: str
+    seed_files: list[str] = field(default_factory=list)   # seed-task files (default: the project's)
+    lang: str = "en"
+    recipe: str = "alpaca"
+    teacher: str = "embedded"
+    random_seed: int = 0
+    rouge_threshold: float = 0.7
+    only: list[str] = field(default_factory=list)
+    skip: list[str] = field(default_factory=list)
+    cache: str | None = None              # response cache path; None = no cache
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    options: list[str] = field(default_factory=list)      # --opt NAME=VALUE settings
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.num < 1:
+            raise UsageError(f"--num must be at least 1 (got {self.num})")
+        if self.lang not in LANGS:
+            raise UsageError(f"unknown language '{self.lang}' (choose from {', '.join(LANGS)})")
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise UsageError(f"--out {self.out} is a file; give a folder")
+        if not 0 < self.rouge_threshold <= 1:
+            raise UsageError(f"--rouge-threshold must be in (0, 1] (got {self.rouge_threshold})")
+
+    def journal_identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        return {"recipe": self.recipe, "lang": self.lang, "teacher": self.teacher}
+
+    def shown(self) -> dict[str, Any]:
+        """The settings as summary.json shows them (never an API key)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("teacher_options", "progress")}
+        out["teacher_options"] = {k: v for k, v in self.teacher_options.items() if "key" not in k}
+        return out

@@ -1,0 +1,46 @@
+"""The one summary schema of ``generate`` and ``filter``, and the counts it is made from.
+
+Both commands write ``summary.json`` with these fields, meaning the same thing in each:
+
+    kept               records written to data.json
+    rejected           reason code -> count (present, possibly empty)
+    rejected_total     sum of ``rejected``
+    elapsed_seconds    the whole command, loading included
+    seconds_per_stage  filter stage (and, for ``filter``, ``read``) -> seconds spent in it
+
+and each adds its own (``generate``: requested, stopped, tokens, requests, cost_usd, teacher,
+settings; ``filter``: input_records, malformed, inputs, against, filters, settings).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Tally:
+    """What a run decided: the one place its kept and rejected records and stage times are counted
+    (the filter chain counts into it, and so does the generate loop for its own reasons)."""
+    kept: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    seconds: Counter = field(default_factory=Counter)       # per filter stage
+
+    def top(self, n: int) -> str:
+        """"reason count, …" for the ``n`` most common reasons (progress bars)."""
+        return ", ".join(f"{reason} {count:,}" for reason, count in self.rejected.most_common(n))
+
+
+def common_fields(tally: Tally, started: float, kept: int | None = None,
+                  extra_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    """The fields every summary starts with; ``started`` is the command's ``time.monotonic()`` at
+    its start, ``kept`` overrides the tally's count (a resumed generate run's records)."""
+    seconds = {**(extra_seconds or {}), **tally.seconds}
+    return {
+        "kept": tally.kept if kept is None else kept,
+        "rejected": dict(sorted(tally.rejected.items())),
+        "rejected_total": sum(tally.rejected.values()),
+        "elapsed_seconds": round(time.monotonic() - started, 3),
+        "seconds_per_stage": {k: round(v, 3) for k, v in seconds.items()},
+    }
