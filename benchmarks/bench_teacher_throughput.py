@@ -57,15 +57,32 @@ class Run:
 
 
 class Server:
-    """The fake server in a child process; ``cpu_s()`` reads its CPU time from /proc."""
+    """The fake server in a child process; ``cpu_s()`` reads its CPU time from /proc, ``stats()`` its
+    counters (``GET /v1/_stats``: requests received and answered, first arrival, last answer).
 
-    def __init__(self, latency: float, answers: str = "--fixed"):
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), "--latency", str(latency), answers],
-                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    ``latency_range=(lo, hi)``: each answer's latency drawn uniformly from [lo, hi] with ``seed``
+    (the draws restart from the seed at each ``stats(reset=True)``)."""
+
+    def __init__(self, latency: float, answers: str = "--fixed",
+                 latency_range: tuple[float, float] | None = None, seed: int = 0):
+        cmd = [sys.executable, str(SERVER), "--latency", str(latency), answers, "--stats"]
+        if latency_range is not None:
+            cmd += ["--latency-min", repr(latency_range[0]), "--latency-max", repr(latency_range[1]),
+                    "--seed", str(seed)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("LISTENING "):
+            self.proc.kill()
+            self.proc.wait(10)
             raise RuntimeError(f"fake server did not start: {line!r}")
         self.url = line.split(" ", 1)[1]
+
+    def stats(self, reset: bool = False) -> dict:
+        """The server's counters since the last reset (then reset them if ``reset``)."""
+        import urllib.request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: no proxy
+        with opener.open(self.url + "/_stats" + ("?reset=1" if reset else ""), timeout=30) as answer:
+            return json.loads(answer.read())
 
     def cpu_s(self) -> float:
         try:
