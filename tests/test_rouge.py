@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer
+from rouge_score.tokenizers import DefaultTokenizer
 
 from selfinstruct.filters.base import Filter, FilterChain
 from selfinstruct.filters._rouge_kernel import _rouge_f as rouge_l_f
@@ -124,6 +125,39 @@ def test_chinese_decisions_match_an_unpruned_oracle():
     chars = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出"
     texts = ["".join(rng.choices(chars, k=rng.randint(3, 15))) for _ in range(400)]
     assert index_kept(texts) == _brute_force_kept([tokens(t) for t in texts], 0.7)
+
+
+# Han and kana, where ``tokens`` deliberately differs from rouge-score (one token per character).
+_HAN_KANA = ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
+             (0xFF66, 0xFF9F), (0x20000, 0x3FFFF))
+_PICKED = ("abcxyzABCXYZ0123456789" + "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~" + " \t\n\r\x0b\x0c\u00a0\u3000"
+           + "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿÀÉÎÕÜßœŒŁłĞğİıŞş"        # accented Latin, dotted/dotless i
+           + "\u212a\u212b\u1e9e\u0130\ufb01\u0345\u03a3"               # Kelvin, Ångström, capital sharp s ...
+           + "ＡＢＣａｂｃ１２３"                                            # full-width Latin and digits
+           + "привет МИР Ёё" + "αβγ ΣΩ" + "안녕하세요" + "مرحبا" + "שלום" + "हिन्दी" + "١٢٣"
+           + "😀🎉👍🏽\u200d\ufe0f" + "\u0301\u0308")                        # emoji, joiners, combining marks
+
+
+def _not_han_or_kana(c: str) -> bool:
+    return not any(lo <= ord(c) <= hi for lo, hi in _HAN_KANA)
+
+
+_non_cjk_text = st.text(st.one_of(st.sampled_from(_PICKED),
+                                  st.characters(exclude_categories=("Cs",)).filter(_not_han_or_kana)),
+                        max_size=80)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_non_cjk_text)
+def test_tokens_equal_rouge_scores_own_tokenizer_on_text_without_han_or_kana(text):
+    assert all(_not_han_or_kana(c) for c in text)
+    assert tokens(text) == DefaultTokenizer(use_stemmer=False).tokenize(text)
+
+
+def test_the_tokenizer_comparison_is_not_trivially_empty():
+    text = "Ünïcode CAFÉ, naïve façade: x=42; résumé — 3.14 KELVIN \u212a!"
+    assert tokens(text) == DefaultTokenizer(use_stemmer=False).tokenize(text) == \
+        ["n", "code", "caf", "na", "ve", "fa", "ade", "x", "42", "r", "sum", "3", "14", "kelvin", "k"]
 
 
 def test_mixed_chinese_and_english_tokens_count_both():
