@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from selfinstruct.cli import app
 from selfinstruct.curate import run_filter
 from selfinstruct.errors import UsageError
 
@@ -38,21 +36,14 @@ def write_json_list(path: Path, rows) -> str:
     return str(path)
 
 
-def write_jsonl(path: Path, rows) -> str:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
-
-
 def digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def invoke(*args):
-    return CliRunner().invoke(app, ["filter", *map(str, args), "--no-progress"])
-
-
-def read_rejects(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+@pytest.fixture
+def invoke(invoke_cli):
+    """``invoke(*args)``: ``selfinstruct filter *args --no-progress`` in-process."""
+    return lambda *args: invoke_cli("filter", *args, "--no-progress")
 
 
 def assert_counts_add_up(summary: dict) -> None:
@@ -60,11 +51,11 @@ def assert_counts_add_up(summary: dict) -> None:
 
 
 @pytest.fixture
-def files(tmp_path):
+def files(tmp_path, write_jsonl):
     return (write_json_list(tmp_path / "data.json", RECORDS), write_jsonl(tmp_path / "seed_tasks.jsonl", SEEDS))
 
 
-def test_round_trip_keeps_the_novel_records_and_explains_the_rest(tmp_path, files):
+def test_round_trip_keeps_the_novel_records_and_explains_the_rest(tmp_path, files, invoke, read_json, read_jsonl):
     data, seeds = files
     before = digest(data), digest(seeds)
     out = tmp_path / "out"
@@ -72,7 +63,7 @@ def test_round_trip_keeps_the_novel_records_and_explains_the_rest(tmp_path, file
     assert result.exit_code == 0, result.output
     assert (digest(data), digest(seeds)) == before            # inputs are never modified
 
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_json(out / "summary.json")
     assert_counts_add_up(summary)
     assert (summary["input_records"], summary["kept"], summary["malformed"]) == (6, 3, 0)
     assert summary["rejected"] == {"exact_duplicate": 2, "too_short": 1}
@@ -80,14 +71,9 @@ def test_round_trip_keeps_the_novel_records_and_explains_the_rest(tmp_path, file
     assert summary["against"] == {"paths": [seeds], "records": 1, "malformed": 0}
     assert set(summary["seconds_per_stage"]) >= {"read", "exact", "quality"}
     assert summary["settings"]["rouge_threshold"] == 0.7
+    assert read_json(out / "data.json") == [RECORDS[i] for i in (0, 1, 2)]
 
-    datasets = pytest.importorskip("datasets")
-    kept = datasets.load_dataset("json", data_files=str(out / "data.json"), split="train",
-                                 cache_dir=str(tmp_path / "hf_cache"))
-    assert kept["instruction"] == [RECORDS[i]["instruction"] for i in (0, 1, 2)]
-    assert kept.column_names == ["instruction", "input", "output"]
-
-    rejects = read_rejects(out)
+    rejects = read_jsonl(out / "rejects.jsonl")
     assert [(r["reason"], r["source"]) for r in rejects] == [
         ("exact_duplicate", f"{data}:5"), ("exact_duplicate", f"{data}:6"), ("too_short", f"{data}:7")]
     assert rejects[0]["record"]["instruction"] == RECORDS[3]["instruction"]
@@ -95,11 +81,23 @@ def test_round_trip_keeps_the_novel_records_and_explains_the_rest(tmp_path, file
     assert result.stdout.splitlines()[1] == f"rejected 3: exact_duplicate 2, too_short 1 -> {out}/rejects.jsonl"
 
 
-def test_only_runs_the_named_stage(tmp_path, files):
+@pytest.mark.hf
+def test_the_kept_data_json_loads_with_hugging_face_datasets(tmp_path, files, invoke):
+    import datasets
+
+    out = tmp_path / "out"
+    assert invoke(files[0], "--against", files[1], "--out", out).exit_code == 0
+    kept = datasets.load_dataset("json", data_files=str(out / "data.json"), split="train",
+                                 cache_dir=str(tmp_path / "hf_cache"))
+    assert kept["instruction"] == [RECORDS[i]["instruction"] for i in (0, 1, 2)]
+    assert kept.column_names == ["instruction", "input", "output"]
+
+
+def test_only_runs_the_named_stage(tmp_path, files, invoke, read_json):
     out = tmp_path / "out"
     result = invoke(files[0], "--only", "exact", "--out", out)
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_json(out / "summary.json")
     assert summary["filters"] == ["exact"]
     assert (summary["kept"], summary["rejected"]) == (5, {"exact_duplicate": 1})
 
@@ -111,7 +109,7 @@ def test_skip_leaves_the_named_filters_out(tmp_path, files):
     assert_counts_add_up(summary)
 
 
-def test_several_inputs_are_counted_one_by_one(tmp_path, files):
+def test_several_inputs_are_counted_one_by_one(tmp_path, files, write_jsonl):
     more = write_jsonl(tmp_path / "more.jsonl", [{"instruction": "Describe the water cycle in two sentences.",
                                                   "output": "Water evaporates, then falls as rain."}])
     summary = run_filter([files[0], more], tmp_path / "out", only=["exact"], progress=False)
@@ -119,18 +117,18 @@ def test_several_inputs_are_counted_one_by_one(tmp_path, files):
     assert summary["kept"] == 6
 
 
-def test_fields_map_a_question_answer_dataset(tmp_path):
+def test_fields_map_a_question_answer_dataset(tmp_path, invoke, read_json, write_jsonl):
     data = write_jsonl(tmp_path / "qa.jsonl", [{"question": "What is the boiling point of water at sea level?",
                                                 "answer": "100 degrees Celsius."}])
     out = tmp_path / "out"
     result = invoke(data, "--fields", "instruction=question,output=answer", "--only", "exact", "--out", out)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "data.json").read_text()) == [
+    assert read_json(out / "data.json") == [
         {"instruction": "What is the boiling point of water at sea level?", "input": "",
          "output": "100 degrees Celsius."}]
 
 
-def test_a_chinese_belle_file_filters_with_lang_zh(tmp_path):
+def test_a_chinese_belle_file_filters_with_lang_zh(tmp_path, read_json, write_jsonl):
     rows = [{"input": "请写一首关于秋天的短诗，描写落叶和凉风。", "target": "秋风起，落叶飞，凉意满山川。"},
             {"input": "请写一首关于秋天的短诗，描写落叶和凉风。", "target": "重复。"},
             {"input": "把下面的句子翻译成英文：我喜欢读书和旅行。", "target": "I like reading and travelling."}]
@@ -138,11 +136,11 @@ def test_a_chinese_belle_file_filters_with_lang_zh(tmp_path):
     summary = run_filter([data], tmp_path / "out", lang="zh", progress=False)
     assert_counts_add_up(summary)
     assert summary["rejected"].get("exact_duplicate") == 1
-    kept = json.loads((tmp_path / "out" / "data.json").read_text(encoding="utf-8"))
+    kept = read_json(tmp_path / "out" / "data.json")
     assert kept[0] == {"instruction": rows[0]["input"], "input": "", "output": rows[0]["target"]}
 
 
-def test_skip_mode_writes_malformed_records_to_rejects(tmp_path):
+def test_skip_mode_writes_malformed_records_to_rejects(tmp_path, invoke, read_json, read_jsonl):
     data = tmp_path / "data.jsonl"
     data.write_bytes(json.dumps(RECORDS[0]).encode() + b"\n"
                      + b'{"instruction": "Broken \xff line", "output": "x"}\n'
@@ -152,10 +150,10 @@ def test_skip_mode_writes_malformed_records_to_rejects(tmp_path):
     out = tmp_path / "out"
     result = invoke(data, "--on-bad-record", "skip", "--out", out)
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_json(out / "summary.json")
     assert_counts_add_up(summary)
     assert (summary["input_records"], summary["kept"], summary["malformed"]) == (5, 2, 3)
-    malformed = [(r["reason"], r["source"], r["detail"]) for r in read_rejects(out)]
+    malformed = [(r["reason"], r["source"], r["detail"]) for r in read_jsonl(out / "rejects.jsonl")]
     assert malformed == [("malformed", f"{data}:2", "invalid UTF-8"),
                          ("malformed", f"{data}:3", "field 'output' is int, expected a string"),
                          ("malformed", f"{data}:4", "invalid JSON: Expecting value")]
@@ -185,7 +183,7 @@ def bad_inputs(tmp_path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def test_every_bad_input_exits_2_with_its_message_and_writes_nothing(tmp_path):
+def test_every_bad_input_exits_2_with_its_message_and_writes_nothing(tmp_path, invoke):
     for path, message in bad_inputs(tmp_path):
         out = tmp_path / "out"
         result = invoke(path, "--out", out)
@@ -193,14 +191,14 @@ def test_every_bad_input_exits_2_with_its_message_and_writes_nothing(tmp_path):
         assert not out.exists(), path
 
 
-def test_a_bad_against_file_exits_2_too(tmp_path, files):
+def test_a_bad_against_file_exits_2_too(tmp_path, files, invoke):
     bad = tmp_path / "seeds.jsonl"
     bad.write_text('{"id": "t", "instruction": "A", "instances": []}\n')
     result = invoke(files[0], "--against", bad, "--out", tmp_path / "out")
     assert (result.exit_code, result.stderr) == (2, f"Error: {bad}:1: field 'instances' is empty\n")
 
 
-def test_a_failed_run_leaves_earlier_outputs_untouched(tmp_path, files):
+def test_a_failed_run_leaves_earlier_outputs_untouched(tmp_path, files, invoke):
     out = tmp_path / "out"
     assert invoke(files[0], "--out", out).exit_code == 0
     before = {name: digest(out / name) for name in ("data.json", "rejects.jsonl", "summary.json")}
@@ -221,14 +219,14 @@ def test_a_failed_run_leaves_earlier_outputs_untouched(tmp_path, files):
     (["--minhash-threshold", "0"], "--minhash-threshold must be in (0, 1], not 0.0"),
     (["--on-bad-record", "ignore"], "--on-bad-record must be one of error, skip, not 'ignore'"),
 ])
-def test_bad_options_exit_2_with_their_message(tmp_path, files, args, message):
+def test_bad_options_exit_2_with_their_message(tmp_path, files, args, message, invoke):
     result = invoke(files[0], "--out", tmp_path / "out", *args)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: {message}")
     assert not (tmp_path / "out").exists()
 
 
-def test_out_that_is_a_file_is_a_usage_error(tmp_path, files):
+def test_out_that_is_a_file_is_a_usage_error(tmp_path, files, invoke):
     result = invoke(files[0], "--out", files[1])
     assert (result.exit_code, result.stderr) == (2, f"Error: --out {files[1]} is a file; give a folder\n")
 
@@ -239,7 +237,7 @@ def test_run_filter_raises_usage_errors_for_bad_settings(tmp_path, files):
     assert str(info.value) == "give at least one INPUT file"
 
 
-def test_out_below_a_file_is_a_usage_error(tmp_path, files):
+def test_out_below_a_file_is_a_usage_error(tmp_path, files, invoke):
     result = invoke(files[0], "--out", f"{files[1]}/out")
     assert (result.exit_code, result.stderr) == (2, f"Error: --out {files[1]}/out: cannot create the folder "
                                                     "(Not a directory)\n")
