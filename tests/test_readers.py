@@ -145,9 +145,11 @@ def test_a_pretty_printed_single_object_is_one_record(tmp_path):
     assert (record.instruction, record.output, record.origin) == ("Add 2 and 3.", "5", f"{path}:1")
 
 
+@pytest.mark.hf
 def test_parquet_rows_are_read_in_order_with_row_numbers(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.table({"instruction": [f"Task {i}" for i in range(5)], "input": ["", "x", None, "", ""],
                       "output": [str(i) for i in range(5)]})
     path = str(tmp_path / "data.parquet")
@@ -157,8 +159,10 @@ def test_parquet_rows_are_read_in_order_with_row_numbers(tmp_path):
     assert [r.origin for r in records] == [f"{path}:{i}" for i in range(1, 6)]
 
 
+@pytest.mark.hf
 def test_a_save_to_disk_folder_is_read_as_a_dataset(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     folder = str(tmp_path / "saved")
     datasets.Dataset.from_dict({"instruction": ["A", "B"], "input": ["", "b"], "output": ["1", "2"]}) \
         .save_to_disk(folder)
@@ -167,8 +171,10 @@ def test_a_save_to_disk_folder_is_read_as_a_dataset(tmp_path):
     assert records[1].origin == f"{folder}:2"
 
 
+@pytest.mark.hf
 def test_a_saved_dataset_dict_reads_train_or_the_split_after_a_colon(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     folder = str(tmp_path / "saved")
     datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"instruction": ["T"], "output": ["t"]}),
@@ -179,8 +185,8 @@ def test_a_saved_dataset_dict_reads_train_or_the_split_after_a_colon(tmp_path):
     assert error_of(f"{folder}:dev") == f"{folder}:dev: no split 'dev' (splits: train, test)"
 
 
+@pytest.mark.hf
 def test_hf_name_not_in_the_local_cache_is_an_input_error(tmp_path, monkeypatch):
-    pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -188,8 +194,8 @@ def test_hf_name_not_in_the_local_cache_is_an_input_error(tmp_path, monkeypatch)
     assert message.startswith("hf:nobody/no-such-dataset-xyz: not in the local Hugging Face cache (")
 
 
+@pytest.mark.hf
 def test_hf_name_reads_a_local_dataset_offline(tmp_path, monkeypatch):
-    pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
