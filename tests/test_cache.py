@@ -6,12 +6,9 @@ import asyncio
 import json
 import multiprocessing
 
-from conftest_openai import fake_openai  # noqa: F401  (fixture)
-from fake_openai_server import server_error
-
 from selfinstruct.cache import ResponseCache, complete_cached
 from selfinstruct.teachers.base import Request, Response
-from selfinstruct.teachers.openai import OpenAITeacher
+from tests.fake_openai_server import server_error
 
 
 def run_through_cache(teacher, cache, requests):
@@ -24,21 +21,15 @@ def run_through_cache(teacher, cache, requests):
     return asyncio.run(main())
 
 
-def teacher_for(server, **options):
-    options.setdefault("model", "fake-model")
-    options.setdefault("api_key", "")
-    return OpenAITeacher(base_url=server.url, backoff_base=0.001, **options)
-
-
 REQUESTS = [Request(prompt=f"Write task {i}", max_tokens=32, stage="instructions") for i in range(10)]
 
 
-def test_a_second_run_is_served_from_the_cache_without_a_single_request(fake_openai, tmp_path):
+def test_a_second_run_is_served_from_the_cache_without_a_single_request(fake_openai, openai_teacher, tmp_path):
     with ResponseCache(tmp_path / "cache.sqlite") as cache:
-        first = run_through_cache(teacher_for(fake_openai), cache, REQUESTS)
+        first = run_through_cache(openai_teacher(), cache, REQUESTS)
     assert fake_openai.count == 10
 
-    second_teacher = teacher_for(fake_openai)
+    second_teacher = openai_teacher()
     with ResponseCache(tmp_path / "cache.sqlite") as cache:
         second = run_through_cache(second_teacher, cache, REQUESTS)
         assert cache.stats() == {"hits": 10, "misses": 0, "puts": 0}
@@ -49,22 +40,22 @@ def test_a_second_run_is_served_from_the_cache_without_a_single_request(fake_ope
     assert (stats["requests"], stats["cache_hits"], stats["cost_usd"]) == (0, 10, 0.0)
 
 
-def test_the_same_prompt_to_another_model_or_endpoint_is_a_miss(fake_openai, tmp_path):
+def test_the_same_prompt_to_another_model_or_endpoint_is_a_miss(fake_openai, openai_teacher, tmp_path):
     with ResponseCache(tmp_path / "cache.sqlite") as cache:
-        run_through_cache(teacher_for(fake_openai, model="a"), cache, REQUESTS[:2])
-        run_through_cache(teacher_for(fake_openai, model="b"), cache, REQUESTS[:2])
-        run_through_cache(teacher_for(fake_openai, model="a", api="completions"), cache,
+        run_through_cache(openai_teacher(model="a"), cache, REQUESTS[:2])
+        run_through_cache(openai_teacher(model="b"), cache, REQUESTS[:2])
+        run_through_cache(openai_teacher(model="a", api="completions"), cache,
                           REQUESTS[:2])
-        run_through_cache(teacher_for(fake_openai, model="a"), cache, REQUESTS[:2])
+        run_through_cache(openai_teacher(model="a"), cache, REQUESTS[:2])
         assert len(cache) == 6
     assert fake_openai.count == 6
 
 
-def test_the_api_key_is_never_written_to_the_cache_file(fake_openai, tmp_path):
+def test_the_api_key_is_never_written_to_the_cache_file(fake_openai, openai_teacher, tmp_path):
     key = "sk-never-store-me-0123456789"
     path = tmp_path / "cache.sqlite"
     cache = ResponseCache(path)
-    run_through_cache(teacher_for(fake_openai, api_key=key), cache, REQUESTS)
+    run_through_cache(openai_teacher(api_key=key), cache, REQUESTS)
     assert fake_openai.requests[0].headers["authorization"] == f"Bearer {key}"
     cache.flush()
     files = [p for p in tmp_path.iterdir() if p.name.startswith("cache.sqlite")]
@@ -76,13 +67,13 @@ def test_the_api_key_is_never_written_to_the_cache_file(fake_openai, tmp_path):
     assert key.encode() not in path.read_bytes()
 
 
-def test_failed_answers_are_not_cached(fake_openai, tmp_path):
+def test_failed_answers_are_not_cached(fake_openai, openai_teacher, tmp_path):
     fake_openai.script(*[server_error(503)] * 2)
     with ResponseCache(tmp_path / "cache.sqlite") as cache:
-        [answer] = run_through_cache(teacher_for(fake_openai, max_attempts=2), cache, REQUESTS[:1])
+        [answer] = run_through_cache(openai_teacher(max_attempts=2), cache, REQUESTS[:1])
         assert answer.error == "http 503 after 2 attempts"
         assert len(cache) == 0
-        [again] = run_through_cache(teacher_for(fake_openai), cache, REQUESTS[:1])
+        [again] = run_through_cache(openai_teacher(), cache, REQUESTS[:1])
     assert again.error is None and fake_openai.count == 3
 
 

@@ -1,6 +1,7 @@
 """The OpenAI-compatible teacher against a scriptable fake server on loopback. Assertions count
 requests and answers; the only time-based ones check an ordering the client guarantees (nothing sent
-before a Retry-After ran out), which a slow machine cannot break."""
+before a Retry-After ran out), which a slow machine cannot break. Client time-outs are at least 10x
+anything the server is told to take, so that a loaded machine cannot turn an answer into a retry."""
 from __future__ import annotations
 
 import asyncio
@@ -8,23 +9,13 @@ import json
 import socket
 
 import pytest
-from conftest_openai import fake_openai  # noqa: F401  (fixture)
-from fake_openai_server import (api_error, default_text, empty_choices, hang, length, no_usage,
-                                not_json, ok, rate_limited, reset, server_error, truncated)
 
 from selfinstruct.errors import TeacherError, UsageError
-from selfinstruct.teachers import load_teacher_class
 from selfinstruct.teachers._http import endpoint_url
 from selfinstruct.teachers.base import BudgetExhausted, Request, Response
 from selfinstruct.teachers.openai import OpenAITeacher
-
-
-def make_teacher(server, **options) -> OpenAITeacher:
-    options.setdefault("model", "fake-model")
-    options.setdefault("api_key", "")
-    options.setdefault("backoff_base", 0.001)
-    return OpenAITeacher(base_url=server.url, **options)
-
+from tests.fake_openai_server import (api_error, default_text, empty_choices, hang, length, no_usage,
+                                      not_json, ok, rate_limited, reset, server_error, truncated)
 
 def ask_all(teacher: OpenAITeacher, requests: list[Request], in_flight: int | None = None) -> list:
     """Send ``requests`` keeping ``in_flight`` of them going, the way the generate loop does."""
@@ -50,8 +41,8 @@ def prompts(n: int, stage: str = "instructions") -> list[Request]:
 # -- what goes on the wire -------------------------------------------------------------------
 
 
-def test_chat_request_carries_model_messages_and_sampling_options(fake_openai):
-    teacher = make_teacher(fake_openai)
+def test_chat_request_carries_model_messages_and_sampling_options(fake_openai, openai_teacher):
+    teacher = openai_teacher()
     request = Request(prompt="Name three rivers.", max_tokens=64, temperature=0.7, top_p=0.9,
                       stop=("\n\n", "10."), seed=42)
     [answer] = ask_all(teacher, [request])
@@ -85,9 +76,9 @@ def test_endpoint_url_joins_with_or_without_a_trailing_slash(base):
     assert endpoint_url(base, "completions") == "http://h:1/v1/completions"
 
 
-def test_pool_keeps_exactly_concurrency_requests_in_flight(fake_openai):
+def test_pool_keeps_exactly_concurrency_requests_in_flight(fake_openai, openai_teacher):
     fake_openai.latency = 0.1
-    teacher = make_teacher(fake_openai, concurrency=8)
+    teacher = openai_teacher(concurrency=8)
     answers = ask_all(teacher, prompts(40))         # all 40 started at once: the teacher caps them
     assert [a.error for a in answers] == [None] * 40
     assert fake_openai.max_in_flight == 8
@@ -100,9 +91,10 @@ FAULTS = [rate_limited(retry_after_ms=10), server_error(500), server_error(502),
           empty_choices(), hang()]
 
 
-def test_every_transient_fault_is_retried_and_nothing_is_lost_or_doubled(fake_openai):
+def test_every_transient_fault_is_retried_and_nothing_is_lost_or_doubled(fake_openai, openai_teacher):
+    # The server answers at once; 2 s is only waited out by the hung request.
     fake_openai.script(*FAULTS)
-    teacher = make_teacher(fake_openai, concurrency=4, timeout=0.5)
+    teacher = openai_teacher(concurrency=4, timeout=2.0)
     requests = prompts(30)
     answers = ask_all(teacher, requests)
     assert [a.text for a in answers] == [default_text(r.prompt) for r in requests]
@@ -119,10 +111,11 @@ def test_every_transient_fault_is_retried_and_nothing_is_lost_or_doubled(fake_op
     (hang(), "timeout"), (reset(), "connection error"), (truncated(), "truncated body"),
     (not_json(), "invalid json"), (empty_choices(), "empty choices"),
 ])
-def test_a_fault_that_persists_is_returned_as_an_error_after_max_attempts(fake_openai, fault,
-                                                                           reason):
+def test_a_fault_that_persists_is_returned_as_an_error_after_max_attempts(fake_openai, openai_teacher,
+                                                                           fault, reason):
     fake_openai.script(*[fault] * 3)
-    teacher = make_teacher(fake_openai, max_attempts=3, timeout=0.3)
+    # Only a hang waits for the time-out (it never answers); the others answer at once, far within it.
+    teacher = openai_teacher(max_attempts=3, timeout=0.5 if reason == "timeout" else 60.0)
     answers = ask_all(teacher, [Request(prompt="p")])
     assert answers == [Response(text="", error=f"{reason} after 3 attempts")]
     assert fake_openai.count == 3
@@ -130,11 +123,11 @@ def test_a_fault_that_persists_is_returned_as_an_error_after_max_attempts(fake_o
     assert (stats["requests"], stats["retries"], stats["failures"]) == (1, 2, 1)
 
 
-def test_retry_after_pauses_the_whole_pool_until_it_has_passed(fake_openai):
+def test_retry_after_pauses_the_whole_pool_until_it_has_passed(fake_openai, openai_teacher):
     # Four requests arrive together: the first is told to wait 600 ms, the other three are answered
     # after 300 ms. Without a pool-wide pause their workers would send again at ~300 ms.
     fake_openai.script(rate_limited(retry_after_ms=600), *[ok(latency=0.3)] * 3)
-    teacher = make_teacher(fake_openai, concurrency=4)
+    teacher = openai_teacher(concurrency=4)
     answers = ask_all(teacher, prompts(12), in_flight=4)
     assert [a.error for a in answers] == [None] * 12
     first, *rest = fake_openai.requests
@@ -145,20 +138,20 @@ def test_retry_after_pauses_the_whole_pool_until_it_has_passed(fake_openai):
     assert teacher.stats()["rate_limit_pauses"] == 1
 
 
-def test_a_spent_rate_limit_window_pauses_the_pool_until_its_reset(fake_openai):
+def test_a_spent_rate_limit_window_pauses_the_pool_until_its_reset(fake_openai, openai_teacher):
     spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "500ms"}
     fake_openai.script(ok(headers=spent), *[ok(latency=0.2)] * 3)
-    teacher = make_teacher(fake_openai, concurrency=4)
+    teacher = openai_teacher(concurrency=4)
     answers = ask_all(teacher, prompts(8), in_flight=4)
     assert [a.error for a in answers] == [None] * 8
     first = fake_openai.requests[0]
     assert first.t + 0.5 <= min(r.t for r in fake_openai.requests if r.n >= 4)
 
 
-def test_rpm_spaces_out_the_pools_sends(fake_openai):
+def test_rpm_spaces_out_the_pools_sends(fake_openai, openai_teacher):
     # 600 rpm: a one-second bucket of 10, then one every 100 ms: the 15th goes 500 ms after the
     # first ten (asserted with 200 ms to spare; without the limit all 15 arrive within a few ms).
-    teacher = make_teacher(fake_openai, concurrency=15, rpm=600)
+    teacher = openai_teacher(concurrency=15, rpm=600)
     answers = ask_all(teacher, prompts(15))
     assert [a.error for a in answers] == [None] * 15
     arrivals = sorted(r.t for r in fake_openai.requests)
@@ -175,9 +168,9 @@ def test_an_unreachable_server_is_an_error_naming_host_and_port():
     assert answer.error == f"cannot connect to 127.0.0.1:{port} after 2 attempts"
 
 
-def test_retry_after_in_seconds_is_obeyed(fake_openai):
+def test_retry_after_in_seconds_is_obeyed(fake_openai, openai_teacher):
     fake_openai.script(rate_limited(retry_after="1"))
-    teacher = make_teacher(fake_openai)
+    teacher = openai_teacher()
     [answer] = ask_all(teacher, [Request(prompt="p")])
     first, second = fake_openai.requests
     assert answer.error is None and second.t >= first.t + 1.0
@@ -186,36 +179,36 @@ def test_retry_after_in_seconds_is_obeyed(fake_openai):
 # -- answers that are not faults ----------------------------------------------------------------
 
 
-def test_finish_reason_length_is_reported_as_length(fake_openai):
+def test_finish_reason_length_is_reported_as_length(fake_openai, openai_teacher):
     fake_openai.script(length("1. cut sho"))
-    teacher = make_teacher(fake_openai)
+    teacher = openai_teacher()
     [answer] = ask_all(teacher, [Request(prompt="p")])
     assert teacher.stats()["truncated"] == 1
     assert (answer.text, answer.finish_reason, answer.error) == ("1. cut sho", "length", None)
     assert fake_openai.count == 1
 
 
-def test_missing_usage_is_estimated_from_characters_and_marked(fake_openai):
+def test_missing_usage_is_estimated_from_characters_and_marked(fake_openai, openai_teacher):
     fake_openai.script(no_usage("x" * 40))
-    teacher = make_teacher(fake_openai, api="completions")
+    teacher = openai_teacher(api="completions")
     [answer] = ask_all(teacher, [Request(prompt="y" * 100), ])
     assert (answer.prompt_tokens, answer.completion_tokens) == (25, 10)
     assert answer.extra == {"usage_estimated": True}
     assert teacher.stats()["usage_estimated"] == 1
 
 
-def test_a_finished_answer_without_text_is_an_empty_answer_not_a_fault(fake_openai):
+def test_a_finished_answer_without_text_is_an_empty_answer_not_a_fault(fake_openai, openai_teacher):
     fake_openai.responder = lambda body, n: ok(finish_reason="content_filter")
     fake_openai.text_fn = lambda prompt: None
-    [answer] = ask_all(make_teacher(fake_openai), [Request(prompt="p")])
+    [answer] = ask_all(openai_teacher(), [Request(prompt="p")])
     assert (answer.text, answer.finish_reason, answer.error) == ("", "stop", None)
     assert answer.extra == {"finish_reason": "content_filter"}
     assert fake_openai.count == 1
 
 
-def test_chinese_text_is_estimated_at_one_token_per_character(fake_openai):
+def test_chinese_text_is_estimated_at_one_token_per_character(fake_openai, openai_teacher):
     fake_openai.script(no_usage("这是一个回答"))
-    teacher = make_teacher(fake_openai, api="completions")
+    teacher = openai_teacher(api="completions")
     [answer] = ask_all(teacher, [Request(prompt="请写一首诗。")])
     assert (answer.prompt_tokens, answer.completion_tokens) == (6, 6)
 
@@ -234,22 +227,22 @@ def test_chinese_text_is_estimated_at_one_token_per_character(fake_openai):
      "is 8192 tokens."),
 ])
 def test_a_4xx_raises_teacher_error_with_the_servers_message_and_is_not_retried(
-        fake_openai, status, message, code, expected):
+        fake_openai, openai_teacher, status, message, code, expected):
     fake_openai.script(api_error(status, message, code))
-    [raised] = ask_all(make_teacher(fake_openai), [Request(prompt="p")])
+    [raised] = ask_all(openai_teacher(), [Request(prompt="p")])
     assert isinstance(raised, TeacherError)
     assert str(raised) == expected
     assert fake_openai.count == 1
 
 
-def test_the_api_key_is_removed_from_a_servers_error_message(fake_openai):
+def test_the_api_key_is_removed_from_a_servers_error_message(fake_openai, openai_teacher):
     key = "sk-proj-abcdef1234567890"
     fake_openai.script(api_error(401, f"Incorrect API key provided: {key}. Also sk-ab***7890.",
                                  "invalid_api_key"))
-    [raised] = ask_all(make_teacher(fake_openai, api_key=key), [Request(prompt="p")])
+    [raised] = ask_all(openai_teacher(api_key=key), [Request(prompt="p")])
     assert str(raised) == ("teacher returned HTTP 401 (invalid_api_key): Incorrect API key "
                            "provided: ***. Also sk-***. — check OPENAI_API_KEY")
-    assert key not in repr(make_teacher(fake_openai, api_key=key))
+    assert key not in repr(openai_teacher(api_key=key))
 
 
 def test_no_key_for_api_openai_com_is_an_error_before_anything_is_sent(monkeypatch):
@@ -263,11 +256,11 @@ def test_no_key_for_api_openai_com_is_an_error_before_anything_is_sent(monkeypat
 # -- budget and accounting ----------------------------------------------------------------------
 
 
-def test_max_cost_stops_before_the_budget_is_exceeded(fake_openai):
+def test_max_cost_stops_before_the_budget_is_exceeded(fake_openai, openai_teacher):
     # $1 per completion token, prompts free: each request may cost up to $10 (max_tokens) and
     # really costs $4 (4 tokens). With $30, requests go while spent + 10 <= 30: six of them.
     fake_openai.responder = lambda body, n: ok(text="x" * 12)
-    teacher = make_teacher(fake_openai, concurrency=8, price_in=0.0, price_out=1_000_000.0,
+    teacher = openai_teacher(concurrency=8, price_in=0.0, price_out=1_000_000.0,
                            max_cost=30.0)
     requests = [Request(prompt=f"p{i}", max_tokens=10) for i in range(20)]
     answers = ask_all(teacher, requests)
@@ -279,9 +272,9 @@ def test_max_cost_stops_before_the_budget_is_exceeded(fake_openai):
                                "cost up to $10.0000")
 
 
-def test_stats_count_per_stage_and_are_json(fake_openai):
+def test_stats_count_per_stage_and_are_json(fake_openai, openai_teacher):
     fake_openai.script(server_error(500))
-    teacher = make_teacher(fake_openai, price_in=1.0, price_out=2.0, rpm=6000, tpm=10**6)
+    teacher = openai_teacher(price_in=1.0, price_out=2.0, rpm=6000, tpm=10**6)
     ask_all(teacher, prompts(3, "instructions") + prompts(2, "instances"))
     teacher.record_cache_hit(Request(prompt="p", stage="instances"))
     stats = json.loads(json.dumps(teacher.stats()))
@@ -300,6 +293,8 @@ def test_stats_count_per_stage_and_are_json(fake_openai):
 
 
 def test_defaults_come_from_the_environment_and_the_price_table(monkeypatch):
+    from selfinstruct.teachers import load_teacher_class
+
     monkeypatch.setenv("OPENAI_MODEL", "gpt-4o-mini-2024-07-18")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8000/v1")
     teacher = load_teacher_class("openai")()
