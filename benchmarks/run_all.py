@@ -6,6 +6,8 @@
 
 Each benchmark measures its own baseline in the same run and prints a ratio; this script only runs
 them one after the other (never in parallel: they time CPU work) and repeats the RESULT lines at the end.
+"generate" includes its scenario r, whose baseline is the previous commit's loop (HEAD~1, exported
+with git archive and pip-installed into a temporary folder): run it from a git checkout.
 """
 from __future__ import annotations
 
