@@ -1,6 +1,5 @@
 """`selfinstruct generate --teacher openai` end to end, from the real CLI in a subprocess, against the
-loopback OpenAI-compatible server: output, cache, auth errors, budget, and SIGKILL at random moments."""
-import json
+loopback OpenAI-compatible server: output, cache, auth errors, budget, and SIGKILL in mid-run."""
 import os
 import random
 import signal
@@ -10,7 +9,9 @@ import time
 
 import pytest
 
-from tests.fake_openai_server import FakeOpenAI, api_error, serve_in_thread
+from selfinstruct.cache import ResponseCache
+from selfinstruct.teachers.base import Request
+from tests.fake_openai_server import FakeOpenAI, api_error, prompt_of, serve_in_thread
 from tests.sim_teacher import reply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,8 +25,10 @@ def server():
 
 
 def cli(server, out, *args, env_extra=None, cache_dir=None):
-    env = {**os.environ, "OPENAI_API_KEY": KEY, "SELFINSTRUCT_CACHE_DIR": str(cache_dir or out + ".cache"),
-           **(env_extra or {})}
+    """The command line and environment of a generate run; the response cache goes to ``cache_dir``,
+    by default the test's own $SELFINSTRUCT_CACHE_DIR (see conftest.py)."""
+    cache_dir = cache_dir or os.environ["SELFINSTRUCT_CACHE_DIR"]
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "SELFINSTRUCT_CACHE_DIR": str(cache_dir), **(env_extra or {})}
     cmd = [sys.executable, "cli.py", "generate", "--teacher", "openai", "--base-url", server.url,
            "--model", "fake-model", "--out", out, "--no-progress", *args]
     return cmd, env
@@ -43,90 +46,113 @@ def files_under(*dirs):
                 yield os.path.join(base, n)
 
 
-def test_generate_against_a_server_writes_exactly_num_and_never_the_key(server, tmp_path):
+def test_generate_against_a_server_writes_exactly_num_and_never_the_key(server, tmp_path, selfinstruct_cache_dir,
+                                                                        read_json):
     out = str(tmp_path / "out")
     r = run(server, out, "--num", "10", "--concurrency", "4", "--price-in", "1", "--price-out", "2")
     assert r.returncode == 0, r.stderr
-    data = json.load(open(os.path.join(out, "data.json")))
+    data = read_json(os.path.join(out, "data.json"))
     assert len(data) == 10 and len({d["instruction"] for d in data}) == 10
-    summary = json.load(open(os.path.join(out, "summary.json")))
+    summary = read_json(os.path.join(out, "summary.json"))
     assert summary["teacher"]["name"] == "openai:fake-model"
     assert summary["tokens"]["completion"] > 0 and summary["teacher"]["cost_usd"] > 0
     assert all(h["authorization"] == f"Bearer {KEY}" for h in (q.headers for q in server.requests))
-    for path in files_under(out, out + ".cache"):
+    # The cache is where $SELFINSTRUCT_CACHE_DIR says and holds the answers, so scanning it means something.
+    cache_file = selfinstruct_cache_dir / "responses.sqlite"
+    assert cache_file.is_file()
+    with ResponseCache(cache_file) as cache:
+        assert 0 < len(cache) <= server.count
+    scanned = list(files_under(out, selfinstruct_cache_dir))
+    assert str(cache_file) in scanned and os.path.join(out, "journal.jsonl") in scanned
+    for path in scanned:
         assert KEY.encode() not in open(path, "rb").read(), path
 
 
-def test_a_rerun_into_a_new_folder_is_served_by_the_cache(server, tmp_path):
+def test_a_rerun_into_a_new_folder_is_served_by_the_cache(server, tmp_path, read_json):
     cache = tmp_path / "cache"
     a = run(server, str(tmp_path / "a"), "--num", "6", "--concurrency", "1", cache_dir=cache)
     assert a.returncode == 0, a.stderr
+    assert (cache / "responses.sqlite").is_file()
     paid = server.count
     b = run(server, str(tmp_path / "b"), "--num", "6", "--concurrency", "1", cache_dir=cache)
     assert b.returncode == 0, b.stderr
     assert server.count == paid            # not one request more
-    assert json.load(open(tmp_path / "a" / "data.json")) == json.load(open(tmp_path / "b" / "data.json"))
-    assert json.load(open(tmp_path / "b" / "summary.json"))["requests"].get("cached", 0) >= 1
+    assert read_json(tmp_path / "a" / "data.json") == read_json(tmp_path / "b" / "data.json")
+    assert read_json(tmp_path / "b" / "summary.json")["requests"].get("cached", 0) >= 1
 
 
-def test_a_bad_key_stops_with_one_line_and_exit_2(server, tmp_path):
+def test_a_bad_key_stops_with_one_line_and_exit_2(server, tmp_path, error_line):
     server.responder = lambda body, n: api_error(401, "Incorrect API key provided: sk-tes**4242.",
                                                  "invalid_api_key")
     r = run(server, str(tmp_path / "o"), "--num", "3")
-    assert r.returncode == 2
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: teacher returned HTTP 401 (invalid_api_key)")
-    assert "Traceback" not in r.stderr
+    assert error_line(r).startswith("Error: teacher returned HTTP 401 (invalid_api_key)")
 
 
-def test_max_cost_stops_cleanly_before_the_budget(server, tmp_path):
+def test_max_cost_stops_cleanly_before_the_budget(server, tmp_path, read_json):
     out = str(tmp_path / "o")
     r = run(server, out, "--num", "500", "--concurrency", "2", "--price-in", "1000", "--price-out", "1000",
             "--max-cost", "1.5")
     assert r.returncode == 0, r.stderr
-    summary = json.load(open(os.path.join(out, "summary.json")))
+    summary = read_json(os.path.join(out, "summary.json"))
     assert summary["stopped"].startswith("max_cost")
     assert 0 < summary["accepted"] < 500
     assert summary["teacher"]["cost_usd"] <= 1.5
 
 
-def accepted_in(journal):
-    got = []
-    if not os.path.exists(journal):
-        return got
-    for line in open(journal, encoding="utf-8"):
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if ev["ev"] == "accept":
-            got.append(ev["record"]["instruction"])
-    return got
+def request_key(body: dict) -> str:
+    """The journal's key (``Request.key``) of a chat request the server received."""
+    return Request(prompt=prompt_of(body), max_tokens=body["max_tokens"], temperature=body["temperature"],
+                   top_p=body["top_p"], stop=tuple(body.get("stop", ())), seed=body.get("seed")).key()
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_ends_with_exactly_num(server, tmp_path):
+def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twice(server, tmp_path, read_json,
+                                                                                    read_jsonl):
     out = str(tmp_path / "o")
-    n = 60
+    journal = os.path.join(out, "journal.jsonl")
+    n = 100
     cmd, env = cli(server, out, "--num", str(n), "--concurrency", "4", "--no-cache", "--recipe", "self-instruct")
     rng = random.Random(7)
+
+    def events(kind):
+        return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
+
     seen: list[str] = []
+    journaled_by: list[tuple[float, set[str]]] = []   # (when the next run was started, resp keys by then)
     kills = 0
     for _ in range(6):
-        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.8, 2.5))
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Kill only once this run has accepted something new (a bounded wait), a moment later.
+        deadline = time.monotonic() + 120
+        while p.poll() is None and len(events("accept")) <= len(seen) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
         if p.poll() is not None:
-            break
+            break                                # it finished on its own: no kill to count
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
+        assert p.returncode == -signal.SIGKILL
         kills += 1
-        now = accepted_in(os.path.join(out, "journal.jsonl"))
+        now = [ev["record"]["instruction"] for ev in events("accept")]
         assert now[: len(seen)] == seen          # nothing accepted before was lost
+        assert len(seen) < len(now) < n          # killed while under way: it had accepted more, not all
         seen = now
-    assert kills >= 2
+        time.sleep(0.2)                          # what the dead process had sent reaches the server
+        journaled_by.append((time.monotonic(), {ev["key"] for ev in events("resp")}))
+    assert kills >= 3
+
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    data = json.load(open(os.path.join(out, "data.json")))
+    data = read_json(os.path.join(out, "data.json"))
     assert len(data) == n
     assert len({(d["instruction"], d["input"]) for d in data}) == n
     assert [d["instruction"] for d in data][: len(seen)] == seen
+
+    # No answer is paid for twice: once a response is in the journal, no later run sends its request
+    # again. (A request in flight when the process was killed has no journaled answer, and is sent
+    # again by the run that resumes its unit: that is the one repeat there may be.)
+    sent = [(r.t, request_key(r.json)) for r in server.requests]
+    assert {ev["key"] for ev in events("resp")} <= {key for _, key in sent}    # keys map to the bodies
+    for started, journaled in journaled_by:
+        assert [key for t, key in sent if t > started and key in journaled] == []
+    assert sum(t > journaled_by[-1][0] for t, _ in sent) > 0                 # the last run did send
