@@ -102,18 +102,19 @@ def components(classes: Iterable[type[Filter]]) -> list[Component]:
 
 def build_chain(only: Iterable[str] = (), skip: Iterable[str] = (), options: dict[str, Any] | None = None,
                 on_reject: RejectSink | None = None, default_off: Iterable[str] = (),
-                per_filter: dict[str, dict[str, Any]] | None = None) -> FilterChain:
+                per_filter: dict[Component, dict[str, Any]] | None = None) -> FilterChain:
     """The chain of the selected filters in stage order.
 
     ``options`` are shared settings (``lang``, ``rouge_threshold``…) handed to each filter that
     declares them; ``per_filter`` (from ``selfinstruct.options.resolve``) the ``--opt`` settings
-    by filter name, which win over the shared ones.
+    by component, which win over the shared ones.
     """
-    options, per_filter = options or {}, per_filter or {}
+    options = options or {}
+    given = {c.cls: kw for c, kw in (per_filter or {}).items()}
     chain = []
     for cls in select(only, skip, default_off):
         declared = Component(cls.name, cls).options()
         kwargs = {k: v for k, v in options.items() if k in declared}
-        kwargs.update(per_filter.get(cls.name, {}))
+        kwargs.update(given.get(cls, {}))
         chain.append(cls(**kwargs))
     return FilterChain(chain, on_reject=on_reject)

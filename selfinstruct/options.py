@@ -106,13 +106,13 @@ class Component:
         return declared(self.cls)
 
 
-def resolve(components: Sequence[Component], settings: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``--opt`` settings → keyword arguments per component name, checked and typed."""
-    out: dict[str, dict[str, Any]] = {c.name: {} for c in components}
+def resolve(components: Sequence[Component], settings: Iterable[str]) -> dict[Component, dict[str, Any]]:
+    """``--opt`` settings → keyword arguments per component, checked and typed."""
+    out: dict[Component, dict[str, Any]] = {c: {} for c in components}
     for text in settings:
         name, value = split_setting(text)
         for comp, option in _targets(components, name, text):
-            out[comp.name][option.name] = option.parse(value, f"--opt {text}")
+            out[comp][option.name] = option.parse(value, f"--opt {text}")
     return out
 
 
@@ -126,6 +126,8 @@ def _targets(components: Sequence[Component], name: str, text: str) -> list[tupl
     else:
         scope = list(components)
     hits = [(c, c.options()[bare]) for c in scope if bare in c.options()]
+    if len(hits) > 1 and dot:      # "echo.x" where a filter and a teacher are both named echo
+        hits = [(c, o) for c, o in hits if c.name == prefix] or hits
     if not hits:
         raise UsageError(f"--opt {text}: unknown option '{name}' (options here: "
                          f"{', '.join(known_names(scope)) or 'none'})")
@@ -140,14 +142,3 @@ def known_names(components: Sequence[Component]) -> list[str]:
     return [f"{c.name}.{o}" for c in components for o in sorted(c.options())]
 
 
-def check_flags(component: Component, flags: dict[str, Any], what: str) -> dict[str, Any]:
-    """Dedicated flags given by the user (``{"model": "--model"}`` values, None when not given)
-    that ``component`` must declare; ``what`` names it in the error ("the embedded teacher")."""
-    out = {}
-    for option, (flag, value) in flags.items():
-        if value is None:
-            continue
-        if option not in component.options():
-            raise UsageError(f"{flag} does not apply to {what}")
-        out[option] = value
-    return out

@@ -208,9 +208,9 @@ def test_a_new_request_goes_out_before_an_answer_is_filtered(tmp_path, monkeypat
     seen = []
     offer = Context.offer
 
-    def counting_offer(self, record, key):
+    async def counting_offer(self, record, key):
         seen.append((self.outputs.accepted, teacher.outstanding))
-        return offer(self, record, key)
+        return await offer(self, record, key)
 
     monkeypatch.setattr(Context, "offer", counting_offer)
     num = 60

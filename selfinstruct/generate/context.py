@@ -127,7 +127,7 @@ class Context:
             # oldest unfinished unit (so surely needed), unless the run completes first.
             await self.lanes.oldest(current_unit.get())
             if self.replaying:
-                self.replaying = False
+                self.replaying = cache is not None
                 self.lanes.release_all()
         resp = await self.teacher.complete(request)
         self.cache.put(cache_key, request, resp, self.teacher.label)
@@ -139,7 +139,7 @@ class Context:
         """``async with ctx.turn("accept"):`` decisions inside run in unit order."""
         return Turn(self.lanes, lane, current_unit.get())
 
-    def offer(self, record: Record, key: str) -> bool:
+    async def offer(self, record: Record, key: str) -> bool:
         if key in self.state.decided:
             return self.state.decided[key]
         self._stamp(record, key)
@@ -147,7 +147,7 @@ class Context:
             self.reject(record, key, "over_quota", f"{self.s.num} examples were already accepted")
             return False
         chain = self.example_filters if self.two_phase else self.chain
-        verdict = chain.check(record)
+        verdict = await chain.acheck(record) if chain.is_async else chain.check(record)
         if verdict is not None:
             self._rejected(record, key, verdict.reason, verdict.detail)
             return False
@@ -159,11 +159,12 @@ class Context:
             self.scheduler.stop("done")
         return True
 
-    def offer_instruction(self, record: Record, key: str) -> bool:
+    async def offer_instruction(self, record: Record, key: str) -> bool:
         if key in self.state.decided:
             return self.state.decided[key]
         self._stamp(record, key)
-        verdict = self.instruction_filters.check(record)
+        chain = self.instruction_filters
+        verdict = await chain.acheck(record) if chain.is_async else chain.check(record)
         if verdict is not None:
             self._rejected(record, key, verdict.reason, verdict.detail)
             return False

@@ -42,8 +42,8 @@ def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher,
     chain = build_chain(s.only, s.skip, options={"rouge_threshold": s.rouge_threshold, "lang": s.lang},
                         default_off=GENERATE_DEFAULT_OFF, per_filter=given)
     if teacher is None:
-        teacher = teacher_cls(**{**s.teacher_options, **given[teacher_cls.name]})
-    recipe_options = dict(given[recipe_cls.name])
+        teacher = teacher_cls(**{**s.teacher_options, **given[teacher_comp]})
+    recipe_options = dict(given[recipe_comp])
     if teacher.tasks_per_request is not None and "per_request" in recipe_comp.options():
         recipe_options.setdefault("per_request", teacher.tasks_per_request)
     return recipe_cls(seeds, s.lang, **recipe_options), teacher, seeds, chain

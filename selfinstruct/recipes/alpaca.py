@@ -55,9 +55,9 @@ class AlpacaRecipe(Recipe):
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:
         resp = await ctx.ask(first)
         async with ctx.turn("accept"):
-            self._decide(ctx, uid, resp)
+            await self._decide(ctx, uid, resp)
 
-    def _decide(self, ctx: UnitContext, uid: str, resp) -> None:
+    async def _decide(self, ctx: UnitContext, uid: str, resp) -> None:
         if resp.error:
             ctx.reject(Record(instruction=""), f"{uid}:0", "teacher_failed", resp.error)
             return
@@ -81,4 +81,4 @@ class AlpacaRecipe(Recipe):
             rec = Record(instruction=inst, input=inp, output=out)
             if last and resp.finish_reason == "length":
                 rec.meta["truncated"] = True
-            ctx.offer(rec, key)
+            await ctx.offer(rec, key)

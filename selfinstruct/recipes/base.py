@@ -35,10 +35,10 @@ class UnitContext(Protocol):
     def turn(self, lane: str) -> AsyncContextManager[None]:
         """A block of decisions that runs after every earlier unit's block in ``lane``."""
 
-    def offer(self, record: Record, key: str) -> bool:
+    async def offer(self, record: Record, key: str) -> bool:
         """Run the whole filter chain on a finished candidate; True when it was accepted."""
 
-    def offer_instruction(self, record: Record, key: str) -> bool:
+    async def offer_instruction(self, record: Record, key: str) -> bool:
         """Run the instruction-only filters; True when the instruction joined the pool."""
 
     def reject(self, record: Record, key: str, reason: str, detail: str = "") -> None:

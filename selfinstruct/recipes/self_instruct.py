@@ -142,16 +142,16 @@ class SelfInstructRecipe(Recipe):
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:
         resp = await ctx.ask(first)
         async with ctx.turn("pool"):
-            tasks = self._pool_instructions(ctx, uid, resp)
+            tasks = await self._pool_instructions(ctx, uid, resp)
         outcomes = await asyncio.gather(*(self._instance(ctx, key, task) for key, task in tasks))
         async with ctx.turn("accept"):
             for key, (record, reason, detail) in zip((k for k, _ in tasks), outcomes):
                 if reason:
                     ctx.reject(record, f"{key}:0", reason, detail)
                 else:
-                    ctx.offer(record, f"{key}:0")
+                    await ctx.offer(record, f"{key}:0")
 
-    def _pool_instructions(self, ctx: UnitContext, uid: str, resp) -> list[tuple[str, Record]]:
+    async def _pool_instructions(self, ctx: UnitContext, uid: str, resp) -> list[tuple[str, Record]]:
         """The new instructions that joined the pool, with their keys."""
         if resp.error:
             ctx.reject(Record(instruction=""), f"{uid}:0", "teacher_failed", resp.error)
@@ -163,7 +163,7 @@ class SelfInstructRecipe(Recipe):
             rec = Record(instruction=inst)
             if truncated_last and i == len(instructions) - 1:
                 rec.meta["truncated"] = True
-            if ctx.offer_instruction(rec, f"{uid}:{i}"):
+            if await ctx.offer_instruction(rec, f"{uid}:{i}"):
                 pooled.append((f"{uid}:{i}", rec))
         return pooled
 
