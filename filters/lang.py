@@ -163,7 +163,7 @@ class LanguageMismatch(Filter):
         if lang.startswith("zh"):        # zh-cn, zh-tw, zh-hans…
             lang = "zh"
         if lang not in FILTER_LANGS:
-            raise UsageError(f"unknown language '{lang}' (choose from {', '.join(FILTER_LANGS)})")
+            raise UsageError(f"unknown language '{lang}' (use one of: {', '.join(FILTER_LANGS)})")
         self.lang = lang
         self._detect = functools.lru_cache(maxsize=16384)(self._detect_uncached)
 

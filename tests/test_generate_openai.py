@@ -55,7 +55,7 @@ def test_generate_against_a_server_writes_exactly_num_and_never_the_key(server, 
     assert len(data) == 10 and len({d["instruction"] for d in data}) == 10
     summary = read_json(os.path.join(out, "summary.json"))
     assert summary["teacher"]["name"] == "openai:fake-model"
-    assert summary["tokens"]["completion"] > 0 and summary["teacher"]["cost_usd"] > 0
+    assert summary["tokens"]["completion"] > 0 and summary["cost_usd"] > 0
     assert all(h["authorization"] == f"Bearer {KEY}" for h in (q.headers for q in server.requests))
     # The cache is where $SELFINSTRUCT_CACHE_DIR says and holds the answers, so scanning it means something.
     cache_file = selfinstruct_cache_dir / "responses.sqlite"
@@ -95,8 +95,8 @@ def test_max_cost_stops_cleanly_before_the_budget(server, tmp_path, read_json):
     assert r.returncode == 0, r.stderr
     summary = read_json(os.path.join(out, "summary.json"))
     assert summary["stopped"].startswith("max_cost")
-    assert 0 < summary["accepted"] < 500
-    assert summary["teacher"]["cost_usd"] <= 1.5
+    assert 0 < summary["kept"] < 500
+    assert summary["cost_usd"] <= 1.5
 
 
 def request_key(body: dict) -> str:

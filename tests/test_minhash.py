@@ -88,7 +88,7 @@ def test_the_reason_code_and_filter_name_are_stable(shingle_jaccard):
     copy = FRUITS[:-1] + " too."
     assert shingle_jaccard(FRUITS, copy, 2) >= 0.95
     verdict = dedup.check(rec(2, copy))
-    assert (verdict.reason, verdict.filter) == ("minhash_duplicate", "minhash")
+    assert (verdict.reason, MinHashDedup.name) == ("minhash_duplicate", "minhash")
     assert verdict.detail == "near-duplicate of t:1: List three fruits that are rich in vitamin C, grow well in the " \
                              "south of Spain, a"
 
@@ -147,9 +147,9 @@ def test_prepared_batches_decide_exactly_like_record_by_record_checks():
     assert len(batched) < len(records)
 
 
-def test_seeded_records_count_as_kept(shingle_jaccard):
+def test_preloaded_records_count_as_kept(shingle_jaccard):
     chain = FilterChain([MinHashDedup()])
-    chain.seed([rec(0, WINTER)])
+    chain.preload([rec(0, WINTER)])
     copy = WINTER.replace("paragraph each.", "paragraph each, please.")
     assert shingle_jaccard(WINTER, copy, 2) >= 0.95
     assert chain.check(rec(1, copy)).detail == cited(rec(0, WINTER))

@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from selfinstruct.errors import TeacherError, UsageError
+from selfinstruct.teachers import teacher_class
 from selfinstruct.teachers._http import endpoint_url
 from selfinstruct.teachers.base import BudgetExhausted, Request, Response
 from selfinstruct.teachers.openai import OpenAITeacher
@@ -100,8 +101,8 @@ def test_every_transient_fault_is_retried_and_nothing_is_lost_or_doubled(fake_op
     assert [a.text for a in answers] == [default_text(r.prompt) for r in requests]
     assert [a.error for a in answers] == [None] * 30
     assert fake_openai.count == 30 + len(FAULTS)
-    stats = teacher.stats()
-    assert (stats["requests"], stats["retries"], stats["failures"]) == (30, len(FAULTS), 0)
+    ledger = teacher.ledger()
+    assert (ledger["requests"], ledger["retries"], ledger["failures"]) == (30, len(FAULTS), 0)
     asked = {r.json["messages"][0]["content"] for r in fake_openai.requests}
     assert asked == {r.prompt for r in requests}
 
@@ -119,8 +120,8 @@ def test_a_fault_that_persists_is_returned_as_an_error_after_max_attempts(fake_o
     answers = ask_all(teacher, [Request(prompt="p")])
     assert answers == [Response(text="", error=f"{reason} after 3 attempts")]
     assert fake_openai.count == 3
-    stats = teacher.stats()
-    assert (stats["requests"], stats["retries"], stats["failures"]) == (1, 2, 1)
+    ledger = teacher.ledger()
+    assert (ledger["requests"], ledger["retries"], ledger["failures"]) == (1, 2, 1)
 
 
 def test_retry_after_pauses_the_whole_pool_until_it_has_passed(fake_openai, openai_teacher):
@@ -267,25 +268,24 @@ def test_max_cost_stops_before_the_budget_is_exceeded(fake_openai, openai_teache
     stopped = [a for a in answers if isinstance(a, BudgetExhausted)]
     assert (len(answers) - len(stopped), len(stopped)) == (6, 14)
     assert fake_openai.count == 6
-    assert teacher.stats()["cost_usd"] == 24.0
+    assert teacher.cost_usd() == teacher.ledger()["cost_usd"] == 24.0
     assert str(stopped[0]) == ("max cost $30.0000 reached: $24.0000 spent, the next request may "
                                "cost up to $10.0000")
 
 
-def test_stats_count_per_stage_and_are_json(fake_openai, openai_teacher):
+def test_the_ledger_counts_per_stage_and_ledger_and_stats_are_json(fake_openai, openai_teacher):
     fake_openai.script(server_error(500))
     teacher = openai_teacher(price_in=1.0, price_out=2.0, rpm=6000, tpm=10**6)
     ask_all(teacher, prompts(3, "instructions") + prompts(2, "instances"))
-    teacher.record_cache_hit(Request(prompt="p", stage="instances"))
+    ledger = json.loads(json.dumps(teacher.ledger()))
+    assert ledger["per_stage"]["instances"]["requests"] == 2
+    assert ledger["per_stage"]["instructions"]["requests"] == 3
+    assert (ledger["requests"], ledger["retries"], ledger["teacher"]) == (5, 1, "openai:fake-model")
+    assert ledger["tokens"] == ledger["prompt_tokens"] + ledger["completion_tokens"] > 0
+    expected_cost = (ledger["prompt_tokens"] * 1.0 + ledger["completion_tokens"] * 2.0) / 1e6
+    assert ledger["cost_usd"] == pytest.approx(expected_cost) == teacher.cost_usd()
     stats = json.loads(json.dumps(teacher.stats()))
-    inst = stats["per_stage"]["instances"]
-    assert (inst["requests"], inst["cache_hits"]) == (2, 1)
-    assert stats["per_stage"]["instructions"]["requests"] == 3
-    assert (stats["requests"], stats["retries"], stats["cache_hits"]) == (5, 1, 1)
-    assert stats["tokens"] == stats["prompt_tokens"] + stats["completion_tokens"] > 0
-    expected_cost = (stats["prompt_tokens"] * 1.0 + stats["completion_tokens"] * 2.0) / 1e6
-    assert stats["cost_usd"] == pytest.approx(expected_cost)
-    assert (stats["rpm"], stats["tpm"], stats["teacher"]) == (6000, 10**6, "openai:fake-model")
+    assert (stats["rpm"], stats["tpm"], stats["retries"], stats["model"]) == (6000, 10**6, 1, "fake-model")
     assert set(teacher.live()) == {"req_s", "tok_s", "cost_usd", "failures", "retries"}
 
 
@@ -293,12 +293,10 @@ def test_stats_count_per_stage_and_are_json(fake_openai, openai_teacher):
 
 
 def test_defaults_come_from_the_environment_and_the_price_table(monkeypatch):
-    from selfinstruct.teachers import load_teacher_class
-
     monkeypatch.setenv("OPENAI_MODEL", "gpt-4o-mini-2024-07-18")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8000/v1")
-    teacher = load_teacher_class("openai")()
-    assert (teacher.name, teacher.base_url) == ("openai:gpt-4o-mini-2024-07-18",
+    teacher = teacher_class("openai")()
+    assert (teacher.label, teacher.base_url) == ("openai:gpt-4o-mini-2024-07-18",
                                                 "http://localhost:8000/v1")
     assert (teacher.price_in, teacher.price_out) == (0.15, 0.60)
     assert OpenAITeacher(model="my-local-llama").price_in == 0.0

@@ -174,7 +174,7 @@ def test_rejection_has_the_reason_code_and_the_most_similar_instruction():
     copy = Record("Write a short poem about the sea!")
     verdict = rouge.check(copy)
     assert verdict.reason == "rouge_too_similar"
-    assert verdict.filter == "rouge"
+    assert RougeNovelty.name == "rouge"
     assert verdict.detail == "rouge-l 1.000 with: Write a short poem about the sea."
     assert copy.rouge == 1.0 and copy.most_similar == "Write a short poem about the sea."
 
