@@ -50,7 +50,7 @@ def loop_run(teacher: EmbeddedTeacher, lang: str, num: int) -> tuple[float, floa
         tokens0, t0 = teacher.generated_tokens, time.perf_counter()
         summary = asyncio.run(run_async(Settings(num=num, out=out, lang=lang, progress=False), teacher))
         secs = time.perf_counter() - t0
-        return (teacher.generated_tokens - tokens0) / secs, summary["accepted"] / secs * 60, summary["accepted"]
+        return (teacher.generated_tokens - tokens0) / secs, summary["kept"] / secs * 60, summary["kept"]
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--num-en", type=int, default=4)
     ap.add_argument("--num-zh", type=int, default=2)
     args = ap.parse_args()
-    teacher = EmbeddedTeacher(batch_size=args.batch)
+    teacher = EmbeddedTeacher(concurrency=args.batch)
     t0 = time.perf_counter()
     asyncio.run(teacher.start())
     asyncio.run(teacher.aclose())

@@ -12,14 +12,15 @@ import pytest
 
 from selfinstruct.generate import Settings, run_generate
 from selfinstruct.teachers.base import Request
-from selfinstruct.teachers.embedded import EmbeddedTeacher, cut_at_stop, gguf_location
+from selfinstruct.model_files import gguf_location
+from selfinstruct.teachers.embedded import EmbeddedTeacher, cut_at_stop
 
 pytestmark = pytest.mark.embedded
 
 
 @pytest.fixture(scope="session")
 def teacher():
-    t = EmbeddedTeacher(batch_size=8)
+    t = EmbeddedTeacher(concurrency=8)
     asyncio.run(t.start())
     asyncio.run(t.aclose())
     return t
@@ -51,7 +52,7 @@ def test_stop_strings_cut_the_text():
 def test_the_embedded_teacher_produces_an_accepted_example(teacher, tmp_path, lang):
     out = str(tmp_path / lang)
     summary = run_generate(Settings(num=1, out=out, lang=lang, progress=False), teacher)
-    assert summary["accepted"] == 1
+    assert summary["kept"] == 1
     data = json.load(open(os.path.join(out, "data.json"), encoding="utf-8"))
     assert len(data) == 1 and data[0]["instruction"].strip() and data[0]["output"].strip()
     assert summary["teacher"]["name"] == "embedded:SmolLM2-135M-Instruct"
