@@ -62,6 +62,23 @@ def classes_in(obj: Any, base: type) -> list[type]:
     return found
 
 
+def named_class(kind: str, name: str, builtin: dict[str, str], base: type, known: list[str]) -> type:
+    """The ``base`` subclass called ``name``: from the built-in module ``builtin[name]`` (a full
+    module path) or from the entry point of that name in ``selfinstruct.<kind>``."""
+    what = kind.rstrip("s")
+    if name in builtin:
+        obj = importlib.import_module(builtin[name])
+    else:
+        ep = next((ep for ep in plugin_entry_points(kind) if ep.name == name), None)
+        if ep is None:
+            raise UsageError(f"unknown {what} '{name}' (choose from {', '.join(known)})")
+        obj = load_entry_point(kind, ep)
+    found = [c for c in classes_in(obj, base) if c.name == name]
+    if len(found) != 1:
+        raise UsageError(f"the {what} module '{name}' defines no {base.__name__} subclass named '{name}'")
+    return found[0]
+
+
 def forget_plugins() -> None:
     """Forget the entry points read so far (tests install plugins at run time)."""
     plugin_entry_points.cache_clear()

@@ -2,10 +2,7 @@
 (``--recipe self-instruct`` is the module ``self_instruct``)."""
 from __future__ import annotations
 
-import importlib
-
 from selfinstruct import plugins
-from selfinstruct.errors import UsageError
 from selfinstruct.recipes.base import Recipe
 
 _NOT_RECIPES = ("base", "parsing")
@@ -20,15 +17,5 @@ def available() -> list[str]:
 
 
 def recipe_class(name: str) -> type[Recipe]:
-    module = _builtin().get(name)
-    if module is not None:
-        obj = importlib.import_module(f"{__name__}.{module}")
-    else:
-        ep = next((ep for ep in plugins.plugin_entry_points("recipes") if ep.name == name), None)
-        if ep is None:
-            raise UsageError(f"unknown recipe '{name}' (choose from {', '.join(available())})")
-        obj = plugins.load_entry_point("recipes", ep)
-    found = [c for c in plugins.classes_in(obj, Recipe) if c.name == name]
-    if len(found) != 1:
-        raise UsageError(f"the recipe module '{name}' defines no Recipe subclass named '{name}'")
-    return found[0]
+    builtin = {n: f"{__name__}.{m}" for n, m in _builtin().items()}
+    return plugins.named_class("recipes", name, builtin, Recipe, available())

@@ -5,10 +5,7 @@ torch when it starts, the OpenAI teacher aiohttp), so listing the names imports 
 """
 from __future__ import annotations
 
-import importlib
-
 from selfinstruct import plugins
-from selfinstruct.errors import UsageError
 from selfinstruct.teachers.base import Request, Response, Teacher
 
 __all__ = ["Request", "Response", "Teacher", "available", "teacher_class"]
@@ -22,14 +19,5 @@ def available() -> list[str]:
 
 
 def teacher_class(name: str) -> type[Teacher]:
-    if name in plugins.builtin_module_names(__name__, _NOT_TEACHERS):
-        obj = importlib.import_module(f"{__name__}.{name}")
-    else:
-        ep = next((ep for ep in plugins.plugin_entry_points("teachers") if ep.name == name), None)
-        if ep is None:
-            raise UsageError(f"unknown teacher '{name}' (choose from {', '.join(available())})")
-        obj = plugins.load_entry_point("teachers", ep)
-    found = [c for c in plugins.classes_in(obj, Teacher) if c.name == name]
-    if len(found) != 1:
-        raise UsageError(f"the teacher module '{name}' defines no Teacher subclass named '{name}'")
-    return found[0]
+    builtin = {m: f"{__name__}.{m}" for m in plugins.builtin_module_names(__name__, _NOT_TEACHERS)}
+    return plugins.named_class("teachers", name, builtin, Teacher, available())
