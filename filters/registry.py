@@ -46,12 +46,6 @@ def filter_classes() -> dict[str, type[Filter]]:
     return _load()
 
 
-def forget() -> None:
-    """Discover again (tests install plugins at run time)."""
-    _load.cache_clear()
-    plugins.forget_plugins()
-
-
 class _Registry(Mapping):
     """``REGISTRY[name]``: the filter classes, discovered on first use."""
 

@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from selfinstruct.teachers.base import Request, Response, Teacher
 
@@ -141,15 +142,18 @@ class ResponseCache:
         self.close()
 
 
-async def complete_cached(teacher: Teacher, cache: ResponseCache | None, request: Request) -> Response:
+async def complete_cached(teacher: Teacher, cache: ResponseCache | None, request: Request,
+                          before_miss: Callable[[], Awaitable[None]] | None = None) -> Response:
     """The answer from ``cache`` when it has one (``cached=True``: nothing was sent or paid), else
-    from the teacher, cached when it succeeded."""
+    from the teacher (after awaiting ``before_miss``, when given), cached when it succeeded."""
     if cache is None:
         return await teacher.complete(request)
     key = ResponseCache.key_for(request, teacher)
     hit = cache.get(key)
     if hit is not None:
         return hit
+    if before_miss is not None:
+        await before_miss()
     response = await teacher.complete(request)
     cache.put(key, request, response, teacher.label)
     return response

@@ -77,8 +77,3 @@ def named_class(kind: str, name: str, builtin: dict[str, str], base: type, known
     if len(found) != 1:
         raise UsageError(f"the {what} module '{name}' defines no {base.__name__} subclass named '{name}'")
     return found[0]
-
-
-def forget_plugins() -> None:
-    """Forget the entry points read so far (tests install plugins at run time)."""
-    plugin_entry_points.cache_clear()

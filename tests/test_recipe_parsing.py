@@ -71,24 +71,24 @@ def test_self_instruct_prompt_has_eight_tasks_with_at_most_two_machine_ones():
 
 def test_numbered_tasks_parse_continuation_and_later_numbers():
     text = " Create a list of the United States Presidents.\nTask 10: Calculate the total cost of a loaf.\nTask 11:  \nTask 12: Translate the sentence into Spanish."
-    assert parse_numbered_tasks(text, 9) == [
+    assert parse_numbered_tasks(text) == [
         "Create a list of the United States Presidents.", "Calculate the total cost of a loaf.",
         "Translate the sentence into Spanish."]
 
 
 def test_numbered_tasks_parse_chinese():
     text = "对煮良良的人的意怀。\n任务10：免费旅行的扩全。\n任务11：对赫程的狼狩进一点。"
-    assert parse_numbered_tasks(text, 9) == ["对煮良良的人的意怀。", "免费旅行的扩全。", "对赫程的狼狩进一点。"]
+    assert parse_numbered_tasks(text) == ["对煮良良的人的意怀。", "免费旅行的扩全。", "对赫程的狼狩进一点。"]
 
 
 def test_numbered_tasks_stop_the_first_one_at_a_blank_line():
     text = " Describe the top three cities.\n\nThe task is to create a list of tasks."
-    assert parse_numbered_tasks(text, 9) == ["Describe the top three cities."]
+    assert parse_numbered_tasks(text) == ["Describe the top three cities."]
 
 
 def test_classification_answers():
-    assert parse_yes_no(" Yes", "en") and parse_yes_no("是", "zh")
-    assert not parse_yes_no(" No.", "en") and not parse_yes_no("否", "zh") and not parse_yes_no("", "en")
+    assert parse_yes_no(" Yes") and parse_yes_no("是")
+    assert not parse_yes_no(" No.") and not parse_yes_no("否") and not parse_yes_no("")
 
 
 def test_classification_request_is_deterministic_and_greedy():

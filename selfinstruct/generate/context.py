@@ -114,24 +114,20 @@ class Context:
         return resp
 
     async def _from_cache_or_teacher(self, request: Request) -> Response:
-        if self.cache is None:
-            return await self.teacher.complete(request)
-        from selfinstruct.cache import ResponseCache
-        cache_key = ResponseCache.key_for(request, self.teacher)
-        hit = self.cache.get(cache_key)
-        if hit is not None:
-            return hit
+        from selfinstruct.cache import complete_cached
+        return await complete_cached(self.teacher, self.cache, request, self._before_miss)
+
+    async def _before_miss(self) -> None:
+        """While replaying: an identical earlier run answered every unit up to the one that
+        completed it; a unit past that one finds no answer and must not pay for one, so it waits
+        until it is the oldest unfinished unit (surely needed), unless the run completes first.
+        The first miss that is sent ends the replay."""
+        if not self.replaying:
+            return
+        await self.lanes.oldest(current_unit.get())
         if self.replaying:
-            # An identical earlier run answered every unit up to the one that completed it; a unit
-            # past that one finds no answer and must not pay for one: it waits until it is the
-            # oldest unfinished unit (so surely needed), unless the run completes first.
-            await self.lanes.oldest(current_unit.get())
-            if self.replaying:
-                self.replaying = False
-                self.lanes.release_all()
-        resp = await self.teacher.complete(request)
-        self.cache.put(cache_key, request, resp, self.teacher.label)
-        return resp
+            self.replaying = False
+            self.lanes.release_all()
 
     # -- deciding ----------------------------------------------------------------------------------
 

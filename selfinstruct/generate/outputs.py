@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections import Counter
 from typing import Any
 
@@ -25,7 +24,6 @@ class Outputs:
         # records.jsonl's lines, encoded once when accepted (each render rewrites the file whole)
         self.record_lines: list[str] = [to_json(r.to_dict()) for r in self.records]
         tally.rejected.update(state.rejected)
-        self.last_render = time.monotonic()
         self.pbar = None
 
     @property
@@ -79,7 +77,6 @@ class Outputs:
             raise UsageError(f"cannot write the outputs in {out} ({e.strerror or e}); the journal "
                              "holds everything: free the space or fix the folder, then rerun the "
                              "same command") from None
-        self.last_render = time.monotonic()
 
 
 def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stopped: str) -> dict[str, Any]:

@@ -57,9 +57,9 @@ def parse_triple(block: str) -> tuple[str, str, str] | None:
 NUMBERED_LINE = re.compile(r"^[ \t]*(?:Task|任务)[ \t]*(\d+)[ \t]*[:：.][ \t]*(.*)$", re.M | re.I)
 
 
-def parse_numbered_tasks(text: str, first_number: int) -> list[str]:
-    """Instructions from "Task N: text" lines; the text before the first header belongs to
-    ``first_number`` (the prompt ended with "Task N:")."""
+def parse_numbered_tasks(text: str) -> list[str]:
+    """Instructions from "Task N: text" lines; the text before the first header is the task the
+    prompt's last "Task N:" opened."""
     out = []
     m0 = NUMBERED_LINE.search(text)
     head = text[: m0.start()] if m0 else text

@@ -54,7 +54,7 @@ PROMPTS = {
 }
 
 
-def parse_yes_no(text: str, lang: str) -> bool:
+def parse_yes_no(text: str) -> bool:
     head = text.strip().lower()[:8]
     return head.startswith("yes") or head.startswith("是")
 
@@ -156,7 +156,7 @@ class SelfInstructRecipe(Recipe):
         if resp.error:
             ctx.reject(Record(instruction=""), f"{uid}:0", "teacher_failed", resp.error)
             return []
-        instructions = parse_numbered_tasks(resp.text, self.prompt_tasks + 1)
+        instructions = parse_numbered_tasks(resp.text)
         truncated_last = resp.finish_reason == "length"
         pooled = []
         for i, inst in enumerate(instructions):
@@ -173,7 +173,7 @@ class SelfInstructRecipe(Recipe):
         cls = await ctx.ask(self.classification_request(task.instruction))
         if cls.error:
             return task, "teacher_failed", cls.error
-        classification = parse_yes_no(cls.text, self.lang)
+        classification = parse_yes_no(cls.text)
         resp = await ctx.ask(self.instance_request(task.instruction, classification))
         if resp.error:
             return task, "teacher_failed", resp.error
