@@ -72,7 +72,7 @@ class Context:
         self.instruction_filters, self.example_filters = chain.split({"instruction"})
         self.two_phase = two_phase
         self.counts = Counts()
-        # The pool prompts sample machine tasks from, with the number of the unit each came from.
+        # The pool of generated tasks prompts sample from, with the number of the unit each came from.
         self.pool: list[Record] = list(state.pooled if two_phase else state.accepted)
         self.pool_units: list[int] = [unit_number(r.request_id or "") for r in self.pool]
         # With a cache, a rerun replays: until its first miss, a miss waits to be needed (below).
