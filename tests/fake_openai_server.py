@@ -17,7 +17,7 @@ answered (ok answers written) since the last reset, the monotonic times of the f
 the last answer written, the sum of the drawn latencies, the most in flight at once;
 ``GET /v1/_stats?reset=1`` answers the same, then resets these and reseeds the latency draws.
 
-In tests (see tests/conftest_openai.py)::
+In tests (the ``fake_openai`` fixture of tests/conftest.py)::
 
     with serve_in_thread(FakeOpenAI()) as server:
         server.script(rate_limited(retry_after_ms=200), server_error(503))
