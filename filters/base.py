@@ -104,7 +104,6 @@ class FilterChain:
     def _kept(self, record: Record) -> None:
         for f in self.filters:
             f.add(record)
-        self.tally.kept += 1
         return None
 
     def preload(self, records: Iterable[Record]) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from selfinstruct import plugins
 from selfinstruct.errors import UsageError
-from selfinstruct.filters.base import STAGES, Filter, FilterChain, RejectSink
+from selfinstruct.filters.base import STAGES, Filter, FilterChain
 from selfinstruct.options import Component
 
 _NOT_FILTERS = ("base", "registry")
@@ -94,10 +94,9 @@ def components(classes: Iterable[type[Filter]]) -> list[Component]:
     return [Component(cls.name, cls, (cls.stage,)) for cls in classes]
 
 
-def build_chain(only: Iterable[str] = (), skip: Iterable[str] = (), options: dict[str, Any] | None = None,
-                on_reject: RejectSink | None = None, default_off: Iterable[str] = (),
+def build_chain(classes: Iterable[type[Filter]], options: dict[str, Any] | None = None,
                 per_filter: dict[Component, dict[str, Any]] | None = None) -> FilterChain:
-    """The chain of the selected filters in stage order.
+    """The chain of ``classes`` (from ``select``, in chain order).
 
     ``options`` are shared settings (``lang``, ``rouge_threshold``…) handed to each filter that
     declares them; ``per_filter`` (from ``selfinstruct.options.resolve``) the ``--opt`` settings
@@ -106,9 +105,9 @@ def build_chain(only: Iterable[str] = (), skip: Iterable[str] = (), options: dic
     options = options or {}
     given = {c.cls: kw for c, kw in (per_filter or {}).items()}
     chain = []
-    for cls in select(only, skip, default_off):
+    for cls in classes:
         declared = Component(cls.name, cls).options()
         kwargs = {k: v for k, v in options.items() if k in declared}
         kwargs.update(given.get(cls, {}))
         chain.append(cls(**kwargs))
-    return FilterChain(chain, on_reject=on_reject)
+    return FilterChain(chain)

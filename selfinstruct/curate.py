@@ -39,11 +39,12 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     only, skip = split_names(only), split_names(skip)
     fields = parse_fields(fields)
     _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record)
-    per_filter = opts.resolve(components(select(only, skip)), options)
+    classes = select(only, skip)
+    per_filter = opts.resolve(components(classes), options)
     for path in inputs + against:      # a missing or unrecognised file fails before any work
         open_source(path)
-    chain = build_chain(only, skip, {"lang": lang, "rouge_threshold": rouge_threshold,
-                                     "minhash_threshold": minhash_threshold}, per_filter=per_filter)
+    chain = build_chain(classes, {"lang": lang, "rouge_threshold": rouge_threshold,
+                                  "minhash_threshold": minhash_threshold}, per_filter)
     against_count, against_bad = _preload(chain, against, on_bad_record)
 
     out = Path(out_dir)
@@ -56,9 +57,9 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
             chain.on_reject = write_reject
             with _progress_bar(progress) as bar:
                 records = _read_all(inputs, fields, on_bad_record, rejects, counts, chain, bar)
-                write_alpaca(out / DATA, chain.run(records))
+                counts.kept = write_alpaca(out / DATA, chain.run(records))
                 if bar is not None:
-                    bar.set_postfix_str(_postfix(chain, counts))
+                    bar.set_postfix_str(f"kept {counts.kept:,} | " + _postfix(chain))
     except BaseException:
         for folder in reversed(created):   # leave no empty folder behind a failed run
             try:
@@ -115,6 +116,7 @@ class _Counts:
     def __init__(self) -> None:
         self.read = 0            # input records, malformed rows included
         self.malformed = 0
+        self.kept = 0            # written to data.json (known once it is written)
         self.per_input: dict[str, int] = {}
         self.read_seconds = 0.0
 
@@ -138,7 +140,7 @@ def _read_all(inputs, fields, on_bad_record, rejects, counts: _Counts, chain: Fi
             if bar is not None:
                 bar.update(1)
                 if counts.read % 2048 == 0:
-                    bar.set_postfix_str(_postfix(chain, counts), refresh=False)
+                    bar.set_postfix_str(_postfix(chain), refresh=False)
             yield record
         counts.per_input[path] = counts.read - before
 
@@ -154,9 +156,9 @@ def _write_malformed(bad: list, rejects, counts: _Counts, chain: FilterChain, ba
     bad.clear()
 
 
-def _postfix(chain: FilterChain, counts: _Counts) -> str:
+def _postfix(chain: FilterChain) -> str:
     top = chain.tally.top(3)
-    return f"kept {chain.tally.kept}" + (f" | {top}" if top else "")
+    return f"rejected {sum(chain.tally.rejected.values()):,}" + (f" | {top}" if top else "")
 
 
 class _NoBar:
@@ -178,7 +180,7 @@ def _progress_bar(progress: bool):
 def _summary(chain: FilterChain, counts: _Counts, inputs, against, against_count, against_bad, started,
              settings) -> dict:
     return {
-        **common_fields(chain.tally, started, extra_seconds={"read": counts.read_seconds}),
+        **common_fields(counts.kept, chain.tally, started, extra_seconds={"read": counts.read_seconds}),
         "input_records": counts.read,
         "malformed": counts.malformed,
         "inputs": [{"path": p, "records": counts.per_input.get(p, 0)} for p in inputs],

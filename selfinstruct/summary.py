@@ -21,9 +21,9 @@ from typing import Any
 
 @dataclass
 class Tally:
-    """What a run decided: the one place its kept and rejected records and stage times are counted
-    (the filter chain counts into it, and so does the generate loop for its own reasons)."""
-    kept: int = 0
+    """What a run rejected and where its filter time went: the one place they are counted (the filter
+    chain counts into it, and so does the generate loop for its own reasons). What was kept is what
+    each command wrote, counted where it writes."""
     rejected: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)       # per filter stage
 
@@ -32,13 +32,13 @@ class Tally:
         return ", ".join(f"{reason} {count:,}" for reason, count in self.rejected.most_common(n))
 
 
-def common_fields(tally: Tally, started: float, kept: int | None = None,
+def common_fields(kept: int, tally: Tally, started: float,
                   extra_seconds: dict[str, float] | None = None) -> dict[str, Any]:
-    """The fields every summary starts with; ``started`` is the command's ``time.monotonic()`` at
-    its start, ``kept`` overrides the tally's count (a resumed generate run's records)."""
+    """The fields every summary starts with; ``kept`` is the records written to data.json,
+    ``started`` the command's ``time.monotonic()`` at its start."""
     seconds = {**(extra_seconds or {}), **tally.seconds}
     return {
-        "kept": tally.kept if kept is None else kept,
+        "kept": kept,
         "rejected": dict(sorted(tally.rejected.items())),
         "rejected_total": sum(tally.rejected.values()),
         "elapsed_seconds": round(time.monotonic() - started, 3),

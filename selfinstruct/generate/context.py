@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from selfinstruct import journal as jr
+from selfinstruct.cache import complete_cached
 from selfinstruct.errors import TeacherError
 from selfinstruct.filters import FilterChain
 from selfinstruct.generate.ordering import Lanes, Turn
@@ -114,7 +115,6 @@ class Context:
         return resp
 
     async def _from_cache_or_teacher(self, request: Request) -> Response:
-        from selfinstruct.cache import complete_cached
         return await complete_cached(self.teacher, self.cache, request, self._before_miss)
 
     async def _before_miss(self) -> None:

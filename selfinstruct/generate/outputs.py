@@ -85,7 +85,7 @@ def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stop
     for c in counts.tokens.values():
         total.update(c)
     return {
-        **common_fields(outputs.tally, started, kept=outputs.accepted),
+        **common_fields(outputs.accepted, outputs.tally, started),
         "requested": s.num,
         "stopped": stopped,
         "tokens": {"prompt": total["prompt"], "completion": total["completion"],

@@ -39,8 +39,7 @@ def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher,
         if option not in teacher_comp.options():
             raise UsageError(f"--{option.replace('_', '-')} does not apply to --teacher {teacher_cls.name}")
     seeds = load_seeds(s.seed_files, s.lang)
-    chain = build_chain(s.only, s.skip, options={"rouge_threshold": s.rouge_threshold, "lang": s.lang},
-                        default_off=GENERATE_DEFAULT_OFF, per_filter=given)
+    chain = build_chain(filter_classes, {"rouge_threshold": s.rouge_threshold, "lang": s.lang}, given)
     if teacher is None:
         teacher = teacher_cls(**{**s.teacher_options, **given[teacher_comp]})
     recipe_options = dict(given[recipe_comp])
