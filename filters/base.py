@@ -25,7 +25,7 @@ from selfinstruct.summary import Tally
 
 # The stages, in the order a record meets them: cheap first, so that no expensive check is paid for
 # a record a cheap one rejects. A filter names its stage; a new stage is one entry here.
-STAGES = ("exact", "quality", "minhash", "rouge")
+STAGES = ("exact", "quality", "decontam", "minhash", "rouge", "judge")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class FilterChain:
             verdict = f.check(record)
             self.tally.seconds[f.stage] += time.perf_counter() - t0
             if verdict is not None:
-                return self._rejected(record, verdict)
+                return self._rejected(record, verdict, f.stage)
         return self._kept(record)
 
     async def acheck(self, record: Record) -> Rejection | None:
@@ -92,11 +92,11 @@ class FilterChain:
                 verdict = await verdict
             self.tally.seconds[f.stage] += time.perf_counter() - t0
             if verdict is not None:
-                return self._rejected(record, verdict)
+                return self._rejected(record, verdict, f.stage)
         return self._kept(record)
 
-    def _rejected(self, record: Record, verdict: Rejection) -> Rejection:
-        self.tally.rejected[verdict.reason] += 1
+    def _rejected(self, record: Record, verdict: Rejection, stage: str) -> Rejection:
+        self.tally.reject(verdict.reason, stage)
         if self.on_reject is not None:
             self.on_reject(record, verdict)
         return verdict

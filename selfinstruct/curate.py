@@ -149,7 +149,7 @@ def _write_malformed(bad: list, rejects, counts: _Counts, chain: FilterChain, ba
     for record, origin, message in bad:
         rejects.write(reject_line(record or Record("", origin=origin), MALFORMED, message, source=origin))
     counts.malformed += len(bad)
-    chain.tally.rejected[MALFORMED] += len(bad)
+    chain.tally.reject(MALFORMED, "read", len(bad))
     counts.read += len(bad)
     if bar is not None:
         bar.update(len(bad))

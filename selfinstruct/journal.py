@@ -37,6 +37,7 @@ class JournalState:
     responses: dict[str, Response] = field(default_factory=dict)
     open_units: dict[str, Request] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    stage_of: dict[str, str] = field(default_factory=dict)     # reason -> stage (older journals: none)
     units: int = 0                                       # units started
     ended: set[str] = field(default_factory=set)         # uids of the units that ended
 
@@ -90,6 +91,8 @@ def load(path: str) -> JournalState:
         elif kind == "reject":
             st.decided[ev["key"]] = False
             st.rejected[ev["reason"]] = st.rejected.get(ev["reason"], 0) + 1
+            if "stage" in ev:
+                st.stage_of.setdefault(ev["reason"], ev["stage"])
     return st
 
 

@@ -17,8 +17,13 @@ class Record:
     id: str = ""
     lang: str = ""                      # "en", "zh", or "" when unknown
     origin: str = ""                    # "seed", "machine", or the source "file:line"
+    source: str = ""                    # "file:line" where it was first read ("" if never read)
     most_similar: str | None = None     # the most similar pool instruction when it was checked
     rouge: float | None = None          # its ROUGE-L F-measure
+    nearest_seed: str | None = None     # the most similar seed instruction (the report's figure)
+    nearest_seed_rouge: float | None = None
+    judge_score: int | None = None      # the LLM judge's 1-10 score, when judged
+    judge_reason: str | None = None     # its one-line reason
     teacher: str | None = None          # "embedded:SmolLM2-135M-Instruct", "openai:gpt-4o-mini", …
     request_id: str | None = None       # the teacher request this record came from
     meta: dict[str, Any] = field(default_factory=dict)  # anything else (is_classification, task id…)

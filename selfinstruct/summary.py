@@ -4,6 +4,8 @@ Both commands write ``summary.json`` with these fields, meaning the same thing i
 
     kept               records written to data.json
     rejected           reason code -> count (present, possibly empty)
+    rejected_per_stage stage -> reason code -> count (the report's funnel): a filter's stage, or
+                       "read" (malformed rows) and "generate" (the loop's own: unparseable…)
     rejected_total     sum of ``rejected``
     elapsed_seconds    the whole command, loading included
     seconds_per_stage  filter stage (and, for ``filter``, ``read``) -> seconds spent in it
@@ -26,6 +28,17 @@ class Tally:
     each command wrote, counted where it writes."""
     rejected: Counter = field(default_factory=Counter)
     seconds: Counter = field(default_factory=Counter)       # per filter stage
+    stage_of: dict = field(default_factory=dict)            # reason code -> the stage that gave it
+
+    def reject(self, reason: str, stage: str, n: int = 1) -> None:
+        self.rejected[reason] += n
+        self.stage_of.setdefault(reason, stage)
+
+    def per_stage(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for reason, count in sorted(self.rejected.items()):
+            out.setdefault(self.stage_of.get(reason, "generate"), {})[reason] = count
+        return out
 
     def top(self, n: int) -> str:
         """"reason count, …" for the ``n`` most common reasons (progress bars)."""
@@ -41,6 +54,7 @@ def common_fields(kept: int, tally: Tally, started: float,
         "kept": kept,
         "rejected": dict(sorted(tally.rejected.items())),
         "rejected_total": sum(tally.rejected.values()),
+        "rejected_per_stage": tally.per_stage(),
         "elapsed_seconds": round(time.monotonic() - started, 3),
         "seconds_per_stage": {k: round(v, 3) for k, v in seconds.items()},
     }

