@@ -21,9 +21,9 @@ from selfinstruct.readers import ON_BAD_RECORD, open_source, parse_fields, read_
 from selfinstruct.record import Record
 from selfinstruct.summary import common_fields
 from selfinstruct.text import FILTER_LANGS
-from selfinstruct.writers import atomic_open, reject_line, write_alpaca, write_json
+from selfinstruct.writers import atomic_open, reject_line, to_json, write_alpaca, write_json
 
-DATA, REJECTS, SUMMARY = "data.json", "rejects.jsonl", "summary.json"
+DATA, RECORDS, REJECTS, SUMMARY = "data.json", "records.jsonl", "rejects.jsonl", "summary.json"
 MALFORMED = "malformed"
 
 
@@ -51,13 +51,14 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     created = _make_folder(out)
     counts = _Counts()
     try:
-        with atomic_open(out / REJECTS) as rejects:
+        with atomic_open(out / REJECTS) as rejects, atomic_open(out / RECORDS) as records_file:
             def write_reject(record: Record, rejection: Rejection) -> None:
                 rejects.write(reject_line(record, rejection.reason, rejection.detail))
             chain.on_reject = write_reject
             with _progress_bar(progress) as bar:
                 records = _read_all(inputs, fields, on_bad_record, rejects, counts, chain, bar)
-                counts.kept = write_alpaca(out / DATA, chain.run(records))
+                kept = _also_to(records_file, chain.run(records))
+                counts.kept = write_alpaca(out / DATA, kept)
                 if bar is not None:
                     bar.set_postfix_str(f"kept {counts.kept:,} | " + _postfix(chain))
     except BaseException:
@@ -73,6 +74,13 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
         only=only, skip=skip, on_bad_record=on_bad_record, options=list(options)))
     write_json(out / SUMMARY, summary)
     return summary
+
+
+def _also_to(records_file, records: Iterable[Record]) -> Iterator[Record]:
+    """``records``, each also written to records.jsonl (every field, the one serialisation)."""
+    for r in records:
+        records_file.write(to_json(r.to_dict()) + "\n")
+        yield r
 
 
 def _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record) -> None:
@@ -187,5 +195,5 @@ def _summary(chain: FilterChain, counts: _Counts, inputs, against, against_count
         "against": {"paths": against, "records": against_count, "malformed": against_bad},
         "filters": chain.names,
         "settings": settings,
-        "outputs": {"data": DATA, "rejects": REJECTS},
+        "outputs": {"data": DATA, "records": RECORDS, "rejects": REJECTS},
     }
