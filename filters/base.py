@@ -3,8 +3,9 @@ arguments (its options, see ``selfinstruct.options``), and ``check(record)`` tha
 to keep the record or a ``Rejection`` with a stable reason code. ``check`` may be a coroutine
 function (a filter that asks a teacher); the chain then has to be driven with ``acheck``.
 
-Stateful filters (duplicates, novelty) remember only what the whole chain kept: the chain calls
-``add(record)`` on every filter once a record has passed them all. Filters that can vectorise work
+Stateful filters (duplicates, novelty) remember what passed them: the chain calls ``add(record)``
+on its synchronous filters once a record has passed all of them (see ``FilterChain`` for the
+asynchronous tail). Filters that can vectorise work
 over many records (MinHash signatures) may precompute in ``prepare(records)``; it must not change
 what ``check`` decides.
 
@@ -18,7 +19,7 @@ import asyncio
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, Awaitable, Callable, ClassVar, Iterable, Iterator, Sequence
 
 from selfinstruct.record import Record
 from selfinstruct.summary import Tally
@@ -60,12 +61,26 @@ RejectSink = Callable[[Record, Rejection], None]
 
 
 class FilterChain:
+    """The filters in chain order. Synchronous filters come first; filters whose ``check`` is a
+    coroutine (the judge) form the chain's *tail*. A record that passes the head is remembered by the
+    head's stateful filters at once, before the tail has decided on it: a candidate awaiting
+    judgement counts for duplicates and novelty exactly like a kept one (and still does if the judge
+    then rejects it), so later records' decisions never depend on when a judgement arrives, and the
+    tail can judge many records at once."""
+
     def __init__(self, filters: Iterable[Filter], on_reject: RejectSink | None = None,
                  tally: Tally | None = None):
         self.filters = list(filters)
         self.on_reject = on_reject
         self.tally = tally if tally is not None else Tally()
-        self.is_async = any(inspect.iscoroutinefunction(f.check) for f in self.filters)
+        is_coroutine = [inspect.iscoroutinefunction(f.check) for f in self.filters]
+        first_async = is_coroutine.index(True) if True in is_coroutine else len(self.filters)
+        if not all(is_coroutine[first_async:]):
+            late = self.filters[is_coroutine.index(False, first_async)].name
+            raise TypeError(f"filter '{late}' is synchronous but follows an asynchronous one")
+        self.head, self.tail = self.filters[:first_async], self.filters[first_async:]
+        self.is_async = bool(self.tail)
+        self._tail_busy, self._tail_since = 0, 0.0
 
     @property
     def names(self) -> list[str]:
@@ -75,36 +90,59 @@ class FilterChain:
         """The chain's verdict on ``record``; on keep, stateful filters remember it."""
         if self.is_async:
             raise TypeError("this chain has asynchronous filters: use acheck()")
-        for f in self.filters:
-            t0 = time.perf_counter()
-            verdict = f.check(record)
-            self.tally.seconds[f.stage] += time.perf_counter() - t0
-            if verdict is not None:
-                return self._rejected(record, verdict, f.stage)
-        return self._kept(record)
+        return self.check_head(record)
 
     async def acheck(self, record: Record) -> Rejection | None:
         """``check`` for chains with asynchronous filters (any chain works)."""
-        for f in self.filters:
+        verdict = self.check_head(record)
+        if verdict is not None or not self.tail:
+            return verdict
+        return self.settle_tail(record, await self.judge_tail(record))
+
+    def check_head(self, record: Record) -> Rejection | None:
+        """The synchronous filters' verdict; on pass they remember ``record``."""
+        for f in self.head:
             t0 = time.perf_counter()
             verdict = f.check(record)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
             self.tally.seconds[f.stage] += time.perf_counter() - t0
             if verdict is not None:
                 return self._rejected(record, verdict, f.stage)
-        return self._kept(record)
+        for f in self.head:
+            f.add(record)
+        return None
+
+    async def judge_tail(self, record: Record) -> tuple[Filter, Rejection] | None:
+        """The asynchronous filters' verdict on a record that passed the head, with nothing counted
+        or written yet (``settle_tail`` does that, so that many records can be judged at once and
+        still be settled in order). Seconds are the wall time during which any judgement was
+        pending, not the sum of overlapping waits."""
+        if self._tail_busy == 0:
+            self._tail_since = time.perf_counter()
+        self._tail_busy += 1
+        try:
+            for f in self.tail:
+                verdict = await f.check(record)
+                if verdict is not None:
+                    return f, verdict
+            return None
+        finally:
+            self._tail_busy -= 1
+            if self._tail_busy == 0:
+                self.tally.seconds[self.tail[0].stage] += time.perf_counter() - self._tail_since
+
+    def settle_tail(self, record: Record, outcome: tuple[Filter, Rejection] | None) -> Rejection | None:
+        if outcome is not None:
+            f, verdict = outcome
+            return self._rejected(record, verdict, f.stage)
+        for f in self.tail:
+            f.add(record)
+        return None
 
     def _rejected(self, record: Record, verdict: Rejection, stage: str) -> Rejection:
         self.tally.reject(verdict.reason, stage)
         if self.on_reject is not None:
             self.on_reject(record, verdict)
         return verdict
-
-    def _kept(self, record: Record) -> None:
-        for f in self.filters:
-            f.add(record)
-        return None
 
     def preload(self, records: Iterable[Record]) -> None:
         """Put records into the filters' memory without checking or counting them (the seed tasks,
@@ -113,32 +151,34 @@ class FilterChain:
             for f in self.filters:
                 f.add(r)
 
-    def run(self, records: Iterable[Record], batch_size: int = 4096) -> Iterator[Record]:
-        """Yield the kept records of ``records`` in order, batching ``prepare`` calls."""
+    def run(self, records: Iterable[Record], batch_size: int = 4096,
+            run_async: Callable[[Awaitable], Any] = asyncio.run) -> Iterator[Record]:
+        """Yield the kept records of ``records`` in order, batching ``prepare`` calls. A chain with
+        asynchronous filters judges each batch's survivors at once, through ``run_async`` (give it
+        the runner of the event loop the filters' clients live on)."""
         batch: list[Record] = []
         for r in records:
             batch.append(r)
             if len(batch) >= batch_size:
-                yield from self._run_batch(batch)
+                yield from self._run_batch(batch, run_async)
                 batch = []
         if batch:
-            yield from self._run_batch(batch)
+            yield from self._run_batch(batch, run_async)
 
-    def _run_batch(self, batch: list[Record]) -> Iterator[Record]:
+    def _run_batch(self, batch: list[Record], run_async) -> Iterator[Record]:
         for f in self.filters:
             t0 = time.perf_counter()
             f.prepare(batch)
             self.tally.seconds[f.stage] += time.perf_counter() - t0
-        if self.is_async:
-            verdicts = asyncio.run(self._acheck_all(batch))
-            yield from (r for r, v in zip(batch, verdicts) if v is None)
+        if not self.is_async:
+            yield from (r for r in batch if self.check_head(r) is None)
             return
-        for r in batch:
-            if self.check(r) is None:
-                yield r
+        passed = [r for r in batch if self.check_head(r) is None]   # in order: later see earlier
+        outcomes = run_async(self._judge_all(passed))
+        yield from (r for r, outcome in zip(passed, outcomes) if self.settle_tail(r, outcome) is None)
 
-    async def _acheck_all(self, batch: list[Record]) -> list[Rejection | None]:
-        return [await self.acheck(r) for r in batch]     # in order: later records see earlier keeps
+    async def _judge_all(self, records: list[Record]) -> list:
+        return await asyncio.gather(*(self.judge_tail(r) for r in records))
 
     def split(self, fields: set[str]) -> tuple["FilterChain", "FilterChain"]:
         """Two chains sharing these filter objects and this tally: the filters reading only

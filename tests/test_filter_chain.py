@@ -1,0 +1,82 @@
+"""The chain's asynchronous tail (the judge's mechanism): survivors of the synchronous head are
+judged at once, yet settled, counted and written in input order, and a record awaiting judgement
+counts for novelty like a kept one."""
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from selfinstruct.filters.base import Filter, FilterChain, Rejection
+from selfinstruct.filters.exact import ExactDedup
+from selfinstruct.record import Record
+
+
+class SlowJudge(Filter):
+    """Rejects instructions containing 'bad' after a random delay; counts what it saw at once."""
+    name = "slow_judge"
+    stage = "judge"
+
+    def __init__(self, seed: int = 0):
+        self.rng = random.Random(seed)
+        self.in_flight = self.most_in_flight = 0
+        self.seen: list[str] = []
+
+    async def check(self, record: Record) -> Rejection | None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(self.rng.uniform(0, 0.01))
+        self.in_flight -= 1
+        self.seen.append(record.instruction)
+        return self.reject("judge_low_score", "bad") if "bad" in record.instruction else None
+
+
+def records(texts):
+    return [Record(t, output="o", origin=f"f:{i}") for i, t in enumerate(texts)]
+
+
+def test_the_tail_judges_a_batch_at_once_and_settles_in_input_order():
+    texts = [f"task {i} {'bad' if i % 3 == 0 else 'good'}" for i in range(60)]
+    judge = SlowJudge()
+    written = []
+    chain = FilterChain([judge], on_reject=lambda r, v: written.append(r.instruction))
+    kept = [r.instruction for r in chain.run(records(texts), batch_size=25)]
+    assert kept == [t for t in texts if "bad" not in t]
+    assert written == [t for t in texts if "bad" in t]          # input order, not arrival order
+    assert judge.most_in_flight == 25                            # the whole batch at once
+    assert chain.tally.rejected == {"judge_low_score": 20}
+    assert chain.tally.per_stage() == {"judge": {"judge_low_score": 20}}
+    assert chain.tally.seconds["judge"] > 0
+
+
+def test_a_record_awaiting_judgement_counts_for_duplicates_even_if_the_judge_rejects_it():
+    chain = FilterChain([ExactDedup(), SlowJudge()])
+    texts = ["same bad task", "same bad task", "other task"]
+    kept = [r.instruction for r in chain.run(records(texts))]
+    assert kept == ["other task"]
+    assert chain.tally.rejected == {"judge_low_score": 1, "exact_duplicate": 1}
+    assert chain.tally.per_stage() == {"exact": {"exact_duplicate": 1}, "judge": {"judge_low_score": 1}}
+
+
+def test_acheck_one_by_one_decides_like_the_batch():
+    texts = [f"t{i % 7} {'bad' if i % 4 == 0 else 'ok'}" for i in range(40)]
+    batch_chain = FilterChain([ExactDedup(), SlowJudge(1)])
+    batched = [r.instruction for r in batch_chain.run(records(texts), batch_size=8)]
+    single_chain = FilterChain([ExactDedup(), SlowJudge(2)])
+
+    async def one_by_one():
+        return [r.instruction for r in records(texts) if await single_chain.acheck(r) is None]
+    assert asyncio.run(one_by_one()) == batched
+    assert single_chain.tally.rejected == batch_chain.tally.rejected
+
+
+def test_a_synchronous_chain_refuses_nothing_and_an_async_one_needs_acheck():
+    chain = FilterChain([SlowJudge()])
+    with pytest.raises(TypeError, match="use acheck"):
+        chain.check(Record("x"))
+
+
+def test_a_synchronous_filter_after_an_asynchronous_one_is_refused():
+    with pytest.raises(TypeError, match="filter 'exact' is synchronous but follows an asynchronous one"):
+        FilterChain([SlowJudge(), ExactDedup()])
