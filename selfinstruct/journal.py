@@ -38,6 +38,8 @@ class JournalState:
     open_units: dict[str, Request] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     stage_of: dict[str, str] = field(default_factory=dict)     # reason -> stage (older journals: none)
+    # candidates the judge rejected: they passed the other filters, so they count for novelty
+    judged_out: list[Record] = field(default_factory=list)
     units: int = 0                                       # units started
     ended: set[str] = field(default_factory=set)         # uids of the units that ended
 
@@ -93,6 +95,8 @@ def load(path: str) -> JournalState:
             st.rejected[ev["reason"]] = st.rejected.get(ev["reason"], 0) + 1
             if "stage" in ev:
                 st.stage_of.setdefault(ev["reason"], ev["stage"])
+                if ev["stage"] == "judge":
+                    st.judged_out.append(Record.from_dict(ev["record"]))
     return st
 
 

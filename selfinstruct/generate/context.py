@@ -3,6 +3,7 @@ replayed from the journal or the response cache when they exist, and the decisio
 each journaled before it counts."""
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from bisect import bisect_right
 from collections import Counter
@@ -78,6 +79,8 @@ class Context:
         self.pool_units: list[int] = [unit_number(r.request_id or "") for r in self.pool]
         # With a cache, a rerun replays: until its first miss, a miss waits to be needed (below).
         self.replaying = cache is not None
+        # unit -> its candidates that passed the other filters and await the judge
+        self._awaiting: dict[int, list[tuple[Record, str]]] = {}
 
     # -- the pool a unit's first prompt sees ----------------------------------------------------
 
@@ -87,7 +90,9 @@ class Context:
 
     # -- asking ------------------------------------------------------------------------------------
 
-    async def ask(self, request: Request) -> Response:
+    async def ask(self, request: Request, teacher: Teacher | None = None) -> Response:
+        """The answer to ``request`` from ``teacher`` (the run's by default; the judge may have its
+        own): replayed from the journal, else from the cache, else paid for."""
         key = request.key()
         replay = self.state.responses.get(key)
         if replay is not None:
@@ -95,7 +100,7 @@ class Context:
             return Response.from_dict({**replay.to_dict(), "cached": True})
         self.scheduler.asking += 1
         try:
-            resp = await self._from_cache_or_teacher(request)
+            resp = await complete_cached(teacher or self.teacher, self.cache, request, self._before_miss)
         finally:
             self.scheduler.asking -= 1
         self.counts.answered(request, resp)
@@ -113,9 +118,6 @@ class Context:
         if not resp.cached:
             await self.scheduler.pace()
         return resp
-
-    async def _from_cache_or_teacher(self, request: Request) -> Response:
-        return await complete_cached(self.teacher, self.cache, request, self._before_miss)
 
     async def _before_miss(self) -> None:
         """While replaying: an identical earlier run answered every unit up to the one that
@@ -136,6 +138,9 @@ class Context:
         return Turn(self.lanes, lane, current_unit.get())
 
     async def offer(self, record: Record, key: str) -> bool:
+        """Decide on a whole candidate. With a judge, a candidate that passes the other filters
+        awaits its judgement (``settle``) and counts for novelty meanwhile; True then means "not
+        rejected yet"."""
         if key in self.state.decided:
             return self.state.decided[key]
         self._stamp(record, key)
@@ -143,24 +148,49 @@ class Context:
             self.reject(record, key, "over_quota", f"{self.s.num} examples were already accepted")
             return False
         chain = self.example_filters if self.two_phase else self.chain
-        verdict = await chain.acheck(record) if chain.is_async else chain.check(record)
+        verdict = chain.check_head(record)
         if verdict is not None:
             self._rejected(record, key, verdict.reason, verdict.detail)
             return False
+        if chain.tail:
+            self._awaiting.setdefault(current_unit.get(), []).append((record, key))
+            return True
+        self._accept(record, key)
+        return True
+
+    async def settle(self, n: int) -> None:
+        """Judge unit ``n``'s candidates (all at once, outside any turn, so that the judgements of
+        many units are in flight together), then decide on them in unit order: a candidate joins
+        the data and the pool once judged."""
+        waiting = self._awaiting.pop(n, None)
+        if not waiting:
+            return
+        chain = self.example_filters if self.two_phase else self.chain
+        outcomes = await asyncio.gather(*(chain.judge_tail(record) for record, _ in waiting))
+        async with Turn(self.lanes, "judged", n):
+            for (record, key), outcome in zip(waiting, outcomes):
+                verdict = chain.settle_tail(record, outcome)
+                if verdict is not None:
+                    self._rejected(record, key, verdict.reason, verdict.detail)
+                elif self.outputs.accepted >= self.s.num:
+                    self.reject(record, key, "over_quota", f"{self.s.num} examples were already accepted")
+                else:
+                    self._accept(record, key)
+
+    def _accept(self, record: Record, key: str) -> None:
         self.state.decided[key] = True
         self.outputs.accept(record, key, self.journal)
         if not self.two_phase:
             self._pool_add(record, key)
         if self.outputs.accepted >= self.s.num:
             self.scheduler.stop("done")
-        return True
 
     async def offer_instruction(self, record: Record, key: str) -> bool:
         if key in self.state.decided:
             return self.state.decided[key]
         self._stamp(record, key)
         chain = self.instruction_filters
-        verdict = await chain.acheck(record) if chain.is_async else chain.check(record)
+        verdict = chain.check_head(record)         # instruction-only filters: never the judge
         if verdict is not None:
             self._rejected(record, key, verdict.reason, verdict.detail)
             return False

@@ -96,13 +96,14 @@ async def run_async(s: Settings, teacher: Teacher | None = None, started: float 
         scheduler = Scheduler(recipe, teacher.concurrency, lanes, journal, s.random_seed, state.units)
         ctx = scheduler.ctx = Context(s, teacher, chain, journal, state, lanes, scheduler, outputs,
                                       recipe.two_phase, cache)
-        # The filters' memory: the seed tasks, then what earlier runs into this folder accepted.
+        # The filters' memory: the seed tasks, then what earlier runs into this folder accepted (and
+        # what passed every filter but the judge, which counts for novelty too).
         chain.preload(seeds)
         if recipe.two_phase:
             ctx.instruction_filters.preload(state.pooled)
-            ctx.example_filters.preload(state.accepted)
+            ctx.example_filters.preload(state.accepted + state.judged_out)
         else:
-            chain.preload(state.accepted)
+            chain.preload(state.accepted + state.judged_out)
 
         def report(stopped: str) -> dict[str, Any]:
             return summary(s, outputs, ctx.counts, teacher, started, stopped)
