@@ -80,8 +80,10 @@ class Outputs:
                              "same command") from None
 
 
-def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stopped: str) -> dict[str, Any]:
-    """summary.json of a generate run (the schema: ``selfinstruct.summary``)."""
+def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stopped: str,
+            judge_teacher=None) -> dict[str, Any]:
+    """summary.json of a generate run (the schema: ``selfinstruct.summary``); ``judge_teacher`` is
+    the judge's own teacher when it is not the run's."""
     total: Counter = Counter()
     for c in counts.tokens.values():
         total.update(c)
@@ -92,7 +94,9 @@ def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stop
         "tokens": {"prompt": total["prompt"], "completion": total["completion"],
                    "per_stage": {stage: dict(c) for stage, c in counts.tokens.items()}},
         "requests": dict(counts.requests),
-        "cost_usd": teacher.cost_usd(),
+        "cost_usd": teacher.cost_usd() + (judge_teacher.cost_usd() if judge_teacher else 0.0),
         "teacher": {"name": teacher.label, **teacher.stats()},
+        **({"judge_teacher": {"name": judge_teacher.label, "cost_usd": judge_teacher.cost_usd(),
+                              **judge_teacher.stats()}} if judge_teacher else {}),
         "settings": s.shown(),
     }

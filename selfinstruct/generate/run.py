@@ -3,6 +3,7 @@ holds), run the units until exactly ``num`` examples are accepted, write the out
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import time
@@ -20,32 +21,45 @@ from selfinstruct.generate.ordering import Lanes
 from selfinstruct.generate.outputs import RENDER_EVERY_S, Outputs, summary
 from selfinstruct.generate.scheduler import Scheduler
 from selfinstruct.generate.settings import GENERATE_DEFAULT_OFF, Settings
+from selfinstruct.quality import judge_teacher
 from selfinstruct.recipes import recipe_class
 from selfinstruct.recipes.base import Recipe
+from selfinstruct.rules import resolve_rules
 from selfinstruct.seedtasks import load_seeds
 from selfinstruct.teachers import teacher_class
 from selfinstruct.teachers.base import Teacher
 
 
-def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher, list, FilterChain]:
-    """Everything that can be wrong with the input is found here, before --out is touched."""
+def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher, list, FilterChain, Teacher | None]:
+    """Everything that can be wrong with the input is found here, before --out is touched.
+    Returns the recipe, the teacher, the seeds, the filter chain and the judge's teacher (None
+    without a judge; the run's teacher when it judges too)."""
     s.validate()
     recipe_cls, teacher_cls = recipe_class(s.recipe), teacher_class(s.teacher)
-    filter_classes = select(s.only, s.skip, GENERATE_DEFAULT_OFF)
+    q = s.quality
+    filter_classes = select(s.only, s.skip, GENERATE_DEFAULT_OFF + q.default_off())
+    filter_comps = filter_components(filter_classes)
     teacher_comp = opts.Component(teacher_cls.name, teacher_cls)
     recipe_comp = opts.Component(recipe_cls.name, recipe_cls)
-    given = opts.resolve([*filter_components(filter_classes), teacher_comp, recipe_comp], s.options)
+    given = opts.resolve([*filter_comps, teacher_comp, recipe_comp], s.options)
     for option in s.teacher_options:            # the dedicated flags (--model, --concurrency…)
         if option not in teacher_comp.options():
             raise UsageError(f"--{option.replace('_', '-')} does not apply to --teacher {teacher_cls.name}")
+    for comp in filter_comps:
+        if comp.name == "judge":
+            given[comp] = {**q.judge_options(), **given[comp]}
+    rules = resolve_rules(q.rules, command="generate", recipe=s.recipe, lang=s.lang)
     seeds = load_seeds(s.seed_files, s.lang)
-    chain = build_chain(filter_classes, {"rouge_threshold": s.rouge_threshold, "lang": s.lang}, given)
+    chain = build_chain(filter_classes, {"rouge_threshold": s.rouge_threshold, "lang": s.lang,
+                                         **q.shared_options(rules)}, given)
     if teacher is None:
         teacher = teacher_cls(**{**s.teacher_options, **given[teacher_comp]})
+    judges = [f for f in chain.filters if f.name == "judge"]
+    judge_by = judge_teacher(q, teacher, teacher_cls.name) if judges else None
     recipe_options = dict(given[recipe_comp])
     if teacher.tasks_per_request is not None and "per_request" in recipe_comp.options():
         recipe_options.setdefault("per_request", teacher.tasks_per_request)
-    return recipe_cls(seeds, s.lang, **recipe_options), teacher, seeds, chain
+    return recipe_cls(seeds, s.lang, **recipe_options), teacher, seeds, chain, judge_by
 
 
 def open_journal(s: Settings) -> tuple[jr.Journal, jr.JournalState]:
@@ -86,7 +100,7 @@ def open_cache(s: Settings, teacher: Teacher):
 async def run_async(s: Settings, teacher: Teacher | None = None, started: float | None = None) -> dict[str, Any]:
     """Run ``s``; ``started`` is when the command started (``time.monotonic()``), for elapsed_seconds."""
     started = time.monotonic() if started is None else started
-    recipe, teacher, seeds, chain = build(s, teacher)
+    recipe, teacher, seeds, chain, judge_by = build(s, teacher)
     cache = open_cache(s, teacher)
     journal = None
     try:
@@ -96,6 +110,9 @@ async def run_async(s: Settings, teacher: Teacher | None = None, started: float 
         scheduler = Scheduler(recipe, teacher.concurrency, lanes, journal, s.random_seed, state.units)
         ctx = scheduler.ctx = Context(s, teacher, chain, journal, state, lanes, scheduler, outputs,
                                       recipe.two_phase, cache)
+        for f in chain.filters:
+            if f.name == "judge":
+                f.bind(functools.partial(ctx.ask, teacher=judge_by))
         # The filters' memory: the seed tasks, then what earlier runs into this folder accepted (and
         # what passed every filter but the judge, which counts for novelty too).
         chain.preload(seeds)
@@ -106,11 +123,13 @@ async def run_async(s: Settings, teacher: Teacher | None = None, started: float 
             chain.preload(state.accepted + state.judged_out)
 
         def report(stopped: str) -> dict[str, Any]:
-            return summary(s, outputs, ctx.counts, teacher, started, stopped)
+            return summary(s, outputs, ctx.counts, teacher, started, stopped,
+                           judge_by if judge_by is not teacher else None)
 
         stopped = "done" if outputs.accepted >= s.num else ""
         if not stopped:
-            stopped = await _run_units(scheduler, outputs, teacher, state, report, journal.path)
+            stopped = await _run_units(scheduler, outputs, teacher, state, report, journal.path,
+                                       judge_by if judge_by is not teacher else None)
         result = report(stopped)
         outputs.render(result, journal.path)
         return result
@@ -122,8 +141,10 @@ async def run_async(s: Settings, teacher: Teacher | None = None, started: float 
 
 
 async def _run_units(scheduler: Scheduler, outputs: Outputs, teacher: Teacher, state, report,
-                     journal_path: str) -> str:
+                     journal_path: str, other_judge: Teacher | None) -> str:
     await teacher.start()
+    if other_judge is not None:
+        await other_judge.start()
     outputs.open_progress()
     try:
         with _fewer_gc_pauses():
@@ -140,6 +161,8 @@ async def _run_units(scheduler: Scheduler, outputs: Outputs, teacher: Teacher, s
         raise
     finally:
         await teacher.aclose()
+        if other_judge is not None:
+            await other_judge.aclose()
         outputs.close_progress(teacher.live())
 
 

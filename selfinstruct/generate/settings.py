@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from selfinstruct.errors import UsageError
+from selfinstruct.quality import QualitySettings
 from selfinstruct.text import LANGS
 
 # A teacher that fails this many requests in a row (wrong --base-url, server down) stops the run
@@ -31,6 +32,8 @@ class Settings:
     cache: str | None = None              # response cache path; None = no cache
     teacher_options: dict[str, Any] = field(default_factory=dict)
     options: list[str] = field(default_factory=list)      # --opt NAME=VALUE settings
+    quality: QualitySettings = field(default_factory=QualitySettings)   # rules, decontam, judge
+    report: bool = True                   # write report.html at the end
     progress: bool = True
 
     def validate(self) -> None:
@@ -42,6 +45,7 @@ class Settings:
             raise UsageError(f"--out {self.out} is a file; give a folder")
         if not 0 < self.rouge_threshold <= 1:
             raise UsageError(f"--rouge-threshold must be in (0, 1] (got {self.rouge_threshold})")
+        self.quality.validate()
 
     def journal_identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
@@ -49,6 +53,7 @@ class Settings:
 
     def shown(self) -> dict[str, Any]:
         """The settings as summary.json shows them (never an API key)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("teacher_options", "progress")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("teacher_options", "progress", "quality")}
+        out.update(self.quality.shown())
         out["teacher_options"] = {k: v for k, v in self.teacher_options.items() if "key" not in k}
         return out

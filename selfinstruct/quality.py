@@ -1,0 +1,89 @@
+"""The quality settings ``generate`` and ``filter`` share: the rule set, benchmark decontamination and
+the LLM judge, turned into what the filter chain is built from.
+
+The judge is off unless asked for: ``--judge`` (the generating teacher judges in ``generate``; the
+embedded model in ``filter``), or any of ``--judge-teacher`` / ``--judge-model`` /
+``--judge-base-url`` / ``--judge-min-score``, or naming it in ``--only``. Decontamination is on when
+``--decontam-against`` names a file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfinstruct.errors import UsageError
+
+# Asked for without --judge-min-score, the judge keeps a record scored 6 or more out of 10: the upper
+# half of the rubric, "follows the instruction and is mostly correct".
+DEFAULT_MIN_SCORE = 6
+
+
+@dataclass
+class QualitySettings:
+    rules: str = "default"
+    decontam_against: list[str] = field(default_factory=list)
+    judge: bool = False
+    judge_teacher: str | None = None       # None: the generating teacher (generate), embedded (filter)
+    judge_model: str | None = None
+    judge_base_url: str | None = None
+    judge_min_score: int | None = None
+    judge_concurrency: int | None = None
+
+    @property
+    def judge_asked(self) -> bool:
+        return bool(self.judge or self.judge_teacher or self.judge_model or self.judge_base_url
+                    or self.judge_min_score is not None)
+
+    def validate(self) -> None:
+        if self.judge_min_score is not None and not 0 <= self.judge_min_score <= 10:
+            raise UsageError(f"--judge-min-score must be between 0 and 10 (got {self.judge_min_score})")
+        if self.judge_concurrency is not None and self.judge_concurrency < 1:
+            raise UsageError(f"--judge-concurrency must be at least 1 (got {self.judge_concurrency})")
+
+    def default_off(self) -> tuple[str, ...]:
+        """The stages left out unless asked for: the judge unless asked, decontam without files."""
+        off: list[str] = []
+        if not self.judge_asked:
+            off.append("judge")
+        if not self.decontam_against:
+            off.append("decontam")
+        return tuple(off)
+
+    def shared_options(self, rules: str) -> dict[str, Any]:
+        """What every filter that declares these options gets (``build_chain``'s shared options)."""
+        return {"rules": rules, "decontam_against": tuple(self.decontam_against)}
+
+    def judge_options(self) -> dict[str, Any]:
+        """The judge filter's options the dedicated flags set (``--opt judge.…`` wins)."""
+        return {"min_score": DEFAULT_MIN_SCORE if self.judge_min_score is None else self.judge_min_score}
+
+    def shown(self) -> dict[str, Any]:
+        return {"rules": self.rules, "decontam_against": list(self.decontam_against),
+                "judge": {"teacher": self.judge_teacher, "model": self.judge_model,
+                          "base_url": self.judge_base_url, "min_score": self.judge_min_score}
+                if self.judge_asked else None}
+
+
+def judge_teacher(q: QualitySettings, run_teacher=None, run_teacher_name: str | None = None):
+    """The teacher that judges: the run's own when nothing names another, else a new one (a model
+    or base URL means an OpenAI-compatible server; keys come from the same environment)."""
+    from selfinstruct.teachers import teacher_class
+
+    name = q.judge_teacher or ("openai" if (q.judge_model or q.judge_base_url) else None)
+    if name is None and run_teacher is not None:
+        return run_teacher
+    name = name or run_teacher_name or "embedded"
+    if run_teacher is not None and name == run_teacher_name and not (q.judge_model or q.judge_base_url):
+        return run_teacher
+    cls = teacher_class(name)
+    from selfinstruct.options import Component
+    declared = Component(cls.name, cls).options()
+    flags = {"model": q.judge_model, "base_url": q.judge_base_url, "concurrency": q.judge_concurrency}
+    kwargs = {}
+    for option, value in flags.items():
+        if value is None:
+            continue
+        if option not in declared:
+            raise UsageError(f"--judge-{option.replace('_', '-')} does not apply to the {name} judge")
+        kwargs[option] = value
+    return cls(**kwargs)
