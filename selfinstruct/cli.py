@@ -10,6 +10,7 @@ import typer
 
 from selfinstruct.commands.filter_cmd import filter_command
 from selfinstruct.commands.generate_cmd import generate_command
+from selfinstruct.commands.report_cmd import report_command
 from selfinstruct.errors import user_errors
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 app.command("generate")(user_errors(generate_command))
 app.command("filter")(user_errors(filter_command))
+app.command("report")(user_errors(report_command))
 
 
 def main() -> None:
