@@ -3,16 +3,18 @@
 The format is recognised from the content, not the file name: a JSON list (Alpaca), JSON lines
 (also BELLE's ``.json`` files), parquet, a folder written by ``datasets``' ``save_to_disk``, or
 ``hf:NAME[:split]`` from the local Hugging Face cache. What a row means is recognised from the keys
-of the first row: Alpaca ``{instruction, input, output}``, Self-Instruct/BELLE seed tasks with
-``instances``, instruction-only machine-generated records, BELLE's ``{input, target}``; ``--fields``
-maps other key names.
+of the first row: our own ``records.jsonl`` (every ``Record`` field, read back as written), Alpaca
+``{instruction, input, output}``, Self-Instruct/BELLE seed tasks with ``instances``, instruction-only
+machine-generated records, BELLE's ``{input, target}``; ``--fields`` maps other key names.
 
-Every record's ``origin`` is ``path:line`` (the line where the record starts; the row number for
-tables). Bad content raises ``InputError`` with that location, or with ``on_bad_record="skip"`` is
-appended to ``bad`` as ``(record or None, origin, message)`` while reading goes on (the record holds
-the raw row in ``meta``; None when the row could not even be decoded). A JSON document (a list) that
-stops parsing, or is not UTF-8, ends the read in both modes: the records after the error cannot be
-found.
+Every record's ``source`` is ``path:line`` (the line where the record starts; the row number for
+tables) unless it already has one: a ``records.jsonl`` row keeps the ``source`` and ``origin`` it was
+written with, so a record read a second time still names where it was first read. For every other
+format ``origin`` is ``path:line`` too. Bad content raises ``InputError`` with the location read, or
+with ``on_bad_record="skip"`` is appended to ``bad`` as ``(record or None, origin, message)`` while
+reading goes on (the record holds the raw row in ``meta``; None when the row could not even be
+decoded). A JSON document (a list) that stops parsing, or is not UTF-8, ends the read in both modes:
+the records after the error cannot be found.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from selfinstruct.errors import InputError, UsageError
 from selfinstruct.readers.base import TARGETS, BadRecord, Context, Schema, Source, type_name
 from selfinstruct.record import Record
 
-__all__ = ["read_records", "open_source", "parse_fields", "ON_BAD_RECORD"]
+__all__ = ["read_records", "read_located", "open_source", "parse_fields", "ON_BAD_RECORD"]
 
 ON_BAD_RECORD = ("error", "skip")
 _HEAD = 1 << 16
@@ -92,16 +94,28 @@ def open_source(path: str) -> Source:
 def read_records(path: str, *, fields: dict[str, str] | str | None = None, on_bad_record: str = "error",
                  bad: list | None = None) -> Iterator[Record]:
     """The records of ``path`` (see the module docstring), streamed."""
+    return _open(path, fields, on_bad_record, bad, located=False)
+
+
+def read_located(path: str, *, fields: dict[str, str] | str | None = None, on_bad_record: str = "error",
+                 bad: list | None = None) -> Iterator[tuple[str, Record]]:
+    """``read_records`` as ``(path:line, record)`` pairs: where each record is in ``path``, which a
+    ``records.jsonl`` record's own ``source`` no longer says once the file has been read before (the
+    place to point at when the record is wrong in *this* file)."""
+    return _open(path, fields, on_bad_record, bad, located=True)
+
+
+def _open(path, fields, on_bad_record: str, bad: list | None, located: bool) -> Iterator:
     if on_bad_record not in ON_BAD_RECORD:
         raise UsageError(f"--on-bad-record must be one of {', '.join(ON_BAD_RECORD)}, not '{on_bad_record}'")
     path = str(path)
     names = {key: key for key in TARGETS} | parse_fields(fields)
     ctx = Context(path, on_bad_record, [] if bad is None else bad)
     rows = open_source(path).rows(ctx)
-    return _records(rows, ctx, names)
+    return _records(rows, ctx, names, located)
 
 
-def _records(rows, ctx: Context, names: dict[str, str]) -> Iterator[Record]:
+def _records(rows, ctx: Context, names: dict[str, str], located: bool) -> Iterator:
     schema = None
     n = 0
     path = ctx.path
@@ -110,19 +124,22 @@ def _records(rows, ctx: Context, names: dict[str, str]) -> Iterator[Record]:
         origin = f"{path}:{line}"
         if not isinstance(row, dict):
             ctx.bad_row(f"record is {type_name(row)}, expected an object", line,
-                        record=Record("", origin=origin, meta={"raw": row}))
+                        record=Record("", origin=origin, source=origin, meta={"raw": row}))
             continue
         if schema is None:
             schema = next((cls(names) for cls in components()[1] if cls.matches(row, names)), None)
             if schema is None:
                 ctx.bad_row(f"record has no '{names['instruction']}' field", line,
-                            record=Record("", origin=origin, meta={"raw": row}))
+                            record=Record("", origin=origin, source=origin, meta={"raw": row}))
                 continue
         try:
             records = schema.records(row, origin)
         except BadRecord as e:
-            ctx.bad_row(str(e), line, record=Record("", origin=origin, meta={"raw": row}))
+            ctx.bad_row(str(e), line, record=Record("", origin=origin, source=origin, meta={"raw": row}))
             continue
-        yield from records
+        for record in records:
+            if not record.source:        # first read: here; a record read before keeps its source
+                record.source = origin
+            yield (origin, record) if located else record
     if n == 0:
         raise InputError("no records", ctx.path)

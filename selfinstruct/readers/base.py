@@ -18,6 +18,9 @@ from selfinstruct.record import Record
 from selfinstruct.text import script_lang as _script_of
 
 TARGETS = ("instruction", "input", "output")   # the keys --fields may map
+# datasets and pyarrow are dependencies of selfinstruct itself, not of an extra: one missing means a
+# broken environment, so the fix named is the package, not an extra.
+MISSING = "{package} is not installed, though selfinstruct depends on it (pip install {package})"
 
 
 class BadRecord(Exception):

@@ -6,7 +6,7 @@ import os
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError
-from selfinstruct.readers.base import Context, Source
+from selfinstruct.readers.base import MISSING, Context, Source
 
 _MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _BATCH = 1024
@@ -60,7 +60,7 @@ class SavedDataset(Source):
         try:
             import datasets
         except ImportError:
-            raise InputError("reading a dataset folder needs datasets (pip install datasets)", ctx.path) from None
+            raise InputError(MISSING.format(package="datasets"), ctx.path) from None
         try:
             dataset = datasets.load_from_disk(folder)
         except (OSError, ValueError) as e:

@@ -6,7 +6,7 @@ import sys
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError
-from selfinstruct.readers.base import Context, Source
+from selfinstruct.readers.base import MISSING, Context, Source
 from selfinstruct.readers.source_hf_disk import arrow_rows
 
 PREFIX = "hf:"
@@ -39,7 +39,7 @@ class HubCache(Source):
         try:
             import datasets
         except ImportError:
-            raise InputError("reading hf: datasets needs datasets (pip install datasets)", ctx.path) from None
+            raise InputError(MISSING.format(package="datasets"), ctx.path) from None
         try:
             dataset = datasets.load_dataset(name, split=split or "train")
         except Exception as e:   # noqa: BLE001  datasets raises many kinds; all mean "not here"

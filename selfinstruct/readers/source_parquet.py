@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from selfinstruct.errors import InputError
-from selfinstruct.readers.base import Context, Source
+from selfinstruct.readers.base import MISSING, Context, Source
 
 _BATCH = 4096
 
@@ -21,7 +21,7 @@ class Parquet(Source):
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise InputError("reading parquet needs pyarrow (pip install pyarrow)", ctx.path) from None
+            raise InputError(MISSING.format(package="pyarrow"), ctx.path) from None
         try:
             batches = pq.ParquetFile(ctx.path).iter_batches(batch_size=_BATCH)
             row = 0
