@@ -7,8 +7,11 @@ stops the run (exit 2) with the previous outputs, if any, untouched. Inputs are 
 """
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -17,47 +20,62 @@ from selfinstruct.commands.common import split_names
 from selfinstruct.errors import UsageError
 from selfinstruct.filters.base import FilterChain, Rejection
 from selfinstruct.filters.registry import build_chain, components, select
+from selfinstruct.quality import QualitySettings, judge_teacher
 from selfinstruct.readers import ON_BAD_RECORD, open_source, parse_fields, read_records
 from selfinstruct.record import Record
+from selfinstruct.rules import resolve_rules
 from selfinstruct.summary import common_fields
 from selfinstruct.text import FILTER_LANGS
 from selfinstruct.writers import atomic_open, reject_line, to_json, write_alpaca, write_json
 
 DATA, RECORDS, REJECTS, SUMMARY = "data.json", "records.jsonl", "rejects.jsonl", "summary.json"
+JUDGEMENTS = "judgements.jsonl"      # the judge's answers, kept across runs
 MALFORMED = "malformed"
 
 
 def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (), rouge_threshold: float = 0.7,
                minhash_threshold: float = 0.8, lang: str = "auto", fields: dict[str, str] | str | None = None,
                only: Iterable[str] = (), skip: Iterable[str] = (), on_bad_record: str = "error",
-               progress: bool = True, options: Sequence[str] = (), started: float | None = None) -> dict:
+               progress: bool = True, options: Sequence[str] = (), started: float | None = None,
+               quality: QualitySettings | None = None, cache: str | None = None) -> dict:
     """Filter ``inputs`` into ``out_dir``; returns the summary (also written to summary.json).
     ``options`` are ``--opt NAME=VALUE`` settings; ``started`` is when the command started
-    (``time.monotonic()``), for elapsed_seconds."""
+    (``time.monotonic()``), for elapsed_seconds; ``quality`` the rule set, decontamination and judge
+    settings; ``cache`` the response cache the judge may answer from (None: no cache)."""
     started = time.monotonic() if started is None else started
+    quality = quality or QualitySettings()
     inputs, against = [str(p) for p in inputs], [str(p) for p in against]
     only, skip = split_names(only), split_names(skip)
     fields = parse_fields(fields)
     _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record)
-    classes = select(only, skip)
-    per_filter = opts.resolve(components(classes), options)
+    quality.validate()
+    classes = select(only, skip, quality.default_off())
+    comps = components(classes)
+    per_filter = opts.resolve(comps, options)
+    for comp in comps:
+        if comp.name == "judge":
+            per_filter[comp] = {**quality.judge_options(), **per_filter[comp]}
     for path in inputs + against:      # a missing or unrecognised file fails before any work
         open_source(path)
+    rules = resolve_rules(quality.rules, command="filter", recipe=None, lang=lang)
     chain = build_chain(classes, {"lang": lang, "rouge_threshold": rouge_threshold,
-                                  "minhash_threshold": minhash_threshold}, per_filter)
+                                  "minhash_threshold": minhash_threshold, **quality.shared_options(rules)},
+                        per_filter)
+    judging = Judging(chain, quality, cache) if chain.is_async else None
     against_count, against_bad = _preload(chain, against, on_bad_record)
 
     out = Path(out_dir)
     created = _make_folder(out)
     counts = _Counts()
     try:
-        with atomic_open(out / REJECTS) as rejects, atomic_open(out / RECORDS) as records_file:
+        with atomic_open(out / REJECTS) as rejects, atomic_open(out / RECORDS) as records_file, \
+                _judging_loop(judging, out) as run_async:
             def write_reject(record: Record, rejection: Rejection) -> None:
                 rejects.write(reject_line(record, rejection.reason, rejection.detail))
             chain.on_reject = write_reject
             with _progress_bar(progress) as bar:
                 records = _read_all(inputs, fields, on_bad_record, rejects, counts, chain, bar)
-                kept = _also_to(records_file, chain.run(records))
+                kept = _also_to(records_file, chain.run(records, run_async=run_async))
                 counts.kept = write_alpaca(out / DATA, kept)
                 if bar is not None:
                     bar.set_postfix_str(f"kept {counts.kept:,} | " + _postfix(chain))
@@ -71,9 +89,72 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
 
     summary = _summary(chain, counts, inputs, against, against_count, against_bad, started, dict(
         rouge_threshold=rouge_threshold, minhash_threshold=minhash_threshold, lang=lang, fields=fields,
-        only=only, skip=skip, on_bad_record=on_bad_record, options=list(options)))
+        only=only, skip=skip, on_bad_record=on_bad_record, options=list(options), **quality.shown()))
+    if judging is not None:
+        summary.update(judging.summary())
     write_json(out / SUMMARY, summary)
     return summary
+
+
+@contextmanager
+def _judging_loop(judging: "Judging | None", out: Path):
+    """The runner the chain judges batches through: one event loop for the whole run, in a thread
+    (the judge's HTTP session belongs to one loop), with the judge's teacher started on it."""
+    if judging is None:
+        yield asyncio.run
+        return
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="judge-loop", daemon=True)
+    thread.start()
+
+    def run(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    try:
+        run(judging.start(out / JUDGEMENTS))
+        try:
+            yield run
+        finally:
+            run(judging.aclose())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+class Judging:
+    """The judge's teacher and the journal of its answers (OUT/judgements.jsonl: a rerun of the
+    same command, after a crash or a kill, pays for no judgement twice)."""
+
+    def __init__(self, chain: FilterChain, quality: QualitySettings, cache: str | None):
+        self.judges = [f for f in chain.tail if f.name == "judge"]
+        self.teacher = judge_teacher(quality)
+        self.cache_path = cache if self.teacher.uses_cache else None
+        self.asker = None
+
+    async def start(self, journal_path: Path) -> None:
+        from selfinstruct.asker import JournaledAsker
+        cache = None
+        if self.cache_path:
+            from selfinstruct.cache import ResponseCache
+            try:
+                cache = ResponseCache(self.cache_path)
+            except Exception as e:      # OSError from the folder, sqlite3.Error from the file
+                raise UsageError(f"cannot open the response cache {self.cache_path} ({e}); set "
+                                 "SELFINSTRUCT_CACHE_DIR to a writable folder, or pass --no-cache") from None
+        self.asker = JournaledAsker(self.teacher, journal_path, cache)
+        await self.asker.start()
+        for judge in self.judges:
+            judge.bind(self.asker)
+
+    async def aclose(self) -> None:
+        if self.asker is not None:
+            await self.asker.aclose()
+
+    def summary(self) -> dict:
+        a = self.asker
+        return {"requests": dict(a.requests), "tokens": {stage: dict(c) for stage, c in a.tokens.items()},
+                "cost_usd": self.teacher.cost_usd(),
+                "judge_teacher": {"name": self.teacher.label, **self.teacher.stats()}}
 
 
 def _also_to(records_file, records: Iterable[Record]) -> Iterator[Record]:

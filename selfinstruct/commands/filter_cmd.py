@@ -6,6 +6,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
+from selfinstruct.commands import common
 from selfinstruct.commands.common import OPT_HELP
 
 
@@ -38,12 +39,26 @@ def filter_command(
              "rejects.jsonl with reason 'malformed' and go on.")] = "error",
     opt: Annotated[Optional[List[str]], typer.Option("--opt", metavar="NAME=VALUE", help=OPT_HELP,
                                                      show_default=False)] = None,
+    rules: common.Rules = "default",
+    decontam_against: common.DecontamAgainst = None,
+    judge: common.Judge = False,
+    judge_teacher: common.JudgeTeacher = None,
+    judge_model: common.JudgeModel = None,
+    judge_base_url: common.JudgeBaseUrl = None,
+    judge_min_score: common.JudgeMinScore = None,
+    judge_concurrency: common.JudgeConcurrency = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Let the judge reuse answers to identical "
+                                        "requests from the on-disk response cache (openai judge).")] = True,
+    report: common.Report = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")] = True,
 ) -> None:
-    """Curate instruction data: exact dedup, quality, MinHash, ROUGE-L novelty.
+    """Curate instruction data: exact dedup, quality rules, benchmark
+    decontamination, MinHash, ROUGE-L novelty, an optional LLM judge.
 
-    Kept records go to OUT/data.json (Alpaca JSON), rejected ones with
-    their reason to OUT/rejects.jsonl, counts and timings to summary.json.
+    Kept records go to OUT/data.json (Alpaca JSON) and OUT/records.jsonl
+    (with their metadata), rejected ones with their reason to
+    OUT/rejects.jsonl, counts and timings to summary.json, a picture of
+    it all to OUT/report.html.
     ROUGE-L tokenises like rouge-score on text without Han or kana, by
     character on Chinese, and both ways on mixed text.
 
@@ -63,16 +78,31 @@ def filter_command(
           --fields instruction=question,output=answer
       # allow longer instructions (an option the length filter declares)
       selfinstruct filter data.json --opt length.max_words=300 --out out/long
+      # drop anything that overlaps an evaluation set
+      selfinstruct filter data.json --decontam-against gsm8k_test.jsonl \\
+          --decontam-against hf:cais/mmlu:test --out out/clean
+      # score every record with a judge on a local server, keep 7+
+      selfinstruct filter data.json --judge-base-url http://localhost:8000/v1 \\
+          --judge-model Qwen2.5-7B-Instruct --judge-min-score 7 --out out/judged
+      # the Self-Instruct paper's own rules (BELLE's for Chinese)
+      selfinstruct filter data.json --rules paper --lang en --out out/paper
     """
     import selfinstruct
+    from selfinstruct.commands.generate_cmd import default_cache_path
     from selfinstruct.curate import DATA, REJECTS, run_filter
 
     summary = run_filter(inputs, out, against=against or (), rouge_threshold=rouge_threshold,
                          minhash_threshold=minhash_threshold, lang=lang, fields=fields, only=only or (),
                          skip=skip or (), on_bad_record=on_bad_record, progress=progress,
-                         options=opt or (), started=selfinstruct.STARTED)
+                         options=opt or (), started=selfinstruct.STARTED,
+                         quality=common.quality_settings(rules, decontam_against, judge, judge_teacher,
+                                                         judge_model, judge_base_url, judge_min_score,
+                                                         judge_concurrency),
+                         cache=default_cache_path() if cache else None)
     reasons = sorted(summary["rejected"].items(), key=lambda kv: -kv[1])
     top = ", ".join(f"{reason} {n:,}" for reason, n in reasons)
     typer.echo(f"kept {summary['kept']:,} of {summary['input_records']:,} records -> {out}/{DATA} "
                f"({summary['elapsed_seconds']:.1f}s)")
     typer.echo(f"rejected {summary['rejected_total']:,}" + (f": {top}" if top else "") + f" -> {out}/{REJECTS}")
+    if report:
+        common.end_of_run_report(out, progress)

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
+from selfinstruct.commands import common
 from selfinstruct.commands.common import OPT_HELP, split_names
 
 
@@ -60,6 +61,15 @@ def generate_command(
     seed: Annotated[int, typer.Option(help="Random seed for sampling prompt examples.")] = 0,
     opt: Annotated[Optional[List[str]], typer.Option("--opt", metavar="NAME=VALUE", help=OPT_HELP,
                                                      show_default=False)] = None,
+    rules: common.Rules = "default",
+    decontam_against: common.DecontamAgainst = None,
+    judge: common.Judge = False,
+    judge_teacher: common.JudgeTeacher = None,
+    judge_model: common.JudgeModel = None,
+    judge_base_url: common.JudgeBaseUrl = None,
+    judge_min_score: common.JudgeMinScore = None,
+    judge_concurrency: common.JudgeConcurrency = None,
+    report: common.Report = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Bootstrap instruction/input/output examples from seed tasks with a teacher LLM.
@@ -90,6 +100,11 @@ def generate_command(
       # any option a filter, teacher or recipe declares
       selfinstruct generate --num 20 --out out/long --opt length.max_words=200 \\
           --opt alpaca.examples=4
+      # judged by another model, decontaminated against an eval set
+      selfinstruct generate --teacher openai --num 1000 --out out/judged \\
+          --judge-model gpt-4o --judge-min-score 7 --decontam-against mmlu_test.jsonl
+      # Stanford Alpaca's own filtering rules instead of the precise default
+      selfinstruct generate --num 100 --rules paper --out out/alpaca-rules
     """
     import selfinstruct
     from selfinstruct.generate import Settings, run_generate
@@ -101,7 +116,11 @@ def generate_command(
                  random_seed=seed, rouge_threshold=rouge_threshold, only=split_names(only),
                  skip=split_names(skip), cache=default_cache_path() if cache else None,
                  teacher_options={k: v for k, v in flags.items() if v is not None},
-                 options=list(opt or []), progress=progress)
+                 options=list(opt or []), progress=progress,
+                 quality=common.quality_settings(rules, decontam_against, judge, judge_teacher, judge_model,
+                                                 judge_base_url, judge_min_score, judge_concurrency))
     summary = run_generate(s, started=selfinstruct.STARTED)
     typer.echo(f"{summary['kept']}/{summary['requested']} examples in {out}/data.json "
                f"({summary['rejected_total']} rejected, see rejects.jsonl; stopped: {summary['stopped']})")
+    if report:
+        common.end_of_run_report(out, progress)

@@ -33,7 +33,6 @@ class Settings:
     teacher_options: dict[str, Any] = field(default_factory=dict)
     options: list[str] = field(default_factory=list)      # --opt NAME=VALUE settings
     quality: QualitySettings = field(default_factory=QualitySettings)   # rules, decontam, judge
-    report: bool = True                   # write report.html at the end
     progress: bool = True
 
     def validate(self) -> None:
