@@ -6,6 +6,11 @@ later on padding), so the loss is computed on the response only, as in Stanford 
 Prompt and response are tokenised separately and concatenated, so the boundary between them is
 exact. The batch order of an epoch is a pure function of (seed, epoch): resuming at step N of an
 epoch replays the same order and skips the first N steps.
+
+Records come through ``selfinstruct.readers`` (Alpaca JSON, our own records.jsonl with its metadata,
+parquet, datasets…), so every format trains the same. Each example remembers where it is in the data
+file (the line to fix) and where its record was first read (a filtered records.jsonl keeps the
+generate run's line), and errors name both.
 """
 from __future__ import annotations
 
@@ -33,9 +38,10 @@ _CHUNK = 1024          # records tokenised per call (fast tokenizers batch in Ru
 class Example:
     input_ids: list[int]
     labels: list[int]
-    origin: str                      # "file:line" of the record
+    origin: str                      # "file:line" of the record in the data file
     prompt_tokens: int               # before truncation
     truncated: bool                  # prompt + response + EOS was longer than max_length
+    source: str = ""                 # "file:line" where the record was first read, when elsewhere
 
     @property
     def supervised(self) -> int:
@@ -62,8 +68,10 @@ def chat_texts(record: Record, tokenizer) -> tuple[str, str]:
     return prompt, full[len(prompt):]
 
 
-def encode_batch(records: list[Record], tokenizer, template: str, max_length: int) -> list[Example]:
-    """Token ids and labels of each record, truncated to ``max_length``."""
+def encode_batch(records: list[Record], tokenizer, template: str, max_length: int,
+                 origins: list[str] | None = None) -> list[Example]:
+    """Token ids and labels of each record, truncated to ``max_length``. ``origins``: where each
+    record is in the data file (default: where it was first read)."""
     eos = tokenizer.eos_token_id
     if template == "chat":
         prompts, responses = zip(*(chat_texts(r, tokenizer) for r in records))
@@ -75,12 +83,14 @@ def encode_batch(records: list[Record], tokenizer, template: str, max_length: in
         prompt_ids = tokenizer([alpaca_prompt(r) for r in records])["input_ids"]
         response_ids = [ids + [eos] for ids in
                         tokenizer([r.output for r in records], add_special_tokens=False)["input_ids"]]
+    if origins is None:
+        origins = [r.source or r.origin for r in records]
     examples = []
-    for record, prompt, response in zip(records, prompt_ids, response_ids):
+    for record, origin, prompt, response in zip(records, origins, prompt_ids, response_ids):
         ids = (prompt + response)[:max_length]
         labels = ([IGNORE] * len(prompt) + response)[:max_length]
-        examples.append(Example(ids, labels, record.origin, len(prompt),
-                                len(prompt) + len(response) > max_length))
+        examples.append(Example(ids, labels, origin, len(prompt), len(prompt) + len(response) > max_length,
+                                _elsewhere(record, origin)))
     return examples
 
 
@@ -93,20 +103,22 @@ def load_examples(path: str, tokenizer, template: str, max_length: int,
     (``too_long="error"``) a record whose response is truncated away entirely; UsageError when
     that is every record.
     """
-    from selfinstruct.readers import read_records
+    from selfinstruct.readers import read_located
 
     examples: list[Example] = []
     chunk: list[Record] = []
-    for record in read_records(path):
+    origins: list[str] = []
+    for origin, record in read_located(path):
         if not record.output.strip():
-            raise _at(record.origin, "record has no output to train on (expected Alpaca records: "
-                                     "instruction, input, output)")
+            raise _at(origin, "record has no output to train on (expected Alpaca records: instruction, "
+                              "input, output)" + _first_read(_elsewhere(record, origin)))
         chunk.append(record)
+        origins.append(origin)
         if len(chunk) == _CHUNK:
-            examples += encode_batch(chunk, tokenizer, template, max_length)
-            chunk = []
+            examples += encode_batch(chunk, tokenizer, template, max_length, origins)
+            chunk, origins = [], []
     if chunk:
-        examples += encode_batch(chunk, tokenizer, template, max_length)
+        examples += encode_batch(chunk, tokenizer, template, max_length, origins)
     if not examples:
         raise InputError("no examples to train on", path)
     empty = [e for e in examples if e.supervised == 0]
@@ -117,8 +129,17 @@ def load_examples(path: str, tokenizer, template: str, max_length: int,
     if empty and too_long != "skip":
         raise _at(empty[0].origin, f"the prompt fills max_length={max_length} tokens, leaving no response "
                                    f"tokens to train on; raise max_length, shorten this record, or set "
-                                   f"too_long=skip")
+                                   f"too_long=skip" + _first_read(empty[0].source))
     return [e for e in examples if e.supervised], [e.origin for e in empty]
+
+
+def _elsewhere(record: Record, origin: str) -> str:
+    """Where ``record`` was first read, when that is not ``origin`` (else "")."""
+    return record.source if record.source != origin else ""
+
+
+def _first_read(source: str) -> str:
+    return f" (first read at {source})" if source else ""
 
 
 def _at(origin: str, what: str) -> InputError:
