@@ -449,3 +449,163 @@ def test_reading_never_modifies_the_input(tmp_path):
     before = os.stat(path).st_mtime_ns, open(path, "rb").read()
     list(read_records(path))
     assert (os.stat(path).st_mtime_ns, open(path, "rb").read()) == before
+
+
+# --- our own records.jsonl: every field read back as written ---------------------------------------
+
+def own_row(**changes) -> dict:
+    """One line of records.jsonl as ``Record.to_dict`` writes it (every field, null when unset)."""
+    record = Record("Name three rivers in Europe.", "", "The Danube, the Rhine and the Loire.", id="en-000007",
+                    lang="en", origin="machine", most_similar="Name two rivers.", rouge=0.42,
+                    nearest_seed="List three cities.", nearest_seed_rouge=0.31, judge_score=8,
+                    judge_reason="correct and concise", teacher="openai:gpt-4o-mini", request_id="u3:1",
+                    meta={"is_classification": False, "timings": {"instructions": 1.5, "instances": 0.25}})
+    return {**record.to_dict(), **changes}
+
+
+def test_our_records_are_read_back_with_every_field_and_the_first_read_as_source(tmp_path):
+    row = own_row()
+    path = write(tmp_path / "records.jsonl", jsonl(row, own_row(id="en-000008", source="gen/records.jsonl:4")))
+    first, second = read_records(path)
+    assert first == Record.from_dict({**row, "source": f"{path}:1"})
+    assert (first.origin, first.teacher, first.judge_score, first.meta["timings"]) == (
+        "machine", "openai:gpt-4o-mini", 8, {"instructions": 1.5, "instances": 0.25})
+    assert (second.origin, second.source) == ("machine", "gen/records.jsonl:4")    # read before: kept
+
+
+def test_our_chinese_records_keep_their_language_and_a_file_line_origin(tmp_path):
+    row = own_row(instruction="写一首关于秋天的短诗。", output="秋风起，落叶飞。", lang="zh",
+                  origin="belle.json:12", source="belle.json:12", teacher=None, request_id=None,
+                  judge_reason="意境完整")
+    path = write(tmp_path / "records.jsonl", jsonl(row))
+    [record] = read_records(path)
+    assert record == Record.from_dict(row)
+
+
+def test_records_from_before_the_new_fields_read_with_their_defaults(tmp_path):
+    old = {k: v for k, v in own_row().items()
+           if k not in ("source", "nearest_seed", "nearest_seed_rouge", "judge_score", "judge_reason")}
+    path = write(tmp_path / "records.jsonl", jsonl(old))
+    [record] = read_records(path)
+    assert (record.source, record.nearest_seed, record.nearest_seed_rouge, record.judge_score,
+            record.judge_reason) == (f"{path}:1", None, None, None, None)
+    assert (record.teacher, record.request_id, record.rouge) == ("openai:gpt-4o-mini", "u3:1", 0.42)
+
+
+def test_a_field_from_a_newer_version_is_kept_in_meta_not_lost(tmp_path):
+    path = write(tmp_path / "records.jsonl", jsonl(own_row(toxicity={"score": 0.01}, stage_seconds=[0.5])))
+    [record] = read_records(path)
+    assert record.meta == {"is_classification": False, "timings": {"instructions": 1.5, "instances": 0.25},
+                           "toxicity": {"score": 0.01}, "stage_seconds": [0.5]}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"rouge": "x"}, "field 'rouge' is str, expected a number or null"),
+    ({"nearest_seed_rouge": True}, "field 'nearest_seed_rouge' is bool, expected a number or null"),
+    ({"judge_score": 7.5}, "field 'judge_score' is float, expected an integer or null"),
+    ({"judge_score": "8"}, "field 'judge_score' is str, expected an integer or null"),
+    ({"teacher": 3}, "field 'teacher' is int, expected a string or null"),
+    ({"origin": ["x"]}, "field 'origin' is list, expected a string"),
+    ({"instruction": None}, "field 'instruction' is null, expected a string"),
+    ({"output": 4}, "field 'output' is int, expected a string"),
+    ({"meta": ["a"]}, "field 'meta' is list, expected an object or null"),
+    ({"timings": 1}, "field 'timings' is both a field of its own and a key of 'meta'"),
+])
+def test_malformed_metadata_is_a_bad_record_at_its_line(tmp_path, changes, message):
+    path = write(tmp_path / "records.jsonl", jsonl(own_row(), own_row(**changes)))
+    assert error_of(path) == f"{path}:2: {message}"
+    bad: list = []
+    assert len(list(read_records(path, on_bad_record="skip", bad=bad))) == 1
+    [(record, origin, got)] = bad
+    assert (origin, got, record.source, record.meta["raw"]) == (f"{path}:2", message, f"{path}:2", own_row(**changes))
+
+
+def test_whole_numbers_for_similarity_are_floats_and_nulls_are_defaults(tmp_path):
+    path = write(tmp_path / "records.jsonl", jsonl(own_row(rouge=1, input=None, lang=None, meta=None)))
+    [record] = read_records(path)
+    assert (record.rouge, type(record.rouge), record.input, record.lang, record.meta) == (1.0, float, "", "", {})
+
+
+@pytest.mark.parametrize("row, schema", [
+    ({"id": "alpaca_1", "instruction": "Name a colour.", "input": "", "output": "Blue"}, "alpaca"),
+    ({"id": 7, "lang": "en", "source": "dolly", "instruction": "Name a colour.", "output": "Blue"}, "alpaca"),
+    ({"instruction": "把这句话翻译成英文。", "input": "你好", "output": "Hello", "id": "zh-1", "lang": "zh"}, "alpaca"),
+    ({"input": "写一首诗。", "target": "春眠不觉晓。"}, "belle_target"),
+    ({"instruction": "Write a limerick.", "most_similar": {"Write a poem.": 0.4}, "avg_similarity_score": 0.2,
+      "request_idx": 3, "metadata": {}}, "instruction"),
+    ({"instruction": "A", "origin": "x", "teacher": "t", "output": "1"}, "alpaca"),
+])
+def test_other_peoples_rows_with_an_id_or_lang_are_not_taken_for_ours(tmp_path, row, schema):
+    from selfinstruct.readers import components
+
+    names = {key: key for key in ("instruction", "input", "output")}
+    assert next(c.name for c in components()[1] if c.matches(row, names)) == schema
+    path = write(tmp_path / "data.jsonl", jsonl(row))
+    [record] = read_records(path)
+    assert (record.origin, record.source) == (f"{path}:1", f"{path}:1")
+
+
+def test_every_other_format_sets_source_to_where_it_was_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    seeds = write(tmp_path / "seeds.jsonl", jsonl(
+        {"id": "s1", "name": "n", "instruction": "Classify.", "is_classification": True,
+         "instances": [{"input": "a", "output": "x"}, {"input": "b", "output": "y"}]}))
+    assert [(r.origin, r.source) for r in read_records(seeds)] == [(f"{seeds}:1", f"{seeds}:1")] * 2
+    alpaca = write(tmp_path / "data.json", ALPACA)
+    assert [r.source for r in read_records(alpaca)] == [f"{alpaca}:2", f"{alpaca}:7", f"{alpaca}:8"]
+    table = str(tmp_path / "t.parquet")
+    pq.write_table(pa.table({"instruction": ["A", "B"], "output": ["1", "2"]}), table)
+    assert [r.source for r in read_records(table)] == [f"{table}:1", f"{table}:2"]
+
+
+def test_our_records_read_from_parquet_and_a_saved_dataset_keep_their_metadata(tmp_path):
+    import datasets
+
+    rows = [own_row(meta={}), own_row(id="en-000008", rouge=None, judge_score=None, meta={})]
+    for row in rows:
+        del row["meta"]
+    folder = str(tmp_path / "saved")
+    datasets.Dataset.from_list(rows).save_to_disk(folder)
+    parquet = str(tmp_path / "records.parquet")
+    datasets.Dataset.from_list(rows).to_parquet(parquet)
+    for path in (folder, parquet):
+        got = list(read_records(path))
+        assert got == [Record.from_dict({**row, "source": f"{path}:{i}"}) for i, row in enumerate(rows, 1)]
+
+
+def test_read_located_says_where_each_record_is_in_this_file(tmp_path):
+    from selfinstruct.readers import read_located
+
+    path = write(tmp_path / "records.jsonl",
+                 jsonl(own_row(source="gen/records.jsonl:4")) + "\n" + jsonl(own_row(id="en-000009")))
+    pairs = list(read_located(path))
+    assert [(where, r.source) for where, r in pairs] == [(f"{path}:1", "gen/records.jsonl:4"),
+                                                        (f"{path}:3", f"{path}:3")]
+
+
+@pytest.mark.parametrize("source, path_of", [
+    ("source_hf_disk", lambda tmp: str(tmp / "saved")), ("source_hf_hub", lambda tmp: "hf:someone/set")])
+def test_a_missing_datasets_package_is_named_as_a_dependency_not_an_extra(tmp_path, monkeypatch, source, path_of):
+    import builtins
+    import importlib
+
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")     # hf: sets them itself; put them back after
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if source == "source_hf_disk":
+        datasets.Dataset.from_dict({"instruction": ["A"], "output": ["1"]}).save_to_disk(path_of(tmp_path))
+    real_import = builtins.__import__
+
+    def no_datasets(name, *args, **kwargs):
+        if name == "datasets":
+            raise ImportError("No module named 'datasets'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    importlib.import_module(f"selfinstruct.readers.{source}")
+    message = error_of(path_of(tmp_path))
+    assert message == (f"{path_of(tmp_path)}: datasets is not installed, though selfinstruct depends on it "
+                       f"(pip install datasets)")
+    assert "[hf]" not in message

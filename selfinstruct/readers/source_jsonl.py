@@ -58,5 +58,6 @@ class JsonLines(Source):
             return json.loads(text)
         except json.JSONDecodeError as e:
             ctx.bad_row(f"invalid JSON: {e.msg}", line, e.colno,
-                        Record("", origin=ctx.origin(line), meta={"raw_line": text.rstrip("\n")}))
+                        Record("", origin=ctx.origin(line), source=ctx.origin(line),
+                               meta={"raw_line": text.rstrip("\n")}))
             return _BLANK
