@@ -14,6 +14,15 @@ or only names ("Python, Java, C++") gets no tag and is not held against the reco
   only there: 10-20 ms a call), and a confident other answer is a mismatch; a low-confidence one
   passes.
 
+The instruction is judged on its own words (``selfinstruct.text.task_part``): a sentence it quotes
+to translate, an article after a colon, code and names are material, not its language; when the
+task sentence alone says nothing, the whole instruction (quotes aside) is judged. An output in the
+script of the material the instruction carries agrees with it, like one in the input's script.
+
+Only the ``default`` rule set has this filter (``rules``): the papers' only language rule is their
+ASCII start rule (``bad_start``), so under ``self-instruct``, ``alpaca`` and ``belle`` it keeps
+every record (and leaves ``record.lang`` as it is).
+
 Reason code: language_mismatch, detail "instruction is zh, output is en" or "expected en, got fr".
 ``record.lang`` is set when it is empty: "zh", "ja", "en", a langdetect code, or left empty when a
 Latin-script record in auto mode does not read as English (telling French from Spanish would cost
@@ -27,7 +36,8 @@ import re
 from selfinstruct.errors import UsageError
 from selfinstruct.filters.base import Filter, Rejection
 from selfinstruct.record import Record
-from selfinstruct.text import FILTER_LANGS, cjk_count, is_cjk
+from selfinstruct.rules import check_rules
+from selfinstruct.text import FILTER_LANGS, cjk_count, is_cjk, material_part, strip_quoted, task_part
 
 MIN_LETTERS = 4          # fewer letters than this say nothing about a field's language
 MIN_DETECT_LETTERS = 20  # langdetect guesses on shorter text
@@ -141,6 +151,18 @@ def script_tag(text: str) -> str | None:
     return "en"
 
 
+def own_words(instruction: str) -> tuple[str, str | None]:
+    """The instruction's own words and their ``script_tag``: its task sentence, else the whole
+    instruction without what it quotes, else the whole instruction (the first that has a tag)."""
+    task = task_part(instruction)
+    candidates = (task,) if task == instruction else (task, strip_quoted(instruction), instruction)
+    for text in candidates:
+        tag = script_tag(text)
+        if tag is not None:
+            return text, tag
+    return instruction, None
+
+
 def reads_as_english(text: str) -> bool:
     """English from its common words, without langdetect; False means "ask langdetect"."""
     words = _WORD.findall(text.lower())
@@ -158,7 +180,8 @@ class LanguageMismatch(Filter):
     order = 200          # after the cheap quality rules: langdetect is the costliest of them
     fields = ("instruction", "input", "output")
 
-    def __init__(self, lang: str = "auto"):
+    def __init__(self, lang: str = "auto", rules: str = "default"):
+        self.rules = check_rules(rules)
         lang = (lang or "auto").lower()
         if lang.startswith("zh"):        # zh-cn, zh-tw, zh-hans…
             lang = "zh"
@@ -168,12 +191,14 @@ class LanguageMismatch(Filter):
         self._detect = functools.lru_cache(maxsize=16384)(self._detect_uncached)
 
     def check(self, record: Record) -> Rejection | None:
-        inst_tag = script_tag(record.instruction)
+        if self.rules != "default":
+            return None
+        own, inst_tag = own_words(record.instruction)
         if inst_tag == "en" and record.output.isascii():
             out_tag = inst_tag      # ASCII has no other script to disagree in: skip the work
         else:
             out_tag = script_tag(record.output)
-        lang = self._record_lang(record.instruction, inst_tag, out_tag)
+        lang = self._record_lang(own, inst_tag, out_tag)
         if not record.lang and lang:
             record.lang = lang
         if self.lang != "auto" and (inst_tag or out_tag) and lang != self.lang:
@@ -185,7 +210,10 @@ class LanguageMismatch(Filter):
     def _agrees(self, record: Record, out_tag: str) -> bool:
         """An output in another script than the instruction is fine when it is in the input's
         (work on the input text) or the instruction names a language."""
-        return script_tag(record.input) == out_tag or bool(_NAMES_A_LANGUAGE.search(record.instruction))
+        if script_tag(record.input) == out_tag or _NAMES_A_LANGUAGE.search(record.instruction):
+            return True
+        carried = material_part(record.instruction)
+        return bool(carried) and script_tag(carried) == out_tag
 
     def _record_lang(self, instruction: str, inst_tag: str | None, out_tag: str | None) -> str | None:
         """The record's language: the instruction's (the output's when the instruction has none).

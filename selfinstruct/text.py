@@ -63,3 +63,52 @@ def normalise(text: str) -> str:
     and whitespace removed."""
     text = unicodedata.normalize("NFKC", text).casefold()
     return "".join(_WORD_RE.findall(text)).replace("_", "")
+
+
+# --- the instruction's own words -------------------------------------------------------------
+# An instruction often carries the material it works on: a sentence to translate in quotes, an
+# article after a colon, dialogue lines. Rules about the task itself (its length, its language) look
+# at the task sentence only.
+
+# Quoted or delimited spans: curly and straight double quotes, corner brackets, code. Single ASCII
+# quotes only when they open after a space or colon and close before a space or punctuation, so
+# that "don't … isn't" is not taken for a quote.
+_QUOTED_RE = re.compile(
+    r"```.*?(?:```|\Z)|`[^`\n]+`"
+    r"|“[^”]*”|\"[^\"\n]*\"|「[^」]*」|『[^』]*』|‘[^’\n]*’|《[^》\n]*》"
+    r"|(?:(?<=[\s:：(（])|^)'[^'\n]+'(?=[\s.,;:!?，。；：！？)）]|$)",
+    re.S,
+)
+# Where material starts: a line break, or a colon that is not inside a time ("3:30") or a URL
+# ("https://"), followed by something.
+_MATERIAL_START_RE = re.compile(r"\n|：|(?<!\d):(?!//)|(?<=\d):(?!\d)")
+
+
+def strip_quoted(text: str) -> str:
+    """``text`` without quoted or delimited spans (each becomes a space)."""
+    if not any(q in text for q in "\"“「『‘《`'"):      # cheap pre-check: most text quotes nothing
+        return text
+    return _QUOTED_RE.sub(" ", text)
+
+
+def task_part(instruction: str) -> str:
+    """The task sentence of an instruction: quoted spans removed, then what comes before the first
+    line break or colon (what follows is material: an article, dialogue lines, a sentence to work
+    on). The whole instruction (quotes removed) when nothing comes before."""
+    text = strip_quoted(instruction).strip()
+    m = _MATERIAL_START_RE.search(text)
+    if m is None:
+        return text
+    head = text[:m.start()].strip()
+    return head if head else text
+
+
+def material_part(instruction: str) -> str:
+    """What an instruction carries beside its task sentence (quoted spans, what follows the first
+    colon or line break); "" when it carries nothing."""
+    quoted = " ".join(m.group(0) for m in _QUOTED_RE.finditer(instruction)) \
+        if any(q in instruction for q in "\"“「『‘《`'") else ""
+    text = strip_quoted(instruction).strip()
+    m = _MATERIAL_START_RE.search(text)
+    after = text[m.end():].strip() if m and text[:m.start()].strip() else ""
+    return (quoted + " " + after).strip()
