@@ -40,6 +40,22 @@ def cjk_font() -> str | None:
     return path
 
 
+def font_file_for(char: str, families: list[str]) -> str | None:
+    """The font file matplotlib draws ``char`` from with these families: the first family whose
+    font has a glyph for it, as its font fallback does; None when none has."""
+    _pyplot()
+    from matplotlib import font_manager
+    for family in families:
+        try:
+            found = font_manager.findfont(font_manager.FontProperties(family=family),
+                                          fallback_to_default=False)
+        except ValueError:
+            continue
+        if font_manager.get_font(found).get_char_index(ord(char)):
+            return str(getattr(found, "path", found))
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _pyplot():
     import matplotlib

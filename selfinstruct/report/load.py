@@ -100,7 +100,12 @@ def _read_dataset(path: str) -> list[Record]:
     from selfinstruct.readers import read_records
     if os.path.isfile(path) and _is_blank(path):
         return []          # an empty dataset gets a report that says "no records"
-    return list(read_records(path))
+    try:
+        return list(read_records(path))
+    except InputError as e:
+        if e.what == "no records" and e.line is None:     # an empty list: a report, not an error
+            return []
+        raise
 
 
 def _is_blank(path: str) -> bool:
