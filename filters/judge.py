@@ -14,9 +14,9 @@ record makes the same request key in every run), so a rerun's journal or cache a
 Parsing is strict about the scale and lenient about the form: ``Score: 7``, ``**Score:** 7/10``,
 ``评分：7分``, JSON ``{"score": 7, "reason": "…"}``, a first line that is just ``7``. Numbers outside
 1-10, other scales (``4/5``) and answers without a score are unparseable. An unparseable answer is
-asked again at most ``RETRIES`` times, each time a DIFFERENT request (a format reminder appended, its
-own seed, sampling instead of greedy decoding) so neither a cache nor a deterministic server can hand
-back the same answer; after that the record is rejected as ``judge_unparseable`` with the answer's
+asked again at most ``RETRIES`` times, each time a DIFFERENT request (its own format reminder
+appended: first the two lines again, then one line of JSON; its own seed; sampling instead of greedy
+decoding) so neither a cache nor a server that ignores seeds can hand back the same answer; after that the record is rejected as ``judge_unparseable`` with the answer's
 head as detail. A request that failed for good (the teacher's retries spent) is ``judge_failed``.
 Neither is ever a silent pass.
 
@@ -44,7 +44,8 @@ Ask = Callable[[Request], Awaitable[Response]]
 # scale 6 is the lowest "correct and helpful, minor flaws" score, so it drops exactly the answers the
 # judge called wrong, off-task, partly right or seriously incomplete.
 DEFAULT_MIN_SCORE = 6
-# Unparseable answers are asked again at most this many times (so at most RETRIES + 1 requests).
+# Unparseable answers are asked again at most this many times (so at most RETRIES + 1 requests);
+# each retry has its own reminder in PROMPTS.
 RETRIES = 2
 # A retry samples: a greedy decoder that once produced an unreadable answer tends to repeat it.
 RETRY_TEMPERATURE = 0.5
@@ -73,9 +74,14 @@ PROMPTS = {
         "answer": ("\n\nAnswer with exactly two lines and nothing else:\n"
                    "Score: <a whole number from 1 to 10>\n"
                    "Reason: <one sentence>"),
-        "reminder": ("\n\nImportant: an earlier answer to this could not be read. The first line "
-                     "must be \"Score: \" followed by one whole number from 1 to 10, the second "
-                     "line \"Reason: \" followed by one sentence. Write nothing else."),
+        "reminders": (
+            ("\n\nImportant: an earlier answer to this could not be read. The first line must be "
+             "\"Score: \" followed by one whole number from 1 to 10, the second line \"Reason: \" "
+             "followed by one sentence. Write nothing else."),
+            ("\n\nImportant: earlier answers to this could not be read. Answer instead with one "
+             "line of JSON and nothing else: {\"score\": <a whole number from 1 to 10>, "
+             "\"reason\": \"<one sentence>\"}"),
+        ),
     },
     "zh": {
         "rubric": (
@@ -94,8 +100,12 @@ PROMPTS = {
         "answer": ("\n\n只回答两行，不要写别的：\n"
                    "评分：<1 到 10 之间的一个整数>\n"
                    "理由：<一句话>"),
-        "reminder": ("\n\n注意：之前对此的回答无法读取。第一行必须是“评分：”加一个 1 到 10 之间的整数，"
-                     "第二行是“理由：”加一句话。不要写别的。"),
+        "reminders": (
+            ("\n\n注意：之前对此的回答无法读取。第一行必须是“评分：”加一个 1 到 10 之间的整数，"
+             "第二行是“理由：”加一句话。不要写别的。"),
+            ("\n\n注意：之前对此的回答都无法读取。请改为只回答一行 JSON，不要写别的："
+             "{\"score\": <1 到 10 之间的一个整数>, \"reason\": \"<一句话>\"}"),
+        ),
     },
 }
 
@@ -300,7 +310,7 @@ class Judge(Filter):
         prompt = self.prompt(record)
         temperature = self.temperature
         if attempt:
-            prompt += PROMPTS[self.prompt_lang(record)]["reminder"]
+            prompt += PROMPTS[self.prompt_lang(record)]["reminders"][attempt - 1]
             temperature = max(temperature, RETRY_TEMPERATURE)
         return Request(prompt=prompt, max_tokens=self.max_tokens, temperature=temperature,
                        top_p=1.0, seed=attempt, stage="judge")
