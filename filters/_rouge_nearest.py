@@ -1,0 +1,213 @@
+"""Compiled exact nearest-neighbour ROUGE-L: each query's highest-scoring pool instruction.
+
+``NoveltyIndex`` answers "does any pool item exceed t?" for one fixed t. A report needs the maximum
+itself, for every instruction, and for a set against itself (each instruction's best OTHER one).
+This module finds that maximum exactly, comparing only pairs that could still reach it.
+
+Why it is exact. For token lists of lengths n (query) and m (pool item) with LCS length L, F =
+2L/(n+m), and L <= the number of shared elements (the k-th occurrence of token w is element (w, k),
+so multisets become sets). All elements are put in one global order, rarest first; each item's
+elements and each query's are sorted by it, and every element has a posting list of (item, the
+element's position in the item). A query walks its elements in order and reads each one's list; an
+item is first met at the first element it shares with the query, at query position i and item
+position j, so every shared element lies at or after both: L <= min(k - i, m - j), where k is how
+many of the query's elements the pool has at all. That bounds F before any LCS is computed:
+
+- an item met at (i, j) is skipped when 2 min(k - i, m - j) / (n + m) is below the best F so far;
+- the walk stops at position i once 2(k - i) / (n + k - i) (the bound's maximum over m) is below it:
+  every item not met yet shares nothing before i.
+
+Both comparisons keep a margin of 1e-12, far above the float error of either side, so an item whose
+float F could equal or beat the best is always verified. Verification is rouge-score's own float
+expression on an exact LCS (bit-parallel for queries of up to 64 tokens, dynamic programming beyond),
+and the best is the highest float F, ties going to the earliest item: exactly the maximum a loop over
+every pool item with ``_score_lcs`` finds. A query that is itself a pool item passes its index, and
+that item is skipped (a duplicate of it elsewhere in the pool still scores 1.0).
+
+A rare shared word usually meets a close match first, so the bound rises fast and frequent words at
+the end of the order ("the", "a", 的) are rarely read at all.
+
+The LCS and F-measure are written here rather than imported from ``_rouge_kernel``: numba's on-disk
+cache of a function is keyed by its own file only, so machine code that inlined another module's
+function would outlive a change there. ``tests/test_nearest.py`` holds both to rouge-score.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+MARGIN = 1e-12        # slack on the bounds: far above float error, far below any real gap in F
+_TABLE = 128          # open-addressing table of a short query's token positions (L1-resident)
+
+
+@njit(cache=True)
+def _element_ranks(tokens, elem_base, max_occ, rank):
+    """The global ranks of ``tokens``' elements that the pool has, ascending (rarest first).
+    Tokens are pool vocabulary ids, -1 for a token no pool item has."""
+    known = np.sort(tokens)
+    out = np.empty(len(known), dtype=np.int64)
+    count = 0
+    occurrence = 0
+    for p in range(len(known)):
+        t = known[p]
+        occurrence = occurrence + 1 if p > 0 and known[p - 1] == t else 0
+        if t >= 0 and occurrence < max_occ[t]:
+            out[count] = rank[elem_base[t] + occurrence]
+            count += 1
+    return np.sort(out[:count])
+
+
+@njit(cache=True)
+def build(flat, start, lens, vocab_size):
+    """Elements, their global order and posting lists for the pool (items as token-id runs of
+    ``flat``). Returns (elem_base, max_occ, rank, post_start, post_item, post_pos): element (w, k)
+    is ``elem_base[w] + k`` for k < ``max_occ[w]``; ``rank`` orders elements by how many items hold
+    them, then by id; the list of rank r is ``post_*[post_start[r]:post_start[r + 1]]``, in item
+    order, with each item's position of that element."""
+    items = len(start)
+    max_occ = np.zeros(vocab_size, dtype=np.int64)
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for x in range(items):
+        toks = flat[start[x]:start[x] + lens[x]]
+        for t in toks:
+            counts[t] += 1
+            max_occ[t] = max(max_occ[t], counts[t])
+        for t in toks:
+            counts[t] = 0
+    elem_base = np.zeros(vocab_size + 1, dtype=np.int64)
+    elem_base[1:] = np.cumsum(max_occ)
+    freq = np.zeros(elem_base[vocab_size], dtype=np.int64)
+    for x in range(items):
+        toks = flat[start[x]:start[x] + lens[x]]
+        for t in toks:
+            freq[elem_base[t] + counts[t]] += 1
+            counts[t] += 1
+        for t in toks:
+            counts[t] = 0
+    order = np.argsort(freq, kind="mergesort")      # stable: equal counts stay in id order
+    rank = np.empty(len(freq), dtype=np.int64)
+    post_start = np.zeros(len(freq) + 1, dtype=np.int64)
+    for r in range(len(order)):
+        rank[order[r]] = r
+        post_start[r + 1] = post_start[r] + freq[order[r]]
+    fill = post_start[:-1].copy()
+    post_item = np.empty(post_start[-1], dtype=np.int32)
+    post_pos = np.empty(post_start[-1], dtype=np.int32)
+    for x in range(items):
+        ranks = _element_ranks(flat[start[x]:start[x] + lens[x]], elem_base, max_occ, rank)
+        for j in range(len(ranks)):
+            r = ranks[j]
+            post_item[fill[r]] = x
+            post_pos[fill[r]] = j
+            fill[r] += 1
+    return elem_base, max_occ, rank, post_start, post_item, post_pos
+
+
+@njit(cache=True, inline="always")
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(cache=True)
+def _slot(keys, t):
+    h = (t * 0x9E3779B1) & (_TABLE - 1)
+    while keys[h] != -1 and keys[h] != t:
+        h = (h + 1) & (_TABLE - 1)
+    return h
+
+
+@njit(cache=True)
+def _position_masks(query):
+    """Token id -> bit mask of its positions in ``query`` (at most 64 tokens); -1 matches nothing."""
+    keys = np.full(_TABLE, -1, dtype=np.int64)
+    bits = np.zeros(_TABLE, dtype=np.uint64)
+    for i in range(len(query)):
+        t = query[i]
+        if t >= 0:
+            h = _slot(keys, t)
+            keys[h] = t
+            bits[h] |= np.uint64(1) << np.uint64(i)
+    return keys, bits
+
+
+@njit(cache=True)
+def lcs(query, keys, bits, other):
+    """LCS length of two token-id sequences: bit-parallel (Hyyrö) over ``query``'s position masks
+    when it has at most 64 tokens, row-by-row dynamic programming otherwise."""
+    n = len(query)
+    if n <= 64:
+        full = np.uint64(0xFFFFFFFFFFFFFFFF) if n == 64 else (np.uint64(1) << np.uint64(n)) - np.uint64(1)
+        v = full
+        for t in other:
+            h = _slot(keys, t)
+            if keys[h] == t:
+                u = v & bits[h]
+                v = ((v + u) | (v - u)) & full
+        return n - _popcount(v)
+    row = np.zeros(n + 1, dtype=np.int64)
+    for t in other:
+        diag = 0
+        for i in range(n):
+            up = row[i + 1]
+            row[i + 1] = diag + 1 if query[i] == t else max(up, row[i])
+            diag = up
+    return row[n]
+
+
+@njit(cache=True)
+def rouge_f(lcs_len, n, m):
+    """rouge-score's ``_score_lcs(query, other).fmeasure``, the same float expression."""
+    if n == 0 or m == 0:
+        return 0.0
+    precision = lcs_len / m
+    recall = lcs_len / n
+    if precision + recall > 0:
+        return 2 * precision * recall / (precision + recall)
+    return 0.0
+
+
+@njit(cache=True)
+def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, post_pos, flat, start,
+             lens, stamp):
+    """(item, F) of ``query``'s best pool item other than ``skip``, or (-1, 0.0) when none shares a
+    token. ``stamp[x] == qid`` marks items this query has met."""
+    n = len(query)
+    if n == 0:
+        return -1, 0.0
+    ranks = _element_ranks(query, elem_base, max_occ, rank)
+    k = len(ranks)
+    keys, bits = _position_masks(query[:64])
+    best, best_f = -1, 0.0
+    for i in range(k):
+        left = k - i                      # elements an item first met here can share at most
+        if best >= 0 and 2.0 * left / (n + left) < best_f - MARGIN:
+            break
+        r = ranks[i]
+        for p in range(post_start[r], post_start[r + 1]):
+            x = post_item[p]
+            if stamp[x] == qid:
+                continue
+            stamp[x] = qid
+            if x == skip:
+                continue
+            m = lens[x]
+            shared = min(left, m - post_pos[p])
+            if best >= 0 and 2.0 * shared / (n + m) < best_f - MARGIN:
+                continue
+            f = rouge_f(lcs(query, keys, bits, flat[start[x]:start[x] + m]), n, m)
+            if best < 0 or f > best_f or (f == best_f and x < best):
+                best, best_f = x, f
+    return best, best_f
+
+
+@njit(cache=True)
+def search(q_flat, q_start, q_lens, skips, qid0, elem_base, max_occ, rank, post_start, post_item, post_pos,
+           flat, start, lens, stamp, out_item, out_f):
+    """``_nearest`` for each query (token-id runs of ``q_flat``); query q uses stamp id qid0 + q."""
+    for q in range(len(q_start)):
+        query = q_flat[q_start[q]:q_start[q] + q_lens[q]]
+        out_item[q], out_f[q] = _nearest(query, skips[q], qid0 + q, elem_base, max_occ, rank, post_start,
+                                         post_item, post_pos, flat, start, lens, stamp)
