@@ -56,6 +56,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Sequence
 
 import numpy as np
@@ -108,17 +109,10 @@ def shortened(text: str, width: int = SHOWN) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-class _Vocabulary(dict):
-    """token -> id (1, 2, …); an unknown token reads as 0 without being added."""
-
-    def __missing__(self, token: str) -> int:
-        return 0
-
-
 @dataclass
 class _Index:
     """Every indexed evaluation field's tokens in one array, and the gram table over them."""
-    vocab: _Vocabulary
+    vocab: dict[str, int]                 # token -> id (1, 2, …); the field separator -> -1
     words: list[str]                      # id -> token ("" for 0)
     weights: np.ndarray                   # id -> weight (int64)
     eval_ids: np.ndarray                  # int64, the fields back to back
@@ -165,7 +159,7 @@ class Decontam(Filter):
 
     # ---- the evaluation side -------------------------------------------------------------------
     def _build(self) -> _Index:
-        vocab = _Vocabulary()
+        vocab = {_SEP: -1}                    # never an evaluation token: normalised_tokens drops it
         words, weights = [""], [self.ngram_chars]
         pieces: list[np.ndarray] = []
         origins: list[str] = []
@@ -220,8 +214,9 @@ class Decontam(Filter):
         index = self.index
         texts = [getattr(r, name) for r in records for name in CHECKED]
         tokens = _tokenise(_SEP.join(t.replace(_SEP, " ") if _SEP in t else t for t in texts))
-        ids = np.fromiter(map(index.vocab.__getitem__, tokens), dtype=np.int64, count=len(tokens))
-        seps = np.flatnonzero(np.fromiter((t == _SEP for t in tokens), dtype=np.bool_, count=len(tokens)))
+        # dict.get(token, 0) mapped in C: unknown tokens read as 0, separators as -1.
+        ids = np.fromiter(map(index.vocab.get, tokens, repeat(0)), dtype=np.int64, count=len(tokens))
+        seps = np.flatnonzero(ids == -1)
         starts = np.concatenate(([0], seps + 1)).astype(np.int64)
         ends = np.concatenate((seps, [len(tokens)])).astype(np.int64)
         return kernel.first_hits(ids, index.weights, starts, ends, len(CHECKED), self.full, self.mask,
