@@ -60,10 +60,11 @@ def _element_ranks(tokens, elem_base, max_occ, rank):
 @njit(cache=True)
 def build(flat, start, lens, vocab_size):
     """Elements, their global order and posting lists for the pool (items as token-id runs of
-    ``flat``). Returns (elem_base, max_occ, rank, post_start, post_item, post_pos): element (w, k)
-    is ``elem_base[w] + k`` for k < ``max_occ[w]``; ``rank`` orders elements by how many items hold
-    them, then by id; the list of rank r is ``post_*[post_start[r]:post_start[r + 1]]``, in item
-    order, with each item's position of that element."""
+    ``flat``). Returns (elem_base, max_occ, rank, post_start, post_item, post_rest, post_len):
+    element (w, k) is ``elem_base[w] + k`` for k < ``max_occ[w]``; ``rank`` orders elements by how
+    many items hold them, then by id; the list of rank r is ``post_*[post_start[r]:post_start[r +
+    1]]``, in item order: the item, how many of its elements lie at or after this one (m - j) and its
+    length m, so that a posting is bounded without reading the item's own row."""
     items = len(start)
     max_occ = np.zeros(vocab_size, dtype=np.int64)
     counts = np.zeros(vocab_size, dtype=np.int64)
@@ -92,15 +93,17 @@ def build(flat, start, lens, vocab_size):
         post_start[r + 1] = post_start[r] + freq[order[r]]
     fill = post_start[:-1].copy()
     post_item = np.empty(post_start[-1], dtype=np.int32)
-    post_pos = np.empty(post_start[-1], dtype=np.int32)
+    post_rest = np.empty(post_start[-1], dtype=np.int32)
+    post_len = np.empty(post_start[-1], dtype=np.int32)
     for x in range(items):
         ranks = _element_ranks(flat[start[x]:start[x] + lens[x]], elem_base, max_occ, rank)
         for j in range(len(ranks)):
             r = ranks[j]
             post_item[fill[r]] = x
-            post_pos[fill[r]] = j
+            post_rest[fill[r]] = len(ranks) - j
+            post_len[fill[r]] = lens[x]
             fill[r] += 1
-    return elem_base, max_occ, rank, post_start, post_item, post_pos
+    return elem_base, max_occ, rank, post_start, post_item, post_rest, post_len
 
 
 @njit(cache=True, inline="always")
@@ -170,10 +173,11 @@ def rouge_f(lcs_len, n, m):
 
 
 @njit(cache=True)
-def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, post_pos, flat, start,
-             lens, stamp):
+def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, post_rest, post_len, flat,
+             start, lens, stamp, work):
     """(item, F) of ``query``'s best pool item other than ``skip``, or (-1, 0.0) when none shares a
-    token. ``stamp[x] == qid`` marks items this query has met."""
+    token. ``stamp[x] == qid`` marks the items this query has verified; ``work`` adds up postings
+    read and LCS computed."""
     n = len(query)
     if n == 0:
         return -1, 0.0
@@ -186,17 +190,20 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, 
         if best >= 0 and 2.0 * left / (n + left) < best_f - MARGIN:
             break
         r = ranks[i]
+        work[0] += post_start[r + 1] - post_start[r]
         for p in range(post_start[r], post_start[r + 1]):
+            # Bounded before the item's stamp is read: a posting of an item met at an earlier
+            # element bounds it wrongly (too low) but harmlessly, since that item was either
+            # verified already (the stamp stops it below) or skipped with a bound that was higher
+            # yet already too low.
+            m = post_len[p]
+            if best >= 0 and 2.0 * min(left, post_rest[p]) / (n + m) < best_f - MARGIN:
+                continue
             x = post_item[p]
-            if stamp[x] == qid:
+            if stamp[x] == qid or x == skip:
                 continue
             stamp[x] = qid
-            if x == skip:
-                continue
-            m = lens[x]
-            shared = min(left, m - post_pos[p])
-            if best >= 0 and 2.0 * shared / (n + m) < best_f - MARGIN:
-                continue
+            work[1] += 1
             f = rouge_f(lcs(query, keys, bits, flat[start[x]:start[x] + m]), n, m)
             if best < 0 or f > best_f or (f == best_f and x < best):
                 best, best_f = x, f
@@ -204,10 +211,10 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, 
 
 
 @njit(cache=True)
-def search(q_flat, q_start, q_lens, skips, qid0, elem_base, max_occ, rank, post_start, post_item, post_pos,
-           flat, start, lens, stamp, out_item, out_f):
+def search(q_flat, q_start, q_lens, skips, qid0, elem_base, max_occ, rank, post_start, post_item, post_rest,
+           post_len, flat, start, lens, stamp, work, out_item, out_f):
     """``_nearest`` for each query (token-id runs of ``q_flat``); query q uses stamp id qid0 + q."""
     for q in range(len(q_start)):
         query = q_flat[q_start[q]:q_start[q] + q_lens[q]]
         out_item[q], out_f[q] = _nearest(query, skips[q], qid0 + q, elem_base, max_occ, rank, post_start,
-                                         post_item, post_pos, flat, start, lens, stamp)
+                                         post_item, post_rest, post_len, flat, start, lens, stamp, work)

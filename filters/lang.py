@@ -50,6 +50,8 @@ _HAN_OR_KANA = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3040-\u30ff\U00020000-\
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _WORD = re.compile(r"[A-Za-z]+")
 _LOWER_WORD = re.compile(r"(?<![A-Za-z])[a-z][a-z]+")
+_PROSE_PAIR = re.compile(r"[A-Za-z]+[ \t]+[a-z]+")
+_URL_OR_DOMAIN = re.compile(r"(?:https?://)?[\w-]+(?:\.[\w-]+)+(?:/\S*)?", re.ASCII)
 
 # Code is language-neutral: fenced and inline code, and lines that look like code, are dropped
 # before a field is tagged.
@@ -132,6 +134,9 @@ def script_tag(text: str) -> str | None:
     if not text:
         return None
     text = strip_code(text)
+    if "." in text:
+        text = _URL_OR_DOMAIN.sub(" ", text)      # web addresses are names, in no language
+    prose = text
     if not text.isascii():
         han = cjk_count(text)
         if han >= MIN_LETTERS and is_cjk(text):
@@ -144,9 +149,10 @@ def script_tag(text: str) -> str | None:
             return None
         if letters - latin > latin:
             return "other"
-    # A list of names and terms ("Python, Java, C++") has no language; prose has lower-case words.
+    # A list of names and terms ("Python, Java, C++", "xlsx、csv") has no language; prose has
+    # lower-case words, two of them side by side.
     words = _LOWER_WORD.finditer(text)
-    if next(words, None) is None or next(words, None) is None:
+    if next(words, None) is None or next(words, None) is None or not _PROSE_PAIR.search(prose):
         return None
     return "en"
 
@@ -155,6 +161,9 @@ def own_words(instruction: str) -> tuple[str, str | None]:
     """The instruction's own words and their ``script_tag``: its task sentence, else the whole
     instruction without what it quotes, else the whole instruction (the first that has a tag)."""
     task = task_part(instruction)
+    if task != instruction and is_cjk(task):
+        # A short Chinese task sentence ("翻译：…") is Chinese however little of it there is.
+        return task, ("ja" if _KANA.search(task) and len(_KANA.findall(task)) * 10 >= cjk_count(task) else "zh")
     candidates = (task,) if task == instruction else (task, strip_quoted(instruction), instruction)
     for text in candidates:
         tag = script_tag(text)
@@ -211,6 +220,9 @@ class LanguageMismatch(Filter):
         """An output in another script than the instruction is fine when it is in the input's
         (work on the input text) or the instruction names a language."""
         if script_tag(record.input) == out_tag or _NAMES_A_LANGUAGE.search(record.instruction):
+            return True
+        answer = record.output.strip()
+        if answer in record.input or answer in record.instruction:     # extracted from the material
             return True
         carried = material_part(record.instruction)
         return bool(carried) and script_tag(carried) == out_tag

@@ -303,8 +303,9 @@ class Blacklist(RuleSetFilter):
             m = _DEFAULT_BLACKLIST_RE.search(text)
             if m:
                 return self.reject("blacklist_word", f"asks for '{' '.join(m.group(0).split())}'")
-        if any(h in text for h in _BLACKLIST_HINTS_ZH):
-            m = _DEFAULT_BLACKLIST_ZH_RE.search(text)
+        # Chinese on the whole text: a title in 《》 before "这幅画" names the painting.
+        if any(h in instruction for h in _BLACKLIST_HINTS_ZH):
+            m = _DEFAULT_BLACKLIST_ZH_RE.search(instruction)
             if m:
                 return self.reject("blacklist_word", f"asks for '{m.group(0).strip()}'")
         return None
@@ -446,8 +447,9 @@ def _could_repeat(output: str, other: str) -> bool:
 
 
 class Echo(RuleSetFilter):
-    """The output repeats the input or the instruction. Default: equal after normalisation (case,
-    width, punctuation and spacing aside). Self-Instruct: input == output once stripped."""
+    """The output repeats the input or the instruction. Default: equal once case, width, sentence
+    punctuation and spacing are set aside (not operators, brackets or quotes: fixing "a - b" into
+    "a + b" is no repeat). Self-Instruct: input == output once stripped."""
     name = "echo"
     stage = "quality"
     fields = ALL_FIELDS
@@ -467,14 +469,23 @@ class Echo(RuleSetFilter):
         vs_instruction = _could_repeat(record.output, record.instruction)
         if not (vs_input or vs_instruction):
             return None
-        output = normalise(record.output)
-        if not output:
+        output = _echo_key(record.output)
+        if not normalise(record.output):
             return None
-        if vs_input and output == normalise(record.input):
+        if vs_input and output == _echo_key(record.input):
             return self.reject("output_echoes_input", "output repeats the input")
-        if vs_instruction and output == normalise(record.instruction):
+        if vs_instruction and output == _echo_key(record.instruction):
             return self.reject("output_echoes_instruction", "output repeats the instruction")
         return None
+
+
+# Sentence punctuation and spacing: what a repeat may differ in. Operators, brackets and quotes
+# stay: "a - b" → "a + b" fixes code, "['a', 'b']" → "a, b" converts a list.
+_ECHO_IGNORED_RE = re.compile(r"[\s.,!?;:。，！？；：、…]+")
+
+
+def _echo_key(text: str) -> str:
+    return _ECHO_IGNORED_RE.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 class EndsWithColon(RuleSetFilter):
@@ -512,9 +523,8 @@ _REFUSAL_PATTERNS = (
     r"\bI(?:['’]m| am) (?:just |only |merely |simply )?(?:an? )?(?:(?:large\s+)?(?:AI\s+)?language model|AI model|"
     r"AI assistant|AI chatbot|AI|artificial intelligence|chatbot|virtual assistant)" + _IAM_FOLLOW,
     r"\bI(?:['’]m| am) (?:sorry|afraid),?\s+(?:but\s+)?I\s+(?:cannot|can['’]t|can not|am unable to|am not able to|"
-    r"won['’]t|will not|do not have|don['’]t have)\b(?:\s+(?:access|fulfill?|comply|assist|help|provide|generate|"
-    r"create|answer|complete|write|browse|perform|do|give|offer|share|predict|see|view|watch|listen|draw|"
-    r"produce|determine|know|engage|support|make|tell|play|express|form|hold|feel)\b)",
+    r"won['’]t|will not|do not have|don['’]t have)\b(?:\s+(?:access|fulfill?|comply|assist|provide|generate|"
+    r"create|answer|complete|write|browse|perform|predict|engage|express personal|form opinions)\b)",
     r"\bI\s+(?:cannot|can['’]t|am unable to|am not able to|won['’]t)\s+(?:fulfill?|comply with|assist with|"
     r"browse|access the internet|access real-time|provide (?:real-time|personal|medical|legal|financial) "
     r"(?:information|advice|opinions)|generate (?:images|pictures|videos)|see (?:images|pictures))\b",

@@ -59,11 +59,14 @@ class JournaledAsker:
         self._in_flight: dict[str, asyncio.Future] = {}
         self._journal: jr.Journal | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open (and lock) the journal, load its answers, start the teacher."""
+        if self._closed:
+            raise RuntimeError("this JournaledAsker was closed; make a new one")
         if self._journal is not None:
             return
         self.journal_path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +81,10 @@ class JournaledAsker:
         await self.teacher.start()
 
     async def aclose(self) -> None:
-        """Close the teacher and the journal (fsynced). The cache is flushed, not closed."""
+        """Close the teacher and the journal (fsynced). The cache is flushed, not closed. Requests
+        still waiting (the siblings of a failed ``gather``) then fail instead of restarting the
+        teacher; callers should prefer ``asyncio.TaskGroup``, which cancels them."""
+        self._closed = True
         try:
             await self.teacher.aclose()
         finally:
@@ -137,6 +143,8 @@ class JournaledAsker:
     async def _ask(self, key: str, request: Request) -> Response:
         assert self._slots is not None and self._journal is not None
         async with self._slots:
+            if self._closed:
+                raise RuntimeError("the JournaledAsker was closed while this request waited")
             response = await complete_cached(self.teacher, self.cache, request)
         self._count(request, response)
         if response.error:

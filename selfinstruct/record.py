@@ -28,6 +28,12 @@ class Record:
     request_id: str | None = None       # the teacher request this record came from
     meta: dict[str, Any] = field(default_factory=dict)  # anything else (is_classification, task id…)
 
+    @property
+    def where(self) -> str:
+        """The place to cite for this record: the ``file:line`` it was first read from, else its
+        origin ("machine", "seed"); records.jsonl keeps ``origin`` as generate wrote it."""
+        return self.source or self.origin
+
     def to_alpaca(self) -> dict[str, str]:
         return {"instruction": self.instruction, "input": self.input, "output": self.output}
 

@@ -1,8 +1,8 @@
 """The report's figures: matplotlib (Agg, no display) → PNG bytes, drawn from ``ReportStats``.
 
 Chinese labels need a font with Han glyphs, and matplotlib's bundled DejaVu has none (they would
-draw as boxes). The ``report`` extra installs ``noto-cjk-sans-otc`` (Noto Sans CJK, OFL); its
-collection is registered by file path and its Simplified Chinese face is the fallback family after
+draw as boxes). The ``report`` extra installs ``noto-cjk-sans-otc`` (Noto Sans CJK, OFL; see
+``fonts``); its collection is registered by file path and its Simplified Chinese face is the fallback family after
 DejaVu Sans, so Latin text keeps DejaVu and Han characters come from Noto. Without it the figures
 still draw, and ``cjk_font()`` returns None so the page can say why Chinese labels are boxes.
 
@@ -23,17 +23,16 @@ CJK_FAMILY = "Noto Sans CJK SC"
 LATIN_FAMILY = "DejaVu Sans"
 COLORS = {"en": "#4C72B0", "zh": "#DD8452"}
 OTHER_COLORS = ["#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
-DPI = 100
+DPI = 120
 
 
 @functools.lru_cache(maxsize=None)
 def cjk_font() -> str | None:
     """The CJK font file, registered with matplotlib; None when the package is not installed."""
-    try:
-        import noto_cjk_sans_otc
-    except ImportError:
+    from selfinstruct.report.fonts import cjk_font_file
+    path = cjk_font_file()
+    if path is None:
         return None
-    path = str(noto_cjk_sans_otc.FONT_PATH)
     _pyplot()
     from matplotlib import font_manager
     font_manager.fontManager.addfont(path)

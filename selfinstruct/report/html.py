@@ -6,6 +6,9 @@ so ``<script>``, ``</div>`` or ``"onload=`` in a record are shown as text; the p
 ``<script`` element, and its Content-Security-Policy forbids scripts, fetches and every image that
 is not a data: URI anyway, so nothing the data smuggled in could run or call out. Long lines wrap
 (``overflow-wrap: anywhere``) and a very long field is shortened with a visible marker.
+
+Han characters on the page are drawn from a font subset embedded in the page (``fonts``), so a
+Chinese report reads right in a browser on a machine that has no CJK font.
 """
 from __future__ import annotations
 
@@ -17,13 +20,14 @@ from typing import Iterable, Sequence
 from selfinstruct.record import Record
 from selfinstruct.report.stats import FIELDS, Histogram, ReportStats
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+# fonts from data: only: the page's own CJK subset (see fonts.py)
+CSP = "default-src 'none'; img-src data:; font-src data:; style-src 'unsafe-inline'"
 MAX_FIELD_CHARS = 2000
 LANG_NAMES = {"en": "English", "zh": "Chinese"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC","PingFang SC",
-"Microsoft YaHei",sans-serif;margin:0 auto;max-width:1180px;padding:1rem 1.5rem;color:#222;line-height:1.45}
+"Microsoft YaHei",selfinstruct-cjk,sans-serif;margin:0 auto;max-width:1180px;padding:1rem 1.5rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem;
 overflow-wrap:anywhere}h3{margin-top:1.6rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.92rem}
@@ -35,8 +39,8 @@ img{max-width:100%;height:auto;display:block;margin:.5rem 0}
 .empty{font-size:1.2rem;color:#a33;font-weight:600}
 .muted{color:#666;font-size:.9rem}
 .rec{border:1px solid #ddd;border-radius:6px;margin:.6rem 0;padding:.4rem .7rem;background:#fcfcfc}
-.rec dl{display:grid;grid-template-columns:7.5rem 1fr;gap:.2rem .6rem;margin:.2rem 0}
-.rec dt{font-weight:600;color:#555}.rec dd{margin:0}
+.rec dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .6rem;margin:.2rem 0}
+.rec dt{font-weight:600;color:#555}.rec dd{margin:0;min-width:0}
 .text{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;font-family:inherit;margin:0}
 .cut{color:#a33;font-style:italic}
 details{margin:.4rem 0}summary{cursor:pointer;color:#245}
@@ -91,11 +95,7 @@ def image(png: bytes, alt: str) -> str:
 def page(sections: list[tuple[ReportStats, dict[str, tuple[bytes, str]]]], notes: Sequence[str] = ()) -> str:
     """The whole page: an overview when there are several inputs, then one section per input."""
     title = "selfinstruct report: " + ", ".join(s.source.path for s, _ in sections)
-    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
-             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
-             "<h1>selfinstruct report</h1>",
+    parts = ["<h1>selfinstruct report</h1>",
              f'<p class="muted">written {esc(_dt.datetime.now().strftime("%Y-%m-%d %H:%M"))}; '
              f"{len(sections)} input{'s' if len(sections) != 1 else ''}</p>"]
     parts += [f'<p class="note">{esc(n)}</p>' for n in notes]
@@ -103,8 +103,23 @@ def page(sections: list[tuple[ReportStats, dict[str, tuple[bytes, str]]]], notes
         parts.append(overview([s for s, _ in sections]))
     for i, (stats, figs) in enumerate(sections, 1):
         parts.append(section(stats, figs, i if len(sections) > 1 else None))
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(title)}</title><style>{CSS}{font_face(title + body)}</style></head><body>\n"
+            f"{body}\n</body></html>\n")
+
+
+def font_face(text: str) -> str:
+    """An @font-face with the CJK glyphs ``text`` uses, embedded; "" when it uses none or the font
+    package is missing (the browser's own fonts then show them, if it has any)."""
+    from selfinstruct.report.fonts import PAGE_FAMILY, subset_woff, wide_chars
+    woff = subset_woff(wide_chars(text))
+    if woff is None:
+        return ""
+    return (f"@font-face{{font-family:{PAGE_FAMILY};src:url(data:font/woff;base64,"
+            f"{base64.b64encode(woff).decode('ascii')}) format('woff')}}")
 
 
 def overview(all_stats: list[ReportStats]) -> str:

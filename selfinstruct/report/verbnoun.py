@@ -171,7 +171,8 @@ _EN_LABEL_RE = re.compile(r"^\s*(?:question|task|instruction|prompt|q)\s*:\s*", 
 _EN_PLACEHOLDER_RE = re.compile(r"<(\w+)>")
 # After "You are given …," the task follows a wrapper later in the sentence.
 _EN_GIVEN_RE = re.compile(
-    r"^you (?:are|will be) (?:given|provided|shown|presented)\b.*?,\s*(?:and\s+)?(?=(?:you|your)\b)",
+    r"^(?:in this task,\s*)?you (?:are|will be) (?:given|provided|shown|presented)\b.*?,\s*(?:and\s+)?"
+    r"(?=(?:you|your)\b)",
     re.IGNORECASE,
 )
 
@@ -307,7 +308,7 @@ _ZH_WRAPPER_RE = re.compile(
     r"|(?:麻烦|拜托)(?:你|您)?|(?:请|烦请)(?:你|您)?"
     r"|(?:你|您)(?:能不能|可不可以|能否|可以|需要|要|应该|能|会|来)(?:请|帮我|帮忙|给我)?"
     r"|(?:能不能|可不可以|能否|可以|能)(?:请|麻烦)?(?:你|您)?"
-    r"|帮(?:我|我们|忙)?|替我|现在|接下来|然后|首先|最后|试着|尝试)+"
+    r"|帮(?:我|我们|忙)?|替我|现在|接下来|然后|首先|最后|试着|尝试|并且?|再|需要)+"
 )
 # A clause that only sets the scene; the task is in a later clause ("给定一个列表，找出…").
 # (Clauses opening with 根据/基于 need no rule: those are prepositions, and a clause without a
