@@ -116,10 +116,17 @@ _NUMBER = r"(\d+(?:[.,]\d+)?)"
 # is removed before looking for the number, lest its 1 or 10 be read as the score.
 _SCALE_HINT = re.compile(r"[(（\[][^)）\]\n]{0,12}10[^)）\]\n]{0,4}[)）\]]"
                          r"|(?:out\s+of|满分)\s*10\s*分?(?=\s*[:：])", re.I)
-# "Score: 7", "**Score**: 7/10", "Overall rating - 8", "评分：7分", "得分为 7"
-_LABELLED = re.compile(
-    r"(?:\b(?:overall\s+)?(?:score|rating|grade)\b|评分|得分|分数|打分)"
-    r"[^\d\n]{0,12}?" + _NUMBER + r"(?:\s*分(?!之))?(\s*(?:/|／|out\s+of|分?满分)\s*\d+)?", re.I)
+# "Score: 7", "**Score**: 7/10", "Overall rating - 8", "评分：7分", "得分为 7". A label that starts a
+# line is the judge's answer; inside a sentence, one followed by a colon ("… Score: 2") comes before
+# one that is not ("how to score 3 points"), and "grade" ("grade 3 pupils") counts only at the start
+# of a line.
+_LABEL = r"(?:\b(?:overall\s+)?(?:score|rating)\b|评分|得分|分数|打分)"
+_AFTER_NUMBER = r"(?:\s*分(?!之))?(\s*(?:/|／|out\s+of|分?满分)\s*\d+)?"
+_LABELLED_IN_ORDER = (
+    re.compile(r"(?m)^[\W_]{0,4}(?:" + _LABEL + r"|\bgrade\b)[^\d\n]{0,12}?" + _NUMBER + _AFTER_NUMBER, re.I),
+    re.compile(_LABEL + r"[^\d\n:：=]{0,6}[:：=][^\d\n]{0,6}?" + _NUMBER + _AFTER_NUMBER, re.I),
+    re.compile(_LABEL + r"[^\d\n]{0,12}?" + _NUMBER + _AFTER_NUMBER, re.I),
+)
 # "7/10", "7 out of 10", "8分" anywhere (only when nothing is labelled)
 _OVER_TEN = re.compile(_NUMBER + r"\s*(?:/|／|out\s+of)\s*(\d+)\b", re.I)
 _ZH_POINTS = re.compile(_NUMBER + r"\s*分(?!之)")
@@ -184,7 +191,8 @@ def _labelled_score(text: str):
     """The first labelled score as (score, where it ends); None when it is labelled but unusable
     (out of range, another scale); ``_NOTHING`` when nothing is labelled."""
     # The scale hint is blanked, not cut, so that positions still index ``text``.
-    match = _LABELLED.search(_SCALE_HINT.sub(lambda m: " " * len(m.group(0)), text))
+    blanked = _SCALE_HINT.sub(lambda m: " " * len(m.group(0)), text)
+    match = next((m for m in (p.search(blanked) for p in _LABELLED_IN_ORDER) if m), None)
     if match is None:
         return _NOTHING
     if not _out_of_ten(match.group(2)):
@@ -320,6 +328,8 @@ class Judge(Filter):
     async def check(self, record: Record) -> Rejection | None:
         if self._ask is None:
             raise RuntimeError("the judge has no teacher: call judge.bind(ask) before checking")
+        # A score carried over from an earlier judge (a re-filtered dump) is not this judge's.
+        record.judge_score = record.judge_reason = None
         answer = ""
         for attempt in range(RETRIES + 1):
             response = await self._ask(self.request(record, attempt))

@@ -215,10 +215,11 @@ def test_rate_limited_requests_are_retried_by_the_teacher_and_the_judgement_land
 def test_a_request_that_fails_for_good_is_judge_failed_and_asked_again_next_run(fake_openai, teacher, tmp_path):
     fake_openai.script(server_error(503), server_error(503))
     record = make_records(1)[0]
+    record.judge_score, record.judge_reason = 9, "an earlier judge's score"    # from a re-filtered dump
     [verdict] = judge_all(Judge(), JournaledAsker(teacher(max_attempts=2), tmp_path / "j.jsonl"), [record])
     assert verdict.reason == "judge_failed"
     assert verdict.detail == "http 503 after 2 attempts"
-    assert record.judge_score is None
+    assert (record.judge_score, record.judge_reason) == (None, None)
     fake_openai.responder = scorer
     [verdict] = judge_all(Judge(), JournaledAsker(teacher(max_attempts=2), tmp_path / "j.jsonl"), [record])
     assert verdict is None and record.judge_score == score_of(0)
@@ -375,6 +376,11 @@ def test_options_are_checked_and_a_judge_without_a_teacher_says_so():
     ("评分: 10\n回答完整准确。", 10, "回答完整准确。"),
     ("这个回答得分为 3 分，因为计算错了", 3, "因为计算错了"),
     ('{"评分": 6, "理由": "基本正确"}', 6, "基本正确"),
+    # numbers in the judge's prose are not its score
+    ("The response explains how to score 3 points. Score: 2", 2, ""),
+    ("Suitable for grade 3 pupils.\nScore: 9\nReason: Clear.", 9, "Clear."),
+    ("Score: 8. The answer would score 10 if shorter.", 8, "The answer would score 10 if shorter."),
+    ("回答讲了篮球比赛如何得分 3 分。\n评分：4\n理由：没有回答问题。", 4, "没有回答问题。"),
 ])
 def test_judge_answers_that_parse(answer, score, reason):
     judgement = parse_judgement(answer)
