@@ -16,9 +16,11 @@ Parsing is strict about the scale and lenient about the form: ``Score: 7``, ``**
 1-10, other scales (``4/5``) and answers without a score are unparseable. An unparseable answer is
 asked again at most ``RETRIES`` times, each time a DIFFERENT request (its own format reminder
 appended: first the two lines again, then one line of JSON; its own seed; sampling instead of greedy
-decoding) so neither a cache nor a server that ignores seeds can hand back the same answer; after that the record is rejected as ``judge_unparseable`` with the answer's
-head as detail. A request that failed for good (the teacher's retries spent) is ``judge_failed``.
-Neither is ever a silent pass.
+decoding) so neither a cache nor a server that ignores seeds can hand back the same answer; after
+that the record is rejected as ``judge_unparseable`` with the answer's head as detail. A request
+that failed for good (the teacher's retries spent) is ``judge_failed``. Neither is ever a silent
+pass. A record's ``judge_score`` / ``judge_reason`` are this judge's (an earlier judge's are
+cleared), and stay None unless it scored the record.
 
 The record's text goes into the prompt between two marker lines that carry a hash of that text, so
 nothing inside it can close the block early and pose as the judge's instructions or answer.
@@ -284,7 +286,8 @@ class Judge(Filter):
             raise UsageError(f"judge temperature must be between 0 and 2, got {temperature}")
         if lang not in ("auto", *LANGS):
             raise UsageError(f"judge lang must be auto, {' or '.join(LANGS)}; got '{lang}'")
-        self.min_score, self.max_tokens, self.temperature, self.lang = min_score, max_tokens, temperature, lang
+        self.min_score, self.max_tokens = min_score, max_tokens
+        self.temperature, self.lang = temperature, lang
         self._ask: Ask | None = None
 
     def bind(self, ask: Ask) -> "Judge":

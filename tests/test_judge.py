@@ -39,8 +39,8 @@ EN_TASKS = [
     ("Record {n}: give three tips for staying healthy.", "",
      "1. Eat vegetables. 2. Sleep eight hours. 3. Walk every day."),
     ("Record {n}: convert the temperature to Fahrenheit.", "25 degrees Celsius", "77 degrees Fahrenheit."),
-    ("Record {n}: write a haiku about autumn rain.", "", "Cold rain on the roof / red leaves drift in the gutter / "
-     "the kettle sings on"),
+    ("Record {n}: write a haiku about autumn rain.", "",
+     "Cold rain on the roof / red leaves drift in the gutter / the kettle sings on"),
 ]
 ZH_TASKS = [
     ("第{n}条：把下面的句子翻译成英文。", "今天天气很好。", "The weather is nice today."),
@@ -130,7 +130,8 @@ def test_min_score_zero_scores_everything_and_rejects_nothing(fake_openai, teach
     assert sorted(r.judge_score for r in records) == list(range(1, 11))
 
 
-def test_a_chinese_record_gets_the_chinese_prompt_and_an_english_one_the_english(fake_openai, teacher, tmp_path):
+def test_a_chinese_record_gets_the_chinese_prompt_and_an_english_one_the_english(
+        fake_openai, teacher, tmp_path):
     fake_openai.responder = scorer
     zh, en = make_records(1, zh=True)[0], make_records(1, start=3)[0]
     verdicts = judge_all(Judge(), JournaledAsker(teacher(), tmp_path / "j.jsonl"), [zh, en])
@@ -156,7 +157,8 @@ def test_lang_option_overrides_the_script(fake_openai, teacher, tmp_path):
 # -- unparseable answers ------------------------------------------------------------------------
 
 
-def test_unparseable_answers_are_retried_twice_with_other_requests_then_rejected(fake_openai, teacher, tmp_path):
+def test_unparseable_answers_are_retried_twice_with_other_requests_then_rejected(
+        fake_openai, teacher, tmp_path):
     fake_openai.responder = lambda body, n: ok(text="This answer is thoughtful and well written overall.")
     record = make_records(1)[0]
     asker = JournaledAsker(teacher(), tmp_path / "j.jsonl")
@@ -189,7 +191,8 @@ def test_out_of_range_other_scales_and_empty_answers_are_unparseable(fake_openai
 
 
 def test_an_answer_that_parses_on_retry_is_used(fake_openai, teacher, tmp_path):
-    fake_openai.script(ok(text="I would rate this quite highly."), ok(text="Score: 8\nReason: clear and correct."))
+    fake_openai.script(ok(text="I would rate this quite highly."),
+                       ok(text="Score: 8\nReason: clear and correct."))
     record = make_records(1)[0]
     [verdict] = judge_all(Judge(min_score=6), JournaledAsker(teacher(), tmp_path / "j.jsonl"), [record])
     assert verdict is None
@@ -200,7 +203,8 @@ def test_an_answer_that_parses_on_retry_is_used(fake_openai, teacher, tmp_path):
 # -- the teacher's failures -----------------------------------------------------------------------
 
 
-def test_rate_limited_requests_are_retried_by_the_teacher_and_the_judgement_lands(fake_openai, teacher, tmp_path):
+def test_rate_limited_requests_are_retried_by_the_teacher_and_the_judgement_lands(
+        fake_openai, teacher, tmp_path):
     fake_openai.script(rate_limited(retry_after_ms=20), rate_limited(retry_after_ms=20))
     fake_openai.responder = scorer
     judge_teacher = teacher(concurrency=1)
@@ -212,7 +216,8 @@ def test_rate_limited_requests_are_retried_by_the_teacher_and_the_judgement_land
     assert judge_teacher.stats()["retries"] == 2
 
 
-def test_a_request_that_fails_for_good_is_judge_failed_and_asked_again_next_run(fake_openai, teacher, tmp_path):
+def test_a_request_that_fails_for_good_is_judge_failed_and_asked_again_next_run(
+        fake_openai, teacher, tmp_path):
     fake_openai.script(server_error(503), server_error(503))
     record = make_records(1)[0]
     record.judge_score, record.judge_reason = 9, "an earlier judge's score"    # from a re-filtered dump
@@ -501,7 +506,8 @@ def test_sigkill_at_a_random_moment_then_rerun_judges_every_record_once(tmp_path
     the requests in flight) are paid again; everything journaled is replayed."""
     n, concurrency = N_KILLED, 4
     _write_records(tmp_path, n)
-    with serve_in_thread(FakeOpenAI(responder=lambda body, arrival: ok(text=scoring(body), latency=0.02))) as server:
+    slow = FakeOpenAI(responder=lambda body, arrival: ok(text=scoring(body), latency=0.02))
+    with serve_in_thread(slow) as server:
         proc = _driver(server, tmp_path, concurrency)
         _wait_for_journal(proc, tmp_path, n // 3)
         os.kill(proc.pid, signal.SIGKILL)
