@@ -253,7 +253,8 @@ _ZH_BLACKLIST = (
     # A medium the student is pointed at.
     r"(?<!》)(?<!》的)(?:这|那)[张幅段个部些]?(?:图片|图像|照片|视频|音频|录音|画|截图|插图|图)(?![书案例形标层纸])",
     r"(?:下面|以下|上面|上述|附件|附上|给定|所给|提供|如下)的?(?:这)?[张幅段个部些]?(?:图片|图像|照片|视频|音频|录音|截图|插图|图)(?![书案例形标层纸])",
-    r"(?:^|[^\w])(?:[下上左右]图|附件)(?![书馆])",
+    r"(?:[下上左右]图|附件)(?![书馆])",
+    r"(?:这|那)[张幅段个部些]?\s*(?i:image|picture|photo|video|audio|clip)",
     r"(?:观看|收看|看|听|收听)(?:一下)?(?:这|下面|以下|上面|给定|附上|所给)的?[段个部首些]?(?:视频|音频|录音|歌曲|音乐|歌|播客|片段)",
     r"(?:访问|打开|点击|浏览|进入)(?:一下)?(?:这个|以下|下面|该|上面|所给|给定)的?(?:链接|网址|网站|网页|文件)",
 )
@@ -264,7 +265,8 @@ _BLACKLIST_HINTS_EN = ("draw", "sketch", "paint", "image", "pic", "photo", "illu
                        "video", "clip", "footage", "audio", "record", "voice", "diagram", "infographic",
                        "attached", "watch", "listen", "view", "play", "go to", "visit", "open", "browse",
                        "navigate", "click")
-_BLACKLIST_HINTS_ZH = ("画", "图", "照片", "视频", "音频", "录音", "附件", "听", "看", "访问", "打开", "点击", "浏览", "进入")
+_BLACKLIST_HINTS_ZH = ("画", "图", "照片", "视频", "音频", "录音", "附件", "听", "看", "访问", "打开", "点击", "浏览", "进入",
+                       "image", "picture", "photo", "video", "audio", "clip")
 
 
 class Blacklist(RuleSetFilter):
@@ -304,7 +306,7 @@ class Blacklist(RuleSetFilter):
             if m:
                 return self.reject("blacklist_word", f"asks for '{' '.join(m.group(0).split())}'")
         # Chinese on the whole text: a title in 《》 before "这幅画" names the painting.
-        if any(h in instruction for h in _BLACKLIST_HINTS_ZH):
+        if not instruction.isascii() and any(h in instruction.lower() for h in _BLACKLIST_HINTS_ZH):
             m = _DEFAULT_BLACKLIST_ZH_RE.search(instruction)
             if m:
                 return self.reject("blacklist_word", f"asks for '{m.group(0).strip()}'")
