@@ -113,19 +113,19 @@ def test_an_old_journal_without_the_new_fields_loads_with_their_defaults(tmp_pat
 
 # --- generate → filter → filter ---------------------------------------------------------------------
 
-# Hand-written inputs for the first filter beside the generated records: a pair similar enough for
-# the rouge stage to verify (ROUGE-L 2/3, kept, so its rouge is set), in both languages, and records
-# carrying every kind of metadata.
+# Hand-written inputs for the first filter beside the generated records: in each language a pair with
+# the same words in another order, so that the rouge stage cannot prune the comparison and verifies
+# a ROUGE-L below the threshold (kept, with its rouge set: 0.4 and 0.5625), and records carrying every
+# kind of metadata.
 EXTRA_ALPACA = [
-    {"instruction": "Describe the history of the river Thames in three sentences.", "input": "",
-     "output": "The Thames has carried trade through London since Roman times, shaped the city's growth, "
-               "and is cleaner today than it was a century ago."},
-    {"instruction": "Describe the history of the river Seine in two short paragraphs.", "input": "",
-     "output": "Paris grew on the islands of the Seine.\n\nIts quays and bridges still tell that story."},
-    {"instruction": "请用三句话介绍长江的历史。", "input": "",
-     "output": "长江孕育了灿烂的古代文明。沿岸城市因航运而兴盛。今天它仍是重要的经济动脉。"},
-    {"instruction": "请用两段话介绍黄河的历史。", "input": "",
-     "output": "黄河是中华文明的摇篮之一。\n\n它多次改道，也塑造了华北平原。"},
+    {"instruction": "Write a short poem about the sea and the moon.", "input": "",
+     "output": "The moon pulls softly at the tide,\nthe sea replies in silver light."},
+    {"instruction": "About the moon and the sea, write a short poem.", "input": "",
+     "output": "Above the waves the pale moon glows;\nbelow, the restless water flows."},
+    {"instruction": "把这首诗翻译成英文并解释它的意思。", "input": "床前明月光，疑是地上霜。",
+     "output": "Moonlight before my bed looks like frost on the ground. The poet misses home."},
+    {"instruction": "解释它的意思并把这首诗翻译成英文。", "input": "春眠不觉晓，处处闻啼鸟。",
+     "output": "诗人写春天睡得香甜。英文：In spring I sleep past dawn, and birds sing everywhere."},
 ]
 EXTRA_RECORDS = [
     Record("Explain why the sky looks blue at noon but red at sunset.", "",
@@ -162,7 +162,9 @@ def test_generate_filter_filter_the_second_filter_changes_nothing_it_did_not_dec
     assert second["rejected"] == {} and second["kept"] == first["kept"] == len(f1)
     assert f2 == f1                                                  # every record, every field, in order
     assert (tmp_path / "f2" / "data.json").read_bytes() == (tmp_path / "f1" / "data.json").read_bytes()
-    assert any(r["rouge"] is not None for r in f1)                   # the rouge stage's values were compared
+    rouge_of = {r["instruction"]: r["rouge"] for r in f1}           # the rouge stage's values were compared
+    assert rouge_of[EXTRA_ALPACA[1]["instruction"]] == pytest.approx(0.4)
+    assert rouge_of[EXTRA_ALPACA[3]["instruction"]] == pytest.approx(0.5625)
 
     # What the first filter changed, against what it read: only the fields a filter sets.
     read_from = {f"{inputs[0]}:{i}": row for i, row in enumerate(generated, 1)}

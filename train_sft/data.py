@@ -84,7 +84,7 @@ def encode_batch(records: list[Record], tokenizer, template: str, max_length: in
         response_ids = [ids + [eos] for ids in
                         tokenizer([r.output for r in records], add_special_tokens=False)["input_ids"]]
     if origins is None:
-        origins = [r.source or r.origin for r in records]
+        origins = [r.where for r in records]
     examples = []
     for record, origin, prompt, response in zip(records, origins, prompt_ids, response_ids):
         ids = (prompt + response)[:max_length]
