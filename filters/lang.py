@@ -164,6 +164,9 @@ def own_words(instruction: str) -> tuple[str, str | None]:
     if task != instruction and is_cjk(task):
         # A short Chinese task sentence ("翻译：…") is Chinese however little of it there is.
         return task, ("ja" if _KANA.search(task) and len(_KANA.findall(task)) * 10 >= cjk_count(task) else "zh")
+    if task != instruction and task.isascii() and script_tag(task) is None \
+            and len(_LATIN.findall(task)) >= MIN_LETTERS and reads_as_english(task):
+        return task, "en"              # "Translate … into English." with the quote taken out
     candidates = (task,) if task == instruction else (task, strip_quoted(instruction), instruction)
     for text in candidates:
         tag = script_tag(text)

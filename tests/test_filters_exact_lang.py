@@ -174,3 +174,48 @@ def test_lang_refuses_an_unknown_language_setting():
         LanguageMismatch("klingon")
     assert str(e.value) == "unknown language 'klingon' (use one of: auto, en, zh)"
     assert LanguageMismatch("zh-CN").lang == "zh"
+
+
+# --- lang: the instruction's own words -----------------------------------------------------------
+
+@pytest.mark.parametrize("lang, record", [
+    ("zh", Record('请把这句话翻译成中文："Knowledge grows when it is shared with the people around us."', "",
+                  "知识在与身边的人分享时会增长。")),
+    ("zh", Record("将“Practice makes perfect, and patience makes practice possible.”翻译成中文。", "", "熟能生巧，耐心让练习成为可能。")),
+    ("zh", Record("翻译：The early bird catches the worm, but the second mouse gets the cheese.", "",
+                  "早起的鸟儿有虫吃，但第二只老鼠才吃到奶酪。")),
+    ("zh", Record("请纠正下面句子中的语法错误：She go to school by bus every morning.", "",
+                  "She goes to school by bus every morning.")),
+    ("zh", Record("“cactus”的复数形式是什么？", "", "cacti 或 cactuses。")),
+    ("zh", Record("Excel能打开哪些文件格式？", "", "xlsx、xls、csv、txt等。")),
+    ("zh", Record("提取下面网址中的域名。", "https://blog.example.com/post/1", "blog.example.com")),
+    ("en", Record("What does “温故而知新” mean in plain words?", "", "Reviewing the old helps you learn the new.")),
+    ("en", Record("Explain the proverb '三人行，必有我师' to a child.", "", "Everyone around you can teach you something.")),
+    ("en", Record("Summarize the dialogue:\n甲：你明天来吗？\n乙：来，我一定准时到。", "", "The second speaker promises to come on time.")),
+])
+def test_lang_judges_the_instruction_on_its_own_words_not_its_material(lang, record):
+    assert verdict(LanguageMismatch(lang), record) is None
+    assert verdict(LanguageMismatch("auto"), record) is None
+
+
+@pytest.mark.parametrize("lang, record, detail", [
+    ("zh", Record('Translate "今天天气很好" into English.', "", "The weather is nice today."), "expected zh, got en"),
+    ("en", Record("请把这句话翻译成英文：今天天气很好。", "", "The weather is nice today."), "expected en, got zh"),
+    ("auto", Record("请总结下面这段话：The city opened a new library downtown last week.", "",
+                    "市長は先週、新しい図書館を開きました。"), "instruction is zh, output is ja"),
+])
+def test_lang_still_rejects_an_instruction_in_another_language_whatever_it_quotes(lang, record, detail):
+    assert verdict(LanguageMismatch(lang), record) == ("language_mismatch", detail)
+
+
+@pytest.mark.parametrize("rules", ["self-instruct", "alpaca", "belle", "paper"])
+def test_lang_has_no_rule_in_the_paper_sets(rules):
+    record = Record("请给出三个保持健康的建议。", "", "Eat well and sleep well every single night.")
+    assert verdict(LanguageMismatch("auto", rules=rules), record) is None
+    assert verdict(LanguageMismatch("auto"), record) == ("language_mismatch", "instruction is zh, output is en")
+
+
+def test_lang_refuses_an_unknown_rule_set():
+    with pytest.raises(UsageError) as e:
+        LanguageMismatch(rules="x")
+    assert str(e.value) == "--rules must be one of default, paper, self-instruct, alpaca, belle, not 'x'"
