@@ -1,6 +1,6 @@
 """The compiled half of ``Decontam`` (see ``decontam`` for what a gram is and why decisions are exact).
 
-Tokens arrive as int64 ids (1.. for tokens of the evaluation vocabulary, 0 for any other token) in
+Tokens arrive as integer ids (1.. for tokens of the evaluation vocabulary, 0 for any other token) in
 one array per call, cut into segments (one per field) by ``starts``/``ends``. A token's weight says
 how much of a gram it is worth: a word counts ``ngram_chars``, a Han character ``ngram``, and a gram
 is the shortest run of tokens from a start whose weight reaches ``full = ngram * ngram_chars``:
@@ -28,13 +28,16 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # multiplicative slot hash: the table in
 @njit(cache=True)
 def eval_grams(ids, weights, starts, ends, full, least, mask, gram_end, hashes):
     """Fill ``gram_end[p]`` (end of the gram starting at token p, -1 where none starts) and its
-    hash. A segment worth at least ``full`` has a gram at every start whose run reaches ``full``
-    before the segment ends; a shorter one worth at least ``least`` is one gram, itself."""
+    hash; return each segment's weight. A segment worth at least ``full`` has a gram at every start
+    whose run reaches ``full`` before the segment ends; a lighter one worth at least ``least`` is
+    one gram, itself."""
+    worth = np.zeros(len(starts), dtype=np.int64)
     for s in range(len(starts)):
         a, b = starts[s], ends[s]
         total = 0
         for k in range(a, b):
             total += weights[ids[k]]
+        worth[s] = total
         if total < full:
             if total >= least and b > a:
                 h = np.uint64(0)
@@ -53,6 +56,7 @@ def eval_grams(ids, weights, starts, ends, full, least, mask, gram_end, hashes):
                     gram_end[p] = k + 1
                     hashes[p] = h & mask
                     break
+    return worth
 
 
 @njit(cache=True)

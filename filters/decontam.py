@@ -73,6 +73,7 @@ FLAG = "--decontam-against"
 REASON = "benchmark_overlap"
 CHECKED = ("instruction", "input", "output")   # the candidate's fields
 SHOWN = 80                                     # characters of the shared gram in the detail
+BATCH = 4096                                   # evaluation fields tokenised in one pass
 # ANDed into every hash. All ones in use; tests narrow it to force collisions.
 HASH_MASK = 0xFFFFFFFFFFFFFFFF
 
@@ -113,10 +114,10 @@ def shortened(text: str, width: int = SHOWN) -> str:
 class _Index:
     """Every indexed evaluation field's tokens in one array, and the gram table over them."""
     vocab: dict[str, int]                 # token -> id (1, 2, …); the field separator -> -1
-    words: list[str]                      # id -> token ("" for 0)
+    words: list[str]                      # id -> token
     weights: np.ndarray                   # id -> weight (int64)
-    eval_ids: np.ndarray                  # int64, the fields back to back
-    seg_starts: np.ndarray                # int64, first token of each indexed field
+    eval_ids: np.ndarray                  # int32, each field's tokens then -1, in file order
+    seg_starts: np.ndarray                # int64, first token of each field
     seg_origin: list[str]                 # per field: "path:line"
     seg_field: list[str]                  # per field: "instruction" / "input" / "output"
     gram_end: np.ndarray                  # int32 per token, -1 where no gram starts
@@ -159,11 +160,43 @@ class Decontam(Filter):
 
     # ---- the evaluation side -------------------------------------------------------------------
     def _build(self) -> _Index:
-        vocab = {_SEP: -1}                    # never an evaluation token: normalised_tokens drops it
-        words, weights = [""], [self.ngram_chars]
-        pieces: list[np.ndarray] = []
+        texts, origins, field_names = self._eval_fields()
+        vocab = {_SEP: -1}            # never an evaluation token (normalised_tokens drops it)
+        pieces = []
+        for at in range(0, len(texts), BATCH):
+            tokens = _tokenise("".join(t + _SEP for t in texts[at:at + BATCH]))
+            add = vocab.setdefault    # a new token gets the next id: 1, 2, …
+            pieces.append(np.array([add(t, len(vocab)) for t in tokens], dtype=np.int32))
+        # One array: each field's tokens followed by a -1, the fields in file order.
+        eval_ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+        ends = np.flatnonzero(eval_ids == -1)
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        words = list(vocab)           # id -> token (vocab is in id order; [0] is the separator)
+        weights = np.array([self.ngram_chars] + [self.ngram if is_han(t) else self.ngram_chars for t in words[1:]],
+                           dtype=np.int64)
+        gram_end = np.full(len(eval_ids), -1, dtype=np.int32)
+        hashes = np.zeros(len(eval_ids), dtype=np.uint64)
+        worth = kernel.eval_grams(eval_ids, weights, starts, ends, self.full, self.least, self.mask,
+                                  gram_end, hashes)
+        grams = int(np.count_nonzero(gram_end >= 0))
+        bits = max(4, int(np.ceil(np.log2(grams * 1.5 + 1))))   # load factor at most 2/3
+        keys, heads, chain = kernel.build_table(gram_end, hashes, bits)
+        del hashes
+        # Fields worth less than a gram but indexed whole: their token counts are the extra span
+        # lengths a record is looked up at.
+        whole = starts[(worth < self.full) & (gram_end[starts] >= 0)] if len(starts) else starts
+        whole_lengths = gram_end[whole] - whole
+        short_len = np.zeros(int(whole_lengths.max()) + 1 if len(whole_lengths) else 1, dtype=np.bool_)
+        short_len[whole_lengths] = True
+        skipped = int(np.count_nonzero((ends > starts) & (gram_end[starts] < 0))) if len(starts) else 0
+        return _Index(vocab, words, weights, eval_ids, starts, origins, field_names, gram_end,
+                      keys, heads, chain, bits, short_len, grams, skipped)
+
+    def _eval_fields(self) -> tuple[list[str], list[str], list[str]]:
+        """The evaluation texts to index, with each one's origin and field name, in file order."""
+        texts: list[str] = []
         origins: list[str] = []
-        field_names: list[str] = []
+        names: list[str] = []
         for path in self.paths:
             previous: dict[str, str] = {}
             for item in read_records(path, fields=self.field_keys or None):
@@ -172,41 +205,10 @@ class Decontam(Filter):
                     if not text or previous.get(name) == text:   # seed tasks repeat it per instance
                         continue
                     previous[name] = text
-                    ids = []
-                    for t in normalised_tokens(text):
-                        tid = vocab.get(t)
-                        if tid is None:
-                            tid = vocab[t] = len(words)
-                            words.append(t)
-                            weights.append(self.ngram if is_han(t) else self.ngram_chars)
-                        ids.append(tid)
-                    if ids:
-                        pieces.append(np.array(ids, dtype=np.int64))
-                        origins.append(item.origin)
-                        field_names.append(name)
-        lengths = np.array([len(p) for p in pieces], dtype=np.int64)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if pieces else np.zeros(0, np.int64)
-        eval_ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-        weight_of = np.array(weights, dtype=np.int64)
-        gram_end = np.full(len(eval_ids), -1, dtype=np.int32)
-        hashes = np.zeros(len(eval_ids), dtype=np.uint64)
-        kernel.eval_grams(eval_ids, weight_of, starts, starts + lengths, self.full, self.least, self.mask,
-                          gram_end, hashes)
-        has_gram = gram_end >= 0
-        grams = int(has_gram.sum())
-        bits = max(4, int(np.ceil(np.log2(grams * 1.5 + 1))))   # load factor at most 2/3
-        keys, heads, chain = kernel.build_table(gram_end, hashes, bits)
-        del hashes
-        # Fields worth less than a gram but indexed whole: their token counts are the extra span
-        # lengths a record is looked up at.
-        worth = np.add.reduceat(weight_of[eval_ids], starts) if len(starts) else np.zeros(0, np.int64)
-        whole = starts[(worth < self.full) & (gram_end[starts] >= 0)]
-        whole_lengths = gram_end[whole] - whole
-        short_len = np.zeros(int(whole_lengths.max()) + 1 if len(whole_lengths) else 1, dtype=np.bool_)
-        short_len[whole_lengths] = True
-        skipped = int(np.sum(gram_end[starts] < 0)) if len(starts) else 0
-        return _Index(vocab, words, weight_of, eval_ids, starts, origins, field_names, gram_end,
-                      keys, heads, chain, bits, short_len, grams, skipped)
+                    texts.append(text.replace(_SEP, " ") if _SEP in text else text)
+                    origins.append(item.origin)
+                    names.append(name)
+        return texts, origins, names
 
     # ---- the candidate side --------------------------------------------------------------------
     def _first_hits(self, records: Sequence[Record]) -> np.ndarray:
