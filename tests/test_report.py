@@ -163,6 +163,15 @@ def en_run(tmp_path):
     return write_run(tmp_path / "run_en", records_of(EN) + records_of(ZH, "zh"))
 
 
+@pytest.fixture(scope="module")
+def en_page(tmp_path_factory):
+    """The report of the mixed run, written once for the tests that only read it: (out folder, html)."""
+    folder = tmp_path_factory.mktemp("page")
+    run = write_run(folder / "run_en", records_of(EN) + records_of(ZH, "zh"))
+    out = report([run], folder / "out")
+    return out.parent, out.read_text(encoding="utf-8")
+
+
 def report(paths, out, **kw):
     kw.setdefault("nearest_fn", never_nearest)
     kw.setdefault("top_pairs_fn", first_word_pairs)
@@ -199,7 +208,7 @@ def rows_of(html: str, cls: str) -> list[list[str]]:
 # -- the numbers ---------------------------------------------------------------------------------
 
 
-def test_funnel_counts_and_shares_match_the_summary(en_run, tmp_path):
+def test_funnel_counts_and_shares_match_the_summary(en_run, en_page, tmp_path):
     stats = compute(load(en_run), nearest_fn=never_nearest, top_pairs_fn=first_word_pairs)
     f = stats.funnel
     assert (f.candidates, f.kept) == (8 + 11, 8)
@@ -207,14 +216,14 @@ def test_funnel_counts_and_shares_match_the_summary(en_run, tmp_path):
         ("generate", "unparseable", 3), ("quality", "too_short", 5), ("quality", "blacklist_word", 1),
         ("rouge", "rouge_too_similar", 2)]
     assert f.rows[1].share == pytest.approx(5 / 19)
-    html = report([en_run], tmp_path / "out").read_text(encoding="utf-8")
+    out, html = en_page
     assert rows_of(html, "funnel") == [
         ["candidates", "", "19", "100.0%"], ["generate", "unparseable", "3", "15.8%"],
         ["quality", "too_short", "5", "26.3%"], ["quality", "blacklist_word", "1", "5.3%"],
         ["rouge", "rouge_too_similar", "2", "10.5%"], ["kept", "", "8", "42.1%"]]
 
 
-def test_length_histograms_count_words_for_english_and_characters_for_chinese(en_run, tmp_path):
+def test_length_histograms_count_words_for_english_and_characters_for_chinese(en_run, en_page, tmp_path):
     stats = compute(load(en_run), nearest_fn=never_nearest, top_pairs_fn=first_word_pairs)
     en = stats.lengths["instruction"]["en"]
     words = [len(r["instruction"].split()) for r in EN]            # 4, 6, 6, 6, 7, 3
@@ -229,7 +238,7 @@ def test_length_histograms_count_words_for_english_and_characters_for_chinese(en
     assert stats.length_medians["instruction"]["zh"] == 10
     assert stats.with_input == 3 and stats.input_share == pytest.approx(3 / 8)
     assert stats.classification == (1, 6)                           # 6 records say, 1 of them is
-    html = report([en_run], tmp_path / "out").read_text(encoding="utf-8")
+    out, html = en_page
     assert ["6", "3"] in rows_of(html, "hist-instruction-en")
     assert ["9", "1"] in rows_of(html, "hist-instruction-zh") and ["11", "1"] in rows_of(html, "hist-instruction-zh")
     assert "with an input: 3 of 8 (37.5%)" in html
@@ -245,14 +254,14 @@ def test_length_bins_put_a_far_tail_into_one_overflow_bin():
     assert length_edges([0, 0]) == [0, 1]
 
 
-def test_rouge_histogram_uses_the_runs_own_field(en_run, tmp_path):
+def test_rouge_histogram_uses_the_runs_own_field(en_run, en_page, tmp_path):
     stats = compute(load(en_run), nearest_fn=never_nearest, top_pairs_fn=first_word_pairs)
     r = stats.rouge
     assert r.origin == "records.jsonl" and not r.sampled
     expected = Counter({2: 2, 6: 2, 7: 1, 14: 1, 19: 2})            # 0.1 0.12 | 0.3 0.31 | 0.35 | 0.7 | 0.95 1.0
     assert r.histogram.counts == [expected[i] for i in range(20)]
     assert r.histogram.edges == rouge_edges()
-    html = report([en_run], tmp_path / "out").read_text(encoding="utf-8")
+    out, html = en_page
     assert ["0.30–0.35", "2"] in rows_of(html, "hist-rouge") and ["0.95–1.00", "2"] in rows_of(html, "hist-rouge")
     assert "all 8 instructions, exact" in html
 
@@ -283,7 +292,7 @@ def test_rouge_of_a_dataset_is_against_its_other_instructions(tmp_path):
     assert stats.funnel is None and stats.lang_mix == {"en": 2, "zh": 1}
 
 
-def test_judge_histogram_language_mix_and_usage(en_run, tmp_path):
+def test_judge_histogram_language_mix_and_usage(en_run, en_page, tmp_path):
     stats = compute(load(en_run), nearest_fn=never_nearest, top_pairs_fn=first_word_pairs)
     scores = Counter(r["judge_score"] for r in EN + ZH if "judge_score" in r)
     assert stats.judge.edges[0] == 1 and stats.judge.edges[-1] == 11
@@ -292,7 +301,7 @@ def test_judge_histogram_language_mix_and_usage(en_run, tmp_path):
     u = stats.usage
     assert u.requests == {"paid": 7, "cached": 2, "replayed": 1, "failed": 1, "retried": 4}
     assert u.cost_per_stage["instructions"] == pytest.approx((2000 * 0.15 + 600 * 0.6) / 1e6)
-    html = report([en_run], tmp_path / "out").read_text(encoding="utf-8")
+    out, html = en_page
     assert ["8", "3"] in rows_of(html, "judge") and ["3", "1"] in rows_of(html, "judge")
     assert rows_of(html, "langs") == [["English", "en", "6", "75.0%"], ["Chinese", "zh", "2", "25.0%"]]
     assert ["retried", "4"] in rows_of(html, "requests")
@@ -356,10 +365,10 @@ def test_hostile_text_is_shown_as_text_and_the_page_has_no_script(tmp_path):
     assert "A" * 2001 not in html                       # not hidden in the page either
 
 
-def test_pngs_are_valid_and_are_the_embedded_figures(en_run, tmp_path):
+def test_pngs_are_valid_and_are_the_embedded_figures(en_run, en_page, tmp_path):
     from PIL import Image
-    html = report([en_run], tmp_path / "out").read_text(encoding="utf-8")
-    pngs = sorted((tmp_path / "out").glob("report_*.png"))
+    out, html = en_page
+    pngs = sorted((out).glob("report_*.png"))
     assert {p.name for p in pngs} == {"report_funnel.png", "report_lengths.png", "report_languages.png",
                                       "report_rouge.png", "report_verbnoun_en.png", "report_verbnoun_zh.png",
                                       "report_judge.png", "report_tokens.png"}
@@ -474,13 +483,13 @@ def test_help_has_examples(invoke_cli):
     assert result.exit_code == 0 and "selfinstruct report out/en" in result.stdout
 
 
-def test_a_chinese_page_embeds_the_han_glyphs_it_shows(en_run, tmp_path):
+def test_a_chinese_page_embeds_the_han_glyphs_it_shows(en_run, en_page, tmp_path):
     import io
 
     from fontTools.ttLib import TTFont
 
     from selfinstruct.report.fonts import wide_chars
-    html = report([en_run], tmp_path / "out").read_text(encoding="utf-8")
+    out, html = en_page
     m = re.search(r"@font-face\{font-family:selfinstruct-cjk;unicode-range:U\+2E80-10FFFF;"
                   r"src:url\(data:font/woff;base64,([A-Za-z0-9+/=]+)\)", html)
     assert m, "no embedded CJK font"

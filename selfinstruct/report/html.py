@@ -26,8 +26,8 @@ MAX_FIELD_CHARS = 2000
 LANG_NAMES = {"en": "English", "zh": "Chinese"}
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC","PingFang SC",
-"Microsoft YaHei",selfinstruct-cjk,sans-serif;margin:0 auto;max-width:1180px;padding:1rem 1.5rem;color:#222;line-height:1.45}
+body{font-family:selfinstruct-cjk,system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK SC",
+"PingFang SC","Microsoft YaHei",sans-serif;margin:0 auto;max-width:1180px;padding:1rem 1.5rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem;
 overflow-wrap:anywhere}h3{margin-top:1.6rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.92rem}
@@ -118,8 +118,11 @@ def font_face(text: str) -> str:
     woff = subset_woff(wide_chars(text))
     if woff is None:
         return ""
-    return (f"@font-face{{font-family:{PAGE_FAMILY};src:url(data:font/woff;base64,"
-            f"{base64.b64encode(woff).decode('ascii')}) format('woff')}}")
+    # First in the font list, but only for the CJK blocks (unicode-range): Latin text keeps the
+    # system font, and Han text never goes through the browser's fallback guesses (Chromium picked
+    # a glyph-less system font for whole Chinese lines when this font came later in the list).
+    return (f"@font-face{{font-family:{PAGE_FAMILY};unicode-range:U+2E80-10FFFF;"
+            f"src:url(data:font/woff;base64,{base64.b64encode(woff).decode('ascii')}) format('woff')}}")
 
 
 def overview(all_stats: list[ReportStats]) -> str:
@@ -286,7 +289,8 @@ def samples_html(stats: ReportStats) -> str:
 
 def rejects_html(stats: ReportStats) -> str:
     parts = ["<h3>Rejects, a few per reason</h3>"]
-    for reason, rows in sorted(stats.reject_samples.items()):
+    order = {r.reason: i for i, r in enumerate(stats.funnel.rows)} if stats.funnel else {}
+    for reason, rows in sorted(stats.reject_samples.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
         recs = "".join(record_html(row.get("record") or {}, [("reason", row.get("reason")),
                                                             ("detail", row.get("detail")),
                                                             ("from", row.get("source"))]) for row in rows)
