@@ -25,7 +25,7 @@ from selfinstruct.record import Record
 
 SIGNATURE = ("instruction", "origin", "teacher", "request_id")
 
-# Each field and the check of its JSON value; ``None`` as a value means the field's default.
+# The fields by the JSON values they take (null for a text field means its default "").
 _TEXT = ("instruction", "input", "output", "id", "lang", "origin", "source")          # str
 _OPTIONAL_TEXT = ("most_similar", "nearest_seed", "judge_reason", "teacher", "request_id")
 _OPTIONAL_FLOAT = ("rouge", "nearest_seed_rouge")
@@ -42,33 +42,39 @@ class OwnRecords(Schema):
         return all(key in row for key in SIGNATURE)
 
     def records(self, row: dict, origin: str) -> list[Record]:
-        values: dict[str, Any] = {}
-        for key in _TEXT:
-            value = row.get(key)
-            if type(value) is str:
-                values[key] = value
-            elif value is not None or key == "instruction":
-                raise _wrong(key, value, "a string")
-        for key in _OPTIONAL_TEXT:
-            value = row.get(key)
-            if value is not None and type(value) is not str:
-                raise _wrong(key, value, "a string or null")
+        return [_checked(row)]
+
+
+def _checked(row: dict) -> Record:
+    """The row with every field checked (and a null text, a whole-number similarity, an unknown key
+    made what ``Record`` holds)."""
+    values: dict[str, Any] = {}
+    for key in _TEXT:
+        value = row.get(key)
+        if type(value) is str:
             values[key] = value
-        for key in _OPTIONAL_FLOAT:
-            value = row.get(key)
-            if value is not None:
-                if type(value) is int:
-                    value = float(value)
-                elif type(value) is not float:
-                    raise _wrong(key, value, "a number or null")
-            values[key] = value
-        for key in _OPTIONAL_INT:
-            value = row.get(key)
-            if value is not None and type(value) is not int:
-                raise _wrong(key, value, "an integer or null")
-            values[key] = value
-        values["meta"] = _meta(row)
-        return [Record(**values)]
+        elif value is not None or key == "instruction":
+            raise _wrong(key, value, "a string")
+    for key in _OPTIONAL_TEXT:
+        value = row.get(key)
+        if value is not None and type(value) is not str:
+            raise _wrong(key, value, "a string or null")
+        values[key] = value
+    for key in _OPTIONAL_FLOAT:
+        value = row.get(key)
+        if value is not None:
+            if type(value) is int:
+                value = float(value)
+            elif type(value) is not float:
+                raise _wrong(key, value, "a number or null")
+        values[key] = value
+    for key in _OPTIONAL_INT:
+        value = row.get(key)
+        if value is not None and type(value) is not int:
+            raise _wrong(key, value, "an integer or null")
+        values[key] = value
+    values["meta"] = _meta(row)
+    return Record(**values)
 
 
 def _meta(row: dict) -> dict[str, Any]:
