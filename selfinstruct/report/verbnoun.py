@@ -35,12 +35,15 @@ lines are silenced. Both libraries are imported on first use and loaded once per
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import re
 import tempfile
 from collections import Counter, defaultdict
 from typing import Iterable
+
+from selfinstruct.errors import UsageError
 
 LANGS = ("en", "zh")
 
@@ -124,11 +127,19 @@ _EN_VERB_PREFIXES = ("re", "de", "un", "pre", "over", "out")
 _EN_QUOTES = frozenset("\"“”‘’'`")
 
 
+def _import(module: str):
+    """``module``, imported on first use: only the report needs it, from the ``report`` extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UsageError(
+            f"the verb-noun figure needs {module}: pip install 'selfinstruct[report]'"
+        ) from exc
+
+
 @functools.lru_cache(maxsize=1)
 def _lemminflect():
-    import lemminflect  # lazy: only the report needs it
-
-    return lemminflect
+    return _import("lemminflect")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -321,6 +332,7 @@ _ZH_CLAUSE_MARKERS = frozenset(
     "是否 是不是 有没有 能否 能不能 还是 吗 什么 为什么 为何 怎么 怎样 如何 哪 哪里 哪个 哪些 "
     "谁 多少 几 是".split()
 )
+_ZH_PERSONS = frozenset("你 我 他 她 它 你们 我们 他们 她们 它们 您".split())
 _ZH_PRONOUNS = frozenset("你 我 他 她 它 你们 我们 他们 她们 它们 其 此 这 那 这些 那些".split())
 # Verbs that take a person then a thing ("告诉我…", "给他一些建议"): the person is skipped.
 _ZH_DITRANSITIVE = frozenset("告诉 给 教 问 送 提供 回答 推荐 讲 说".split())
@@ -330,6 +342,8 @@ _ZH_PREPOSITIONS = frozenset(
     "围绕 结合 参照 从中 依据 参考 对于".split()
 )
 _ZH_OBJECT_MARKERS = frozenset(("把", "将"))
+# Prepositions of a basis, whose phrase may fill a whole clause ("根据这条评论，预测…").
+_ZH_BASIS = frozenset("根据 基于 依据 按照 参考 参照 针对 对于 结合 围绕".split())
 # After the verb, these end the object ("翻译成英文", "改写为…", "分为A和B").
 _ZH_OBJECT_END = frozenset("成 为 到 给 和 与 及 及其 以及 或 或者 并 并且 然后 来 以 以便 使 使其 让".split())
 _ZH_COORDINATORS = frozenset("和 与 及 及其 以及 或 或者 跟".split())
@@ -348,13 +362,13 @@ _ZH_NOT_TASK_VERBS = frozenset(
 _ZH_VERBS = frozenset(
     """写 写出 写下 形容 验证 链接 解决 发 发送 打印 确定 回应 标识 编写 撰写 续写 改写 重写 扩写 缩写 仿写 创作 编 编造 起草 拟 拟定 草拟 生成 创建 构建
     制作 制定 设计 规划 安排 策划 解释 说明 阐述 阐释 论述 讲 讲述 叙述 讲解 介绍 描述 描写 描绘 概述
-    总结 概括 归纳 摘要 提炼 翻译 转换 转化 换算 转写 改成 列出 列举 罗列 举 举出 举例 举例说明 给出 提供 提出
+    总结 概括 归纳 摘要 提炼 翻译 转换 转化 换算 转写 列出 列举 罗列 举 举出 举例 举例说明 给出 提供 提出
     推荐 想 想出 想象 设想 起 取 命名 找 找出 找到 查找 寻找 搜索 选 选出 选择 挑选 判断 判定 辨别
     区分 识别 检测 检查 核对 校对 纠正 改正 修改 修正 修复 润色 优化 简化 完善 补全 补充 填写 填 填入
     完成 回答 解答 回复 答 计算 算 求 求解 解 证明 推导 估计 估算 预测 推断 猜 猜测 分析 评价 评估
     评论 比较 对比 分类 归类 分为 分成 排序 排列 整理 统计 数 提取 抽取 标注 标记 标出 指出 匹配
     连接 删除 去掉 去除 删去 加上 添加 加入 插入 替换 缩短 扩展 扩充 实现 输出 打印 返回 定义 模仿
-    扮演 充当 模拟 讨论 谈谈 说说 聊聊 分享 告诉 教 演示 展示 画 绘制 造句 造 出 做 制 进行 给 问 读 列
+    扮演 充当 模拟 讨论 谈谈 说说 聊聊 分享 告诉 教 演示 展示 画 绘制 造句 造 出 做 制 进行 给 问 读 列 改 打
     朗读 复述 默写 背诵 记录 表达 转述 说""".split()
 )
 # Words that jieba's dictionary has but that swallow an instruction verb in instruction text
@@ -363,12 +377,12 @@ _ZH_DELETE_WORDS = ("题写", "顺序排列", "解方程")
 # jieba's dictionary also holds verb+complement words (翻译成, 转换成) that would hide the verb
 # from the list above; they are deleted so that the verb and 成/为/到 segment apart.
 _ZH_COMPLEMENTS = ("成", "为", "到")
+_ZH_VERB_TAILS = ("一下", *_ZH_COMPLEMENTS)
 
 
 def _zh_cache_dir() -> str:
     """Where jieba keeps its dictionary cache: ours, versioned so an upgrade does not reuse it."""
-    import jieba
-
+    jieba = _import("jieba")
     base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     path = os.path.join(base, "selfinstruct", f"jieba-{jieba.__version__}")
     try:
@@ -382,8 +396,8 @@ def _zh_cache_dir() -> str:
 def _zh_tagger():
     """A jieba part-of-speech tagger of our own (not jieba's global one, which other code may
     configure), built once per process with the instruction verbs added."""
-    import jieba
-    import jieba.posseg
+    jieba = _import("jieba")
+    _import("jieba.posseg")
 
     tokenizer = jieba.Tokenizer()
     tokenizer.tmp_dir = _zh_cache_dir()
@@ -403,6 +417,23 @@ def _zh_tagger():
     return jieba.posseg.POSTokenizer(tokenizer)
 
 
+def _zh_tokens(clause: str) -> list[tuple[str, str]]:
+    """(word, part-of-speech tag) pairs. jieba's HMM, which finds words its dictionary lacks
+    (播客, 占位符), also glues a verb to its complement (改成), and its dictionary has idioms such
+    as 解释一下; such a word is split again into the verb and the rest."""
+    tokens = []
+    for pair in _zh_tagger().cut(clause):
+        word = pair.word
+        for rest in _ZH_VERB_TAILS:
+            verb = word[: -len(rest)]
+            if word.endswith(rest) and verb in _ZH_VERBS and word not in _ZH_VERBS:
+                tokens += [(verb, "v"), (rest, "m" if rest == "一下" else "v")]
+                break
+        else:
+            tokens.append((word, pair.flag))
+    return tokens
+
+
 def _zh_first_sentence(text: str) -> str:
     text = text.strip()
     match = _ZH_SENTENCE_END_RE.search(text)
@@ -410,6 +441,8 @@ def _zh_first_sentence(text: str) -> str:
 
 
 def _zh_strip_wrapper(clause: str) -> tuple[str, bool]:
+    if clause.startswith("请问"):
+        return clause[2:], False  # "may I ask": the sentence stays a question
     match = _ZH_WRAPPER_RE.match(clause)
     if match and match.end() > 0:
         return clause[match.end():], True
@@ -421,39 +454,49 @@ def _zh_is_question(sentence: str, full_text: str) -> bool:
     return asked and any(word in sentence for word in _ZH_QUESTION_WORDS)
 
 
-def _zh_gives_thing(tokens: list[tuple[str, str]], i: int) -> bool:
-    """True when 给 at ``i`` is the verb "give": a numeral follows it or the person it names
-    ("给我一个…短语"), where the preposition 给 names a person and then a verb ("给我讲…")."""
-    if tokens[i][0] != "给":
-        return False
-    after = tokens[i + 1:]
-    if after and after[0][0] in _ZH_PRONOUNS:
-        after = after[1:]
-    return bool(after) and (bool(_ZH_NUMERAL_RE.match(after[0][0])) or after[0][1] == "m")
+def _zh_is_numeral(token: tuple[str, str]) -> bool:
+    return bool(_ZH_NUMERAL_RE.match(token[0])) or token[1] == "m"
 
 
-def _zh_find_verb(tokens: list[tuple[str, str]]) -> tuple[int, int] | None:
+def _zh_find_verb(tokens: list[tuple[str, str]], more_clauses: bool) -> tuple[int, int] | None:
     """(index of the task verb, index where a 把/将 object starts or -1), or None when the clause
-    does not start with an imperative verb (possibly after prepositional phrases and adverbs)."""
+    does not start with an imperative verb (possibly after prepositional phrases and adverbs).
+    ``more_clauses``: another clause follows, so a phrase may end with its noun ("根据这条评论，")."""
     object_at = -1
     in_phrase = False
 
     def noun_position(i: int) -> bool:
-        # After 的, 所, a preposition or 和/或, a listed verb is used as a noun (…的评论,
-        # 根据描述, 根据所给信息).
-        return i > 0 and (tokens[i - 1][0] in ("的", "所") or tokens[i - 1][0] in _ZH_PREPOSITIONS
-                          or tokens[i - 1][0] in _ZH_COORDINATORS)
+        # A listed verb is used as a noun after 的, 所, a preposition, 和/或, a demonstrative or
+        # a measure word (…的评论, 根据描述, 根据所给信息, 根据这条评论), or before a noun
+        # suffix (列表推导式).
+        if i > 0 and (tokens[i - 1][0] in ("的", "所") or tokens[i - 1][0] in _ZH_PREPOSITIONS
+                      or tokens[i - 1][0] in _ZH_COORDINATORS
+                      or tokens[i - 1][1] == "r" and tokens[i - 1][0][0] in "这那该此本每各"
+                      or _zh_is_numeral(tokens[i - 1])):
+            return True
+        return i + 1 < len(tokens) and tokens[i + 1][1] == "k"
 
-    def verb_follows(i: int) -> bool:
-        return any(w in _ZH_VERBS and not noun_position(j)
-                   for j, (w, _) in enumerate(tokens) if j > i)
+    def main_verb_follows(i: int) -> bool:
+        # A later listed verb that heads the clause, not one inside a 的 modifier ("给我一个可以
+        # 表达…的短语": 表达 modifies 短语, so 给 is "give"; "给这款手机写一段广告词": 写 is the
+        # verb, so 给 is "for"). A verb whose own object starts with a numeral is a main verb.
+        for j in range(i + 1, len(tokens)):
+            if tokens[j][0] not in _ZH_VERBS or noun_position(j):
+                continue
+            rest = tokens[j + 1:]
+            de_at = next((k for k, (w, _) in enumerate(rest) if w == "的"), None)
+            if de_at is None or any(_zh_is_numeral(t) for t in rest[:de_at]):
+                return True
+        return False
 
     for i, (word, tag) in enumerate(tokens):
-        if word in _ZH_VERBS and in_phrase and noun_position(i):
+        if word in _ZH_VERBS and in_phrase and (
+            noun_position(i) or i + 1 == len(tokens) and more_clauses and tokens[0][0] in _ZH_BASIS
+        ):
             continue  # "对下面的评论进行…", "根据描述或摘要生成…", "根据症状描述，确定…"
         if word in _ZH_VERBS:
             # 给 / 用 open a phrase when another instruction verb follows ("给这款手机写…").
-            if word in _ZH_PREPOSITIONS and verb_follows(i) and not _zh_gives_thing(tokens, i):
+            if word in _ZH_PREPOSITIONS and main_verb_follows(i):
                 in_phrase = True
                 if word in _ZH_OBJECT_MARKERS:
                     object_at = i + 1
@@ -470,8 +513,8 @@ def _zh_find_verb(tokens: list[tuple[str, str]]) -> tuple[int, int] | None:
             continue  # adverbs before the verb: "简要概括", "详细解释"
         if i + 1 < len(tokens) and tokens[i + 1][0] == "地":
             continue  # "礼貌地回复": an adverb made with 地
-        if tag.startswith("v") and word not in _ZH_NOT_TASK_VERBS and i == 0:
-            return i, object_at  # a verb our list lacks, standing first: take it
+        if tag.startswith("v") and word not in _ZH_NOT_TASK_VERBS:
+            return i, object_at  # a verb our list lacks, first after adverbs at most: take it
         return None
     return None
 
@@ -481,6 +524,9 @@ def _zh_head(tokens: list[tuple[str, str]]) -> str | None:
     一首关于春天的诗 → 诗, 一封请假邮件 → 邮件)."""
     if any(word in _ZH_CLAUSE_MARKERS for word, _ in tokens):
         return None
+    content = [t for t in tokens if t[0].strip()]
+    if content and content[0][0] in _ZH_OPEN_QUOTES and content[-1][0] in _ZH_CLOSE_QUOTES:
+        return None  # "把“非常感谢”翻译成德语": quoted text is material, not a noun
     while tokens and (
         tokens[-1][1] in _ZH_NOT_HEAD_TAGS or tokens[-1][1].startswith("u")
         or tokens[-1][0] in ("的", "之", "一下")
@@ -491,19 +537,29 @@ def _zh_head(tokens: list[tuple[str, str]]) -> str | None:
         tokens = tokens[:-1]
     if not tokens:
         return None
-    if tokens[0][0] in _ZH_PRONOUNS and len(tokens) > 1 and tokens[1][0] != "的" and tokens[1][1].startswith("v"):
+    if tokens[0][0] in _ZH_PERSONS and len(tokens) > 1 and tokens[1][0] != "的" and tokens[1][1].startswith("v"):
         return None  # "想象你生活在火星上": the object is a clause
     if len(tokens) == 1 and tokens[0][0] in _ZH_PRONOUNS:
         return None
-    return _zh_clean_head(tokens[-1][0])
+    last = tokens[-1]
+    if (last[1] in ("k", "ng") or last[0] in _ZH_NOUN_SUFFIXES and last[1] != "n") and len(tokens) > 1 \
+            and tokens[-2][1].startswith(("n", "v")) and tokens[-2][0] not in ("的", "之"):
+        return _zh_clean_head(tokens[-2][0] + last[0])  # 心理咨询 + 师
+    return _zh_clean_head(last[0])
 
 
+_ZH_OPEN_QUOTES = frozenset("“‘「『\"《")
+_ZH_CLOSE_QUOTES = frozenset("”’」』\"》")
+_ZH_LEADING_NUMERAL_RE = re.compile(r"^[\d一二三四五六七八九十两几]+[个段篇首句本条份张道组封则位部种项]?(?=.)")
+# One-character noun suffixes that jieba may leave apart from their stem (心理咨询/师).
+_ZH_NOUN_SUFFIXES = frozenset("师 员 者 家 式 器 机 表 法 性 率 单 书 信 馆 店 站".split())
 _ZH_MEASURE_CHARS = frozenset("个段篇首句本条份张道组封则位部种项")
 
 
 def _zh_clean_head(word: str) -> str:
     """jieba keeps some phrases whole (这段话, 封电子邮件, 的洲): the head is the noun in them."""
     word = _ZH_DEMONSTRATIVE_RE.sub("", word).removeprefix("的") or word
+    word = _ZH_LEADING_NUMERAL_RE.sub("", word) or word  # 一封信 → 信
     if len(word) >= 3 and word[0] in _ZH_MEASURE_CHARS and word[1:] in _zh_tagger().tokenizer.FREQ:
         word = word[1:]
     return word
@@ -522,7 +578,7 @@ def _zh_object(tokens: list[tuple[str, str]], verb_at: int, object_at: int) -> s
     span = tokens[verb_at + 1:]
     while span and span[0][0] in _ZH_SKIP_AFTER_VERB:
         span = span[1:]
-    if verb in _ZH_DITRANSITIVE and len(span) > 1 and span[0][0] in _ZH_PRONOUNS - {"这", "那", "这些", "那些", "其", "此"}:
+    if verb in _ZH_DITRANSITIVE and len(span) > 1 and span[0][0] in _ZH_PERSONS:
         span = span[1:]  # "告诉我…", "给他一些建议": skip the person
     return _zh_head(_zh_object_span(span))
 
@@ -544,6 +600,8 @@ def _zh_object_span(span: list[tuple[str, str]]) -> list[tuple[str, str]]:
             continue
         if word in _ZH_COORDINATORS and i < last_de:
             continue
+        if i < last_de and any(tag.startswith("v") for _, tag in span[:i - 1]):
+            continue  # "一条删除年龄为空的行的语句": 为 is inside a modifier that a verb opens
         before = [w for w, tag in span[:i] if not (_ZH_NUMERAL_RE.match(w) or tag.startswith(("m", "q", "x", "u")) or w == "所")]
         if before:
             return span[:i]
@@ -562,13 +620,13 @@ def _verb_noun_zh(instruction: str) -> tuple[str | None, str | None]:
             continue
         if wrapped_any:
             clause = clause.rstrip("吗呢")  # "你能写一首诗吗": the 吗 only makes it polite
-        tokens = [(pair.word, pair.flag) for pair in _zh_tagger().cut(clause)]
+        tokens = _zh_tokens(clause)
         if first and not wrapped_any and _zh_is_question(sentence, instruction) and not (
             tokens and tokens[0][0] in _ZH_VERBS
         ):
             return None, None  # a question, unless it opens with a task verb ("写…，并解释为什么…？")
         first = False
-        found = _zh_find_verb(tokens)
+        found = _zh_find_verb(tokens, number + 1 < len(clauses))
         if found is None:
             continue
         verb_at, object_at = found
