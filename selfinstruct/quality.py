@@ -13,11 +13,6 @@ from typing import Any
 
 from selfinstruct.errors import UsageError
 
-# Asked for without --judge-min-score, the judge keeps a record scored 6 or more out of 10: the upper
-# half of the rubric, "follows the instruction and is mostly correct".
-DEFAULT_MIN_SCORE = 6
-
-
 @dataclass
 class QualitySettings:
     rules: str = "default"
@@ -55,6 +50,7 @@ class QualitySettings:
 
     def judge_options(self) -> dict[str, Any]:
         """The judge filter's options the dedicated flags set (``--opt judge.…`` wins)."""
+        from selfinstruct.filters.judge import DEFAULT_MIN_SCORE
         return {"min_score": DEFAULT_MIN_SCORE if self.judge_min_score is None else self.judge_min_score}
 
     def shown(self) -> dict[str, Any]:

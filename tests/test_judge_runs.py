@@ -1,0 +1,164 @@
+"""The judge inside real runs: `generate --judge` and `filter --judge` from the CLI in a subprocess,
+against loopback OpenAI-compatible servers that generate and judge (scripted scores): what is kept,
+what the records and the summary say, and that a run killed with SIGKILL and rerun pays for no
+judgement twice."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from tests.fake_openai_server import FakeOpenAI, prompt_of, serve_in_thread
+from tests.sim_teacher import reply
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JUDGE_MARK = re.compile(r"<<<(example-[0-9a-f]+)>>>")
+
+
+def judged_instruction(prompt: str) -> str:
+    """The instruction inside a judge prompt (the line after the instruction label)."""
+    lines = prompt.split("\n")
+    label = next(i for i, line in enumerate(lines) if line in ("[Instruction]", "【指令】"))
+    return lines[label + 1]
+
+
+def scripted_judge(prompt: str) -> str:
+    """Low scores for 'Explain …' / '请介绍山…' tasks, an unreadable answer for 'Compare …', high
+    scores for the rest; generation prompts get the simulated teacher's answers."""
+    if not JUDGE_MARK.search(prompt):
+        return reply(prompt)
+    instruction = judged_instruction(prompt)
+    if instruction.startswith("Compare"):
+        return "I think this example is rather good overall."          # no score: unparseable
+    if instruction.startswith("Explain") or instruction.startswith("请介绍山"):
+        return "Score: 3\nReason: vague and incomplete"
+    return "Score: 8\nReason: clear and correct"
+
+
+@pytest.fixture
+def server():
+    with serve_in_thread(FakeOpenAI(text_fn=scripted_judge, latency=0.01)) as s:
+        yield s
+
+
+def judge_prompts(server) -> list[str]:
+    return [prompt_of(r.json) for r in server.received() if JUDGE_MARK.search(prompt_of(r.json))]
+
+
+def run_cli(*args, env_extra=None, timeout=300):
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", **(env_extra or {})}
+    return subprocess.run([sys.executable, "cli.py", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def generate_args(server, out, *extra):
+    return ("generate", "--teacher", "openai", "--base-url", server.url, "--model", "fake-model",
+            "--out", out, "--no-progress", "--no-report", *extra)
+
+
+def test_generate_with_the_judge_keeps_only_well_scored_examples(server, tmp_path, read_json, read_jsonl):
+    out = tmp_path / "o"
+    r = run_cli(*generate_args(server, out, "--num", "12", "--concurrency", "4", "--judge"))
+    assert r.returncode == 0, r.stderr
+    data = read_json(out / "data.json")
+    assert len(data) == 12
+    assert not any(d["instruction"].startswith(("Explain", "Compare")) for d in data)
+    records = read_jsonl(out / "records.jsonl")
+    assert [r["instruction"] for r in records] == [d["instruction"] for d in data]
+    assert {(r["judge_score"], r["judge_reason"]) for r in records} == {(8, "clear and correct")}
+    rejects = [json.loads(line) for line in open(out / "rejects.jsonl", encoding="utf-8")]
+    low = [x for x in rejects if x["reason"] == "judge_low_score"]
+    unreadable = [x for x in rejects if x["reason"] == "judge_unparseable"]
+    assert low and all(x["detail"] == "vague and incomplete" and x["record"]["judge_score"] == 3 for x in low)
+    assert all(x["record"]["instruction"].startswith("Compare") for x in unreadable)
+    summary = read_json(out / "summary.json")
+    assert summary["rejected_per_stage"]["judge"] == {
+        k: v for k, v in {"judge_low_score": len(low), "judge_unparseable": len(unreadable)}.items() if v}
+    assert summary["tokens"]["per_stage"]["judge"]["prompt"] > 0
+    # every decided candidate was judged, an unreadable one three times (different requests); more
+    # may have been judged when the run stopped (in flight then, like generation requests)
+    requests = {(prompt_of(r.json), r.json.get("seed")) for r in server.received()
+                if JUDGE_MARK.search(prompt_of(r.json))}
+    decided = [d["instruction"] for d in data] + [x["record"]["instruction"] for x in low + unreadable]
+    judged = Counter(judged_instruction(prompt) for prompt, _ in requests)
+    assert {i: judged[i] for i in decided} == {i: 3 if i.startswith("Compare") else 1 for i in decided}
+    keys = Counter((prompt_of(r.json), r.json.get("seed"), r.json.get("temperature"))
+                   for r in server.received() if JUDGE_MARK.search(prompt_of(r.json)))
+    assert max(keys.values()) == 1                       # no request sent twice
+
+
+def test_a_separate_judge_endpoint_gets_every_judgement_and_nothing_else(server, tmp_path, read_json):
+    with serve_in_thread(FakeOpenAI(text_fn=scripted_judge, latency=0.01)) as judge_server:
+        out = tmp_path / "o"
+        r = run_cli(*generate_args(server, out, "--num", "6", "--concurrency", "2",
+                                   "--judge-base-url", judge_server.url, "--judge-model", "judge-model",
+                                   "--judge-min-score", "5"))
+        assert r.returncode == 0, r.stderr
+        assert judge_prompts(server) == []
+        assert len(judge_prompts(judge_server)) == len(judge_server.received()) > 0
+        assert {r.json["model"] for r in judge_server.received()} == {"judge-model"}
+        summary = read_json(out / "summary.json")
+        assert summary["judge_teacher"]["name"] == "openai:judge-model"
+        assert summary["settings"]["judge"]["min_score"] == 5
+
+
+def test_filter_with_the_judge_scores_every_record_and_a_rerun_pays_nothing(server, tmp_path, read_jsonl):
+    data = tmp_path / "d.json"
+    rows = [{"instruction": f"{verb} item number {i} of the list in detail.", "input": "",
+             "output": f"A detailed answer about item {i}."}
+            for i, verb in enumerate(["Describe", "Explain", "Summarize", "Outline"] * 10)]
+    data.write_text(json.dumps(rows))
+    args = ("filter", data, "--out", tmp_path / "f", "--no-progress", "--no-report", "--skip", "rouge,minhash",
+            "--judge-base-url", server.url, "--judge-model", "m", "--judge-min-score", "5")
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    kept = read_jsonl(tmp_path / "f" / "records.jsonl")
+    assert len(kept) == 30 and all(k["judge_score"] == 8 for k in kept)
+    assert "judge_low_score 10" in r.stdout
+    sent = len(server.received())
+    assert sent == 40
+    again = run_cli(*args)                                # the journal in the output folder answers
+    assert again.returncode == 0, again.stderr
+    assert len(server.received()) == sent
+    assert again.stdout.splitlines()[1:] == r.stdout.splitlines()[1:]
+    fresh = run_cli(*args[:3], tmp_path / "g", *args[4:])  # a new folder: the response cache answers
+    assert fresh.returncode == 0, fresh.stderr
+    assert len(server.received()) == sent
+
+
+def test_filter_killed_while_judging_and_rerun_judges_each_record_once(tmp_path, read_jsonl):
+    n = 300
+    data = tmp_path / "d.jsonl"
+    with open(data, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"instruction": f"Describe case {i} of the study in two sentences.",
+                                "output": f"Case {i} is described here in two sentences."}) + "\n")
+    with serve_in_thread(FakeOpenAI(text_fn=scripted_judge, latency=0.05)) as slow:
+        args = ("filter", data, "--out", tmp_path / "f", "--no-progress", "--no-report", "--no-cache",
+                "--skip", "rouge,minhash", "--judge-base-url", slow.url, "--judge-concurrency", "8")
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+        p = subprocess.Popen([sys.executable, "cli.py", *map(str, args)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while len(slow.received()) < n // 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        before = len(slow.received())
+        assert n // 3 <= before < n
+        time.sleep(0.3)                                   # what the dead process sent has arrived
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr
+        kept = read_jsonl(tmp_path / "f" / "records.jsonl")
+        assert len(kept) == n and all(k["judge_score"] == 8 for k in kept)
+        prompts = Counter(judge_prompts(slow))
+        assert len(prompts) == n
+        # Only requests in flight at the kill (at most the concurrency) may have been sent twice.
+        assert sum(c - 1 for c in prompts.values()) <= 8
