@@ -609,3 +609,12 @@ def test_a_missing_datasets_package_is_named_as_a_dependency_not_an_extra(tmp_pa
     assert message == (f"{path_of(tmp_path)}: datasets is not installed, though selfinstruct depends on it "
                        f"(pip install datasets)")
     assert "[hf]" not in message
+
+
+def test_the_records_schema_knows_every_record_field():
+    """A field added to Record must be read back as that field, not land in meta as an unknown key."""
+    from dataclasses import fields
+
+    from selfinstruct.readers import schema_record
+
+    assert schema_record._KNOWN == {f.name for f in fields(Record)}
