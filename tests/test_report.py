@@ -26,6 +26,7 @@ from selfinstruct.report.stats import compute, histogram, length_edges, rouge_ed
 from selfinstruct.text import tokens
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+pytestmark = pytest.mark.report        # needs the `report` extra (matplotlib, noto-cjk-sans-otc)
 
 
 # -- small stand-ins for nearest.nearest_scores and verbnoun.top_pairs ---------------------------
@@ -500,3 +501,43 @@ def test_a_chinese_page_embeds_the_han_glyphs_it_shows(en_run, en_page, tmp_path
     assert "font-src data:" in html
     english = write_run(tmp_path / "en_only", records_of(EN))
     assert "@font-face" not in report([english], tmp_path / "out2").read_text(encoding="utf-8")
+
+
+def test_the_real_nearest_rouge_agrees_with_the_textbook_lcs(tmp_path):
+    """No stand-in: selfinstruct.report.nearest on a small mixed set, each instruction against the
+    others, against the brute-force LCS above."""
+    rows = [{"instruction": t, "input": "", "output": "ok"} for t in (
+        "Write a short poem about the sea.", "Write a long poem about the sea and the sky.",
+        "List three fruits that are red.", "Name three red fruits.", "写一首关于大海的诗。", "写一首关于春天的诗。")]
+    data = tmp_path / "mixed.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    stats = compute(load(data), top_pairs_fn=first_word_pairs)
+    texts = [r["instruction"] for r in rows]
+    expected = [max(rouge_l(a, b) for j, b in enumerate(texts) if j != i) for i, a in enumerate(texts)]
+    assert stats.rouge.scores == pytest.approx(expected)
+    assert stats.rouge.origin == "computed" and not stats.rouge.sampled
+
+
+def test_missing_matplotlib_is_one_error_line(tmp_path, invoke_cli, error_line, monkeypatch):
+    import selfinstruct.report as rep
+
+    def no_matplotlib(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'matplotlib'")
+    monkeypatch.setattr(rep, "write_report", no_matplotlib)
+    line = error_line(invoke_cli("report", tmp_path))
+    assert line.startswith("Error: the report needs matplotlib") and "selfinstruct[report]" in line
+
+
+def test_without_the_cjk_font_a_chinese_report_still_draws_and_says_why_labels_are_boxes(tmp_path, monkeypatch):
+    from selfinstruct.report import figures, fonts
+    monkeypatch.setattr(fonts, "cjk_font_file", lambda: None)
+    figures.cjk_font.cache_clear()
+    try:
+        run = write_run(tmp_path / "zh", records_of(ZH, "zh"))
+        html = report([run], tmp_path / "out").read_text(encoding="utf-8")
+    finally:
+        figures.cjk_font.cache_clear()
+    assert "No CJK font is installed" in html and "@font-face" not in html
+    assert (tmp_path / "out" / "report_verbnoun_zh.png").read_bytes().startswith(PNG_MAGIC)
+    english = write_run(tmp_path / "en", records_of(EN))
+    assert "No CJK font" not in report([english], tmp_path / "out_en").read_text(encoding="utf-8")

@@ -41,7 +41,11 @@ def report_command(
       # two runs side by side, into a folder of your choice
       selfinstruct report out/en out/zh --out reports/en-vs-zh
     """
+    from selfinstruct.errors import UsageError
     from selfinstruct.report import write_report
 
-    path = write_report(paths, out, progress=progress)
+    try:
+        path = write_report(paths, out, progress=progress)
+    except ImportError as e:        # matplotlib comes with the `report` extra
+        raise UsageError(f"the report needs matplotlib ({e}): pip install 'selfinstruct[report]'") from None
     typer.echo(f"report -> {path}")

@@ -221,6 +221,8 @@ def draw_verb_noun(fig, pairs, lang: str) -> None:
     ax.set_title(f"{name}: the {len(pairs)} most common leading verbs and their top direct objects",
                  fontsize=10)
     ax.set_aspect("equal")
+    ax.set_xlim(-1.2, 1.2)          # the rings reach 1.0; the margin holds the outer labels' ends
+    ax.set_ylim(-1.2, 1.2)
 
 
 def _ring_labels(ax, wedges, labels, values, total, radius, size, min_share) -> None:

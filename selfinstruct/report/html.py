@@ -210,11 +210,11 @@ def rouge_html(stats: ReportStats, figs) -> str:
         return "<h3>ROUGE-L to the most similar instruction</h3><p class=muted>not available</p>"
     scope = (f"a uniform sample of {len(r.scores):,} of {r.n_total:,} instructions" if r.sampled
              else f"all {len(r.scores):,} instructions, exact")
-    origin = ("the run's own nearest_seed_rouge field (records.jsonl)" if r.origin == "records.jsonl"
+    origin = ("taken from the run's own nearest_seed_rouge field (records.jsonl)" if r.origin == "records.jsonl"
               else "computed now with the project's ROUGE-L index")
     return ("<h3>ROUGE-L to the most similar instruction</h3>"
             f"<p>As the Self-Instruct paper's Figure 3: each kept instruction against {esc(r.against)}; "
-            f"{esc(scope)}; from {esc(origin)}. Mean {r.mean:.3f}, median {r.median:.3f}.</p>"
+            f"{esc(scope)}; {esc(origin)}. Mean {r.mean:.3f}, median {r.median:.3f}.</p>"
             + _fig(figs, "rouge")
             + f"<details><summary>histogram bins</summary>{_hist_table(r.histogram, integer=False, cls='hist-rouge')}</details>")
 
