@@ -38,6 +38,9 @@ from numba import njit
 
 MARGIN = 1e-12        # slack on the bounds: far above float error, far below any real gap in F
 _TABLE = 128          # open-addressing table of a short query's token positions (L1-resident)
+SLOTS = 64            # overlap-bound slots: one bit each in a 64-bit mask per item
+OWN = 32              # slots of their own for the most widespread tokens; the rest share hashed slots
+MAX_LEVELS = 8        # a query repeating one slot's tokens more often than this skips the slot bound
 
 
 @njit(cache=True)
@@ -59,12 +62,13 @@ def _element_ranks(tokens, elem_base, max_occ, rank):
 
 @njit(cache=True)
 def build(flat, start, lens, vocab_size):
-    """Elements, their global order and posting lists for the pool (items as token-id runs of
-    ``flat``). Returns (elem_base, max_occ, rank, post_start, post_item, post_rest, post_len):
-    element (w, k) is ``elem_base[w] + k`` for k < ``max_occ[w]``; ``rank`` orders elements by how
-    many items hold them, then by id; the list of rank r is ``post_*[post_start[r]:post_start[r +
-    1]]``, in item order: the item, how many of its elements lie at or after this one (m - j) and its
-    length m, so that a posting is bounded without reading the item's own row."""
+    """Elements, their global order, token slots and posting lists for the pool (items as token-id
+    runs of ``flat``). Returns (elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest,
+    post_len, post_mask): element (w, k) is ``elem_base[w] + k`` for k < ``max_occ[w]``; ``rank``
+    orders elements by how many items hold them, then by id; ``slot_of[w]`` is token w's slot; the
+    list of rank r is ``post_*[post_start[r]:post_start[r + 1]]``, in item order: the item, how many
+    of its elements lie at or after this one (m - j), its length m and its slot mask, so that a
+    posting is bounded without reading the item's own row."""
     items = len(start)
     max_occ = np.zeros(vocab_size, dtype=np.int64)
     counts = np.zeros(vocab_size, dtype=np.int64)
@@ -91,19 +95,54 @@ def build(flat, start, lens, vocab_size):
     for r in range(len(order)):
         rank[order[r]] = r
         post_start[r + 1] = post_start[r] + freq[order[r]]
+    slot_of = _slots(freq[elem_base[:vocab_size]] if vocab_size else np.zeros(0, dtype=np.int64))
     fill = post_start[:-1].copy()
     post_item = np.empty(post_start[-1], dtype=np.int32)
     post_rest = np.empty(post_start[-1], dtype=np.int32)
     post_len = np.empty(post_start[-1], dtype=np.int32)
+    post_mask = np.empty(post_start[-1], dtype=np.uint64)
     for x in range(items):
-        ranks = _element_ranks(flat[start[x]:start[x] + lens[x]], elem_base, max_occ, rank)
+        toks = flat[start[x]:start[x] + lens[x]]
+        mask = np.uint64(0)
+        for t in toks:
+            mask |= np.uint64(1) << np.uint64(slot_of[t])
+        ranks = _element_ranks(toks, elem_base, max_occ, rank)
         for j in range(len(ranks)):
             r = ranks[j]
             post_item[fill[r]] = x
             post_rest[fill[r]] = len(ranks) - j
             post_len[fill[r]] = lens[x]
+            post_mask[fill[r]] = mask
             fill[r] += 1
-    return elem_base, max_occ, rank, post_start, post_item, post_rest, post_len
+    return elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest, post_len, post_mask
+
+
+@njit(cache=True)
+def _slots(token_freq):
+    """Each token's slot of the overlap bound: the ``OWN`` tokens held by most items get one each
+    (a frequent word sharing a slot would inflate every bound it touches); the rest are hashed."""
+    slot_of = np.empty(len(token_freq), dtype=np.int64)
+    for t in range(len(token_freq)):
+        slot_of[t] = OWN + ((t * 0x9E3779B1) >> 7) % (SLOTS - OWN)
+    ranked = np.argsort(-token_freq, kind="mergesort")
+    for s in range(min(OWN, len(ranked))):
+        slot_of[ranked[s]] = s
+    return slot_of
+
+
+@njit(cache=True)
+def _query_levels(query, slot_of):
+    """Per level k = 1..: the mask of slots where ``query`` has >= k tokens; (levels, how many)."""
+    counts = np.zeros(SLOTS, dtype=np.int64)
+    for t in query:
+        if t >= 0:
+            counts[slot_of[t]] += 1
+    top = counts.max()
+    levels = np.zeros(max(top, 1), dtype=np.uint64)
+    for s in range(SLOTS):
+        for k in range(counts[s]):
+            levels[k] |= np.uint64(1) << np.uint64(s)
+    return levels, top
 
 
 @njit(cache=True, inline="always")
@@ -173,8 +212,8 @@ def rouge_f(lcs_len, n, m):
 
 
 @njit(cache=True)
-def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, post_rest, post_len, flat,
-             start, lens, stamp, work):
+def _nearest(query, skip, qid, elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest, post_len,
+             post_mask, flat, start, lens, stamp, work):
     """(item, F) of ``query``'s best pool item other than ``skip``, or (-1, 0.0) when none shares a
     token. ``stamp[x] == qid`` marks the items this query has verified; ``work`` adds up postings
     read and LCS computed."""
@@ -184,6 +223,8 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, 
     ranks = _element_ranks(query, elem_base, max_occ, rank)
     k = len(ranks)
     keys, bits = _position_masks(query[:64])
+    levels, top = _query_levels(query, slot_of)
+    use_slots = top <= MAX_LEVELS
     best, best_f = -1, 0.0
     for i in range(k):
         left = k - i                      # elements an item first met here can share at most
@@ -192,13 +233,21 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, 
         r = ranks[i]
         work[0] += post_start[r + 1] - post_start[r]
         for p in range(post_start[r], post_start[r + 1]):
-            # Bounded before the item's stamp is read: a posting of an item met at an earlier
-            # element bounds it wrongly (too low) but harmlessly, since that item was either
-            # verified already (the stamp stops it below) or skipped with a bound that was higher
-            # yet already too low.
+            # Bounded before the item's stamp is read: at an item's later postings the positional
+            # bound is too low, but harmlessly so: the item was either verified already (its
+            # stamp stops it below) or skipped with a bound that was higher and already too low.
             m = post_len[p]
-            if best >= 0 and 2.0 * min(left, post_rest[p]) / (n + m) < best_f - MARGIN:
-                continue
+            if best >= 0:
+                need = (best_f - MARGIN) * (n + m)        # 2 x shared must reach this
+                if 2.0 * min(left, post_rest[p]) < need:
+                    continue
+                if use_slots:
+                    mask = post_mask[p]
+                    slot_bound = 0
+                    for level in range(top):
+                        slot_bound += _popcount(mask & levels[level])
+                    if 2.0 * slot_bound < need:
+                        continue
             x = post_item[p]
             if stamp[x] == qid or x == skip:
                 continue
@@ -211,10 +260,11 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, post_start, post_item, 
 
 
 @njit(cache=True)
-def search(q_flat, q_start, q_lens, skips, qid0, elem_base, max_occ, rank, post_start, post_item, post_rest,
-           post_len, flat, start, lens, stamp, work, out_item, out_f):
+def search(q_flat, q_start, q_lens, skips, qid0, elem_base, max_occ, rank, slot_of, post_start, post_item,
+           post_rest, post_len, post_mask, flat, start, lens, stamp, work, out_item, out_f):
     """``_nearest`` for each query (token-id runs of ``q_flat``); query q uses stamp id qid0 + q."""
     for q in range(len(q_start)):
         query = q_flat[q_start[q]:q_start[q] + q_lens[q]]
-        out_item[q], out_f[q] = _nearest(query, skips[q], qid0 + q, elem_base, max_occ, rank, post_start,
-                                         post_item, post_rest, post_len, flat, start, lens, stamp, work)
+        out_item[q], out_f[q] = _nearest(query, skips[q], qid0 + q, elem_base, max_occ, rank, slot_of,
+                                         post_start, post_item, post_rest, post_len, post_mask, flat, start,
+                                         lens, stamp, work)

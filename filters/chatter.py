@@ -1,8 +1,8 @@
 """``chatter``: a field that is conversation instead of content.
 
-- an instruction that opens with an assent ("Sure! …", "Certainly, …", "好的，…"), announces a task
-  ("Here is a new task: …", "以下是一个新任务"), or is the assistant's opening line ("How can I help
-  you today?");
+- an instruction that announces a task ("Sure! Here is a new task: …", "好的，以下是一个新任务"), or
+  is the assistant's opening line ("How can I help you today?"); an assent alone ("OK, and what
+  about…", "好的，那…") opens many human follow-up questions and passes;
 - an output that is only an announcement of content that is not there ("Sure! Here are some
   ideas:", "好的，以下是几个建议：" and nothing after), only a closing pleasantry ("I hope this
   helps!", "希望对你有帮助"), or only the assistant's greeting ("Hello! How can I help you today?")
@@ -24,9 +24,11 @@ _ASSENT = (r"(?:sure(?: thing)?|certainly|of course|absolutely|okay|ok|alright|n
            r"(?:i['’]d|i would|i['’]m|i am) (?:be )?(?:happy|glad) to(?: help)?)")
 _ASSENT_ZH = r"(?:好的|当然(?:可以)?|没问题|可以的|乐意效劳)"
 _ANNOUNCE = r"(?:here(?:['’]s| is| are)|below (?:is|are)|以下是|下面是|如下)"
+# An instruction that announces a task instead of being one; an assent alone opens many human
+# follow-up questions ("OK, and what about…", "好的，那…") and is not enough.
 _INSTRUCTION_RE = re.compile(
-    r"\s*(?:" + _ASSENT + r"\s*[!,.]|" + _ASSENT_ZH + r"\s*[!,.！，。]"
-    r"|here(?:['’]s| is| are) (?:(?:a|an|another|the|some|your|my)\s+)?(?:new |next |different |sample |possible )?"
+    r"\s*(?:(?:" + _ASSENT + r"|" + _ASSENT_ZH + r")\s*[!,.！，。]?\s*)?"
+    r"(?:here(?:['’]s| is| are) (?:(?:a|an|another|the|some|your|my)\s+)?(?:new |next |different |sample |possible )?"
     r"(?:task|instruction|question|prompt|example)s?\b"
     r"|以下是(?:一个|一些|几个)?新?的?(?:任务|指令|问题)|how can i (?:help|assist) you)",
     re.IGNORECASE,

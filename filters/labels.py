@@ -8,8 +8,9 @@ Where such a label is scaffolding and where it is content:
   ``Task 3:``, ``### Response``, ``指令：``, ``任务3：``) is scaffolding; so is an instruction that
   starts with ``Input:`` / ``Output:`` (``输入：`` / ``输出：``) and an output that starts with
   ``Output:`` (``输出：``): the teacher's record format, not a task or an answer;
-- further down a field, a line starting with a task or instruction label (optionally numbered:
-  "2. Instruction:") or a ``###`` prompt heading is a second record run on;
+- further down a field, a ``###`` prompt heading or a numbered record label ("2. Instruction:") is
+  a second record run on; in an output, so is a line starting with "Task 3:", "任务3：" or "指令："
+  (an instruction may list its own parts that way);
 - ``Input:`` / ``Output:`` lines inside a field, and an output that starts with ``Input:`` (a
   worked example), are left alone: a human spec says "Input: a list of numbers / Output: their sum".
 
@@ -36,7 +37,12 @@ _START_RE = {
     "output": re.compile(r"\s*(?:" + "|".join((_HEADING, _TASK_LABEL, _NUMBERED_LABEL)) +
                          r"|(?:Task|Instruction|Response|Output|指令|任务|回复|输出)" + _COLON + ")", re.I),
 }
-_LINE_RE = re.compile(r"\n\s*(" + "|".join((_HEADING, _TASK_LABEL, _NUMBERED_LABEL, r"指令" + _COLON)) + ")", re.I)
+# Further down: an instruction may list its own parts ("Task 1: … / 任务2：…"); an output that starts
+# a new task or instruction has run on into the next record.
+_LINE_RE = {
+    "instruction": re.compile(r"\n\s*(" + "|".join((_HEADING, _NUMBERED_LABEL)) + ")", re.I),
+    "output": re.compile(r"\n\s*(" + "|".join((_HEADING, _TASK_LABEL, _NUMBERED_LABEL, r"指令" + _COLON)) + ")", re.I),
+}
 _HINTS = ("#", ":", "：")
 
 
@@ -56,8 +62,8 @@ class PromptLabel(RuleSetFilter):
             text = getattr(record, field)
             if not any(h in text for h in _HINTS):     # cheap: a label has a colon or a '#'
                 continue
-            m = _START_RE[field].match(text) or _LINE_RE.search(text)
+            m = _START_RE[field].match(text) or _LINE_RE[field].search(text)
             if m:
-                label = m.group(1) if m.re is _LINE_RE else m.group(0)
+                label = m.group(1) if m.re is _LINE_RE[field] else m.group(0)
                 return self.reject("prompt_label", f"{field}: '{' '.join(label.split())[:40]}'")
         return None

@@ -9,15 +9,16 @@ and keep everything where it has none; ``"paper"`` picks belle or self-instruct 
 The default set differs from the papers where they misfire on human-written data:
 
 - length: the task's own words count (``text.task_part``), not an article or a dialogue the
-  instruction carries; fewer than 3 words (4 Han characters) is too short.
+  instruction carries; fewer than 2 words (3 Han characters) is too short.
 - bad_start: a fragment (closing or separating punctuation, a list bullet, a continuation such as
   "and …", "并且…"); a digit, an opening quote or bracket, an emoji are fine starts.
 - blacklist: the task asks for what a text model cannot produce or perceive (draw a picture,
   generate an image, watch this video, 画一幅图, 这张图片); the word alone ("a YouTube video title",
   "CSV files", 音乐家) is fine.
-- url: a URL in the instruction or input that the student would have to visit; a URL the answer
-  gives when asked for links, or inside code, or one the task treats as data ("extract the domain")
-  is fine.
+- url: a URL the student would have to visit (in the instruction, or an input that is only a link),
+  or one the answer gives unasked; a link inside material the input carries, a URL the answer
+  gives when asked for links, one inside code, or one the task treats as data ("extract the
+  domain") is fine.
 - refusal: the answer (or instruction) refusing or disclaiming: "As an AI language model", "I'm
   sorry, but I cannot provide…", "我是一个人工智能助手", "抱歉，我无法回答"; a topic word
   ("language model", "GPT-4", "OpenAI", 语言模型) is not.
@@ -81,7 +82,8 @@ class Truncated(RuleSetFilter):
 _BELLE_MIN, _BELLE_MAX, _BELLE_MAX_EXAMPLE = 4, 100, 150
 _PAPER_MIN_WORDS, _PAPER_MAX_WORDS = 4, 150
 _ALNUM_RUN_RE = re.compile(r"[A-Za-z0-9]+")
-_DEFAULT_MIN_WORDS, _DEFAULT_MIN_CHARS, _DEFAULT_MAX_WORDS, _DEFAULT_MAX_CHARS = 3, 4, 150, 300
+# A two-word task ("Define entropy.") or three characters (写首诗) is complete; one word is not.
+_DEFAULT_MIN_WORDS, _DEFAULT_MIN_CHARS, _DEFAULT_MAX_WORDS, _DEFAULT_MAX_CHARS = 2, 3, 150, 300
 
 
 class InstructionLength(RuleSetFilter):
@@ -226,13 +228,15 @@ _EN_BLACKLIST = (
     _SENTENCE_START + r"(?:draw|sketch|paint)\b(?!\s+(?:(?:a|an|the|some|your|my)\s+)?(?:conclusions?|comparisons?|"
     r"parallels?|distinctions?|analog(?:y|ies)|inspiration|attention|lessons?|insights?|up|on|upon|from|out|"
     r"ascii|text|emoji|(?:\w+\s+)?(?:in|using|with) (?:ascii|text|characters|emoji)))",
-    # Make a picture / video / recording.
-    r"\b(?:draw|sketch|paint|create|generate|make|produce|design|render|take|shoot|film|record|upload)\s+"
+    # Make a picture / video / recording, asked of the model ("how do I take a good photo" asks for advice).
+    _SENTENCE_START + r"(?:draw|sketch|paint|create|generate|make|produce|design|render|take|shoot|film|record|"
+    r"upload)\s+(?:me\s+)?"
     r"(?:(?!(?:for|of|about|to|from|with|in|on|into|using|based|and)\b)[\w'-]+\s+){0,3}?" + _EN_MEDIA + _EN_MEDIA_END,
     # A medium the student is pointed at but cannot see or hear.
     r"\b(?:this|these|that|those|the (?:following|attached|given|above|below|provided|uploaded|linked|"
     r"accompanying|shown|displayed|embedded))\s+(?:[\w-]+\s+)?" + _EN_MEDIA + r"\b(?!\s+(?:caption|title|"
-    r"description|prompt|script|idea|format|file name|filename|editor|generator|model)s?\b)",
+    r"description|prompt|script|idea|format|file name|filename|editor|generator|model|game|book|call|"
+    r"conference|editing)s?\b)",
     r"\b" + _EN_MEDIA + r"\s+(?:below|above|attached|provided|shown (?:below|above|here))\b",
     r"\b(?:the )?attached (?:file|document|spreadsheet|pdf|attachment)s?\b",
     # Watch, listen to, visit: things the student would have to do outside the text.
@@ -246,14 +250,15 @@ _ZH_MEDIA_END = r"(?![的脚本标题文案大纲简介描述字幕剧本介绍�
 _ZH_BLACKLIST = (
     # 画 / 绘制 as the task (画一只猫, 请画出…), not the idioms (画蛇添足, 画龙点睛).
     r"(?:^|(?<=[。！？\n]))\s*(?:请你?|帮我|给我)?(?:画|绘制|手绘)(?:[一出个张幅只条两三几下]|[^\s，。]{0,8}?" + _ZH_MEDIA + ")",
-    # Make a picture / video / recording.
+    # Make a picture / video / recording, asked of the model (如何拍出好看的照片 asks for advice).
+    r"(?:^|(?<=[。！？\n]))\s*(?:请你?|帮我|给我|你能|能否|能不能|可以)?\s*"
     r"(?:画|绘制|生成|制作|拍摄|拍|录制|创作|设计|上传)(?:一|出)?[张幅段个部组份]?[^\s，。！？]{0,6}?"
     r"(?:图片|图像|照片|插图|插画|海报|视频|音频|录音|图画|画作|漫画|截图|图表|示意图|流程图|结构图|思维导图|"
     r"[柱饼线条]状?图|折线图|曲线图)" + _ZH_MEDIA_END,
     # A medium the student is pointed at.
     r"(?<!》)(?<!》的)(?:这|那)[张幅段个部些]?(?:图片|图像|照片|视频|音频|录音|画|截图|插图|图)(?![书案例形标层纸])",
     r"(?:下面|以下|上面|上述|附件|附上|给定|所给|提供|如下)的?(?:这)?[张幅段个部些]?(?:图片|图像|照片|视频|音频|录音|截图|插图|图)(?![书案例形标层纸])",
-    r"(?:[下上左右]图|附件)(?![书馆])",
+    r"[下上左右]图(?![书馆])|(?:查看|打开|根据|见|参考|阅读|参见)附件",
     r"(?:这|那)[张幅段个部些]?\s*(?i:image|picture|photo|video|audio|clip)",
     r"(?:观看|收看|看|听|收听)(?:一下)?(?:这|下面|以下|上面|给定|附上|所给)的?[段个部首些]?(?:视频|音频|录音|歌曲|音乐|歌|播客|片段)",
     r"(?:访问|打开|点击|浏览|进入)(?:一下)?(?:这个|以下|下面|该|上面|所给|给定)的?(?:链接|网址|网站|网页|文件)",
@@ -367,13 +372,24 @@ class Url(RuleSetFilter):
             return None
         if rules != "default":
             return None
-        for text in (record.instruction, record.input):
-            m = _url_in(text)
-            if m and not self._url_is_data(record.instruction):
-                return self.reject("contains_url", m.group(0).rstrip(_URL_TRAILING))
+        m = _url_in(record.instruction) or self._input_is_a_link(record.input)
+        if m and not self._url_is_data(record.instruction):
+            return self.reject("contains_url", m.group(0).rstrip(_URL_TRAILING))
         m = _url_in(record.output)
         if m and not self._output_may_link(record):
             return self.reject("contains_url", m.group(0).rstrip(_URL_TRAILING))
+        return None
+
+    @staticmethod
+    def _input_is_a_link(text: str):
+        """A URL that stands for the input (the material is elsewhere); a link inside material the
+        input carries (an email, an article) is part of that material."""
+        m = _url_in(text)
+        if m is None:
+            return None
+        rest = text[:m.start()] + " " + text[m.end():]
+        if cjk_count(rest) < 4 and len(_ALNUM_RUN_RE.findall(rest)) < 3:    # "Link: https://…"
+            return m
         return None
 
     @staticmethod

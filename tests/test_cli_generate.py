@@ -102,5 +102,6 @@ def test_help_starts_without_heavy_imports():
 
 def test_an_unknown_filter_name_is_refused_listing_the_known_ones(tmp_path, gen, error_line):
     assert error_line(gen("--num", "1", "--out", str(tmp_path / "o"), "--skip", "bogus")) == (
-        "Error: unknown filter 'bogus' (known: exact, quality, decontam, minhash, rouge, judge, bad_start, blacklist, echo, "
-        "empty_output, lang, length, nooutput, refusal, truncated, url)")
+        "Error: unknown filter 'bogus' (known: exact, quality, decontam, minhash, rouge, judge, bad_start, blacklist, "
+        "broken_text, chatter, echo, empty_output, ends_with_colon, lang, length, missing_material, nooutput, "
+        "prompt_label, refusal, truncated, url)")

@@ -58,9 +58,9 @@ def test_truncated_rejects_a_record_the_teacher_cut_off():
 # --- length --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("instruction, expected", [
-    ("Explain behavior.", ("too_short", "2 words (min 3)")),
-    ("写首诗", ("too_short", "3 characters (min 4)")),
-    ("", ("too_short", "0 words (min 3)")),
+    ("Explain.", ("too_short", "1 words (min 2)")),
+    ("写诗", ("too_short", "2 characters (min 3)")),
+    ("", ("too_short", "0 words (min 2)")),
     (" ".join(["word"] * 151), ("too_long", "151 words (max 150)")),
     ("好" * 301, ("too_long", "301 characters (max 300)")),
 ])
@@ -69,8 +69,8 @@ def test_length_counts_words_in_english_and_characters_in_chinese(instruction, e
 
 
 def test_length_keeps_the_bounds_and_takes_thresholds_as_keywords():
-    assert verdict(InstructionLength(), Record("Explain human behavior.")) is None
-    assert verdict(InstructionLength(), Record("写一首诗")) is None
+    assert verdict(InstructionLength(), Record("Define entropy.")) is None
+    assert verdict(InstructionLength(), Record("写首诗")) is None
     assert verdict(InstructionLength(), Record(" ".join(["word"] * 150))) is None
     assert verdict(InstructionLength(min_words=4), Record("Explain human behavior.")) == \
         ("too_short", "3 words (min 4)")
@@ -232,6 +232,10 @@ def test_blacklist_rejects_tasks_a_text_model_cannot_do(instruction):
     "推荐几首适合跑步时听的音乐。",
     "用matplotlib画折线图的代码怎么写？",
     "去图书馆借书需要带什么证件？",
+    "How do I take a good photo of the moon with a phone?",
+    "Write a description for this video game.",
+    "如何用手机拍出好看的照片？",
+    "邮件附件的大小限制是多少？",
 ])
 def test_blacklist_keeps_tasks_that_only_mention_a_medium(instruction):
     assert verdict(Blacklist(), Record(instruction)) is None
@@ -292,6 +296,17 @@ def test_url_rejects_links_to_visit_and_links_given_unasked(record, url):
 ])
 def test_url_keeps_links_asked_for_in_code_or_treated_as_data(record):
     assert verdict(Url(), record) is None
+
+
+@pytest.mark.parametrize("record, url", [
+    (Record("Summarize this email.", "Hi team, the agenda is at https://intra.example.com/agenda. See you!",
+            "The agenda is online; the meeting goes ahead."), None),
+    (Record("Summarize this article.", "https://example.com/news/1", "A summary."), "https://example.com/news/1"),
+    (Record("总结这封邮件。", "大家好，议程见https://intra.example.cn/a，周五见。", "议程已发布。"), None),
+])
+def test_url_in_the_input_is_material_unless_the_input_is_only_a_link(record, url):
+    assert verdict(Url(), record) == (None if url is None else ("contains_url", url))
+
 
 
 def test_url_papers_belle_rejects_http_anywhere_and_the_others_have_no_url_rule():

@@ -105,6 +105,8 @@ def test_prompt_label_rejects_scaffolding(record, detail):
     Record("写一个函数，输入：一个整数列表，输出：它们的和。", "", "def total(xs):\n    return sum(xs)"),
     Record("举一个排序函数的测试用例。", "", "输入：[3, 1, 2]\n输出：[1, 2, 3]"),
     Record("What time is it in Tokyo when it is 9:00 in London?", "", "18:00 (17:00 in summer)."),
+    Record("Complete both parts.\nTask 1: write a title.\nTask 2: write a summary.", "", "Title. Summary."),
+    Record("请完成以下任务：\n任务1：写一个标题\n任务2：写一段摘要", "", "标题。摘要。"),
 ])
 def test_prompt_label_keeps_specs_examples_and_recipes(record):
     assert verdict(PromptLabel(), record) is None
@@ -137,6 +139,8 @@ def test_chatter_rejects_conversation_instead_of_content(record, field):
     Record("Reply to a friend who asks whether you can help them move on Saturday.", "", "Sure, I'd love to help!"),
     Record("Surely you know a fun fact about octopuses?", "", "They have three hearts."),
     Record("Okra: how do you cook it?", "", "Roast it with olive oil and salt."),
+    Record("OK, and what about the second option?", "", "The second option costs more."),
+    Record("好的，那请再推荐一本科幻小说。", "", "《基地》。"),
 ])
 def test_chatter_keeps_content_and_the_dialogue_a_task_asks_for(record):
     assert verdict(Chatter(), record) is None
