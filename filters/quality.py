@@ -388,7 +388,7 @@ class Url(RuleSetFilter):
         if m is None:
             return None
         rest = text[:m.start()] + " " + text[m.end():]
-        if cjk_count(rest) < 4 and len(_ALNUM_RUN_RE.findall(rest)) < 3:    # "Link: https://…"
+        if cjk_count(rest) < 8 and len(_ALNUM_RUN_RE.findall(rest)) < 5:    # "See https://… for details"
             return m
         return None
 

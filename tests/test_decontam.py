@@ -404,3 +404,11 @@ def test_opt_sets_one_eval_file(eval_file):
     assert kwargs == {"decontam_against": eval_file, "ngram": 12}
     stage = Decontam(**kwargs)
     assert verdict(stage, in_field("input", f"In my tale, {EN_SHORT_BY_ONE} slept.")) is not None
+
+
+def test_a_nul_character_in_a_field_does_not_shift_the_fields(stage, eval_file):
+    # Batches join fields with NUL; one inside a text must read as a space, not as a field boundary.
+    records = [Record("Summarise\x00this.", "Nothing\x00here.", EN_GRAM), Record("Write a haiku about autumn leaves.")]
+    stage.prepare(records)
+    assert verdict(stage, records[0]).startswith(f"{eval_file}:1 input: the lighthouse keeper")
+    assert verdict(stage, records[1]) is None
