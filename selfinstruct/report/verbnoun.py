@@ -45,8 +45,6 @@ from typing import Iterable
 
 from selfinstruct.errors import UsageError
 
-LANGS = ("en", "zh")
-
 # ---------------------------------------------------------------------------------------------
 # English
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +116,7 @@ _EN_PARTICLES = {
     "come": ("up", "with"), "fill": ("in",), "find": ("out",), "figure": ("out",),
     "point": ("out",), "think": ("of", "up"), "make": ("up",), "sum": ("up",),
     "write": ("down",), "look": ("up",), "carry": ("out",), "set": ("up",),
-    "break": ("down",), "pick": ("out",), "list": ("out",), "write out": (),
+    "break": ("down",), "pick": ("out",), "list": ("out",),
 }
 
 
@@ -360,7 +358,7 @@ _ZH_NOT_TASK_VERBS = frozenset(
 # Instruction verbs. jieba tags several of these as nouns (总结, 设计, 分析) or splits them
 # wrongly; listing them makes them segment as verbs and lets the rules find them.
 _ZH_VERBS = frozenset(
-    """写 写出 写下 形容 验证 链接 解决 发 发送 打印 确定 回应 标识 编写 撰写 续写 改写 重写 扩写 缩写 仿写 创作 编 编造 起草 拟 拟定 草拟 生成 创建 构建
+    """写 写出 写下 形容 验证 链接 解决 发 发送 确定 回应 标识 编写 撰写 续写 改写 重写 扩写 缩写 仿写 创作 编 编造 起草 拟 拟定 草拟 生成 创建 构建
     制作 制定 设计 规划 安排 策划 解释 说明 阐述 阐释 论述 讲 讲述 叙述 讲解 介绍 描述 描写 描绘 概述
     总结 概括 归纳 摘要 提炼 翻译 转换 转化 换算 转写 列出 列举 罗列 举 举出 举例 举例说明 给出 提供 提出
     推荐 想 想出 想象 设想 起 取 命名 找 找出 找到 查找 寻找 搜索 选 选出 选择 挑选 判断 判定 辨别
@@ -476,6 +474,9 @@ def _zh_find_verb(tokens: list[tuple[str, str]], more_clauses: bool) -> tuple[in
             return True
         return i + 1 < len(tokens) and tokens[i + 1][1] == "k"
 
+    def listed_verb_follows(i: int) -> bool:
+        return any(w in _ZH_VERBS and not noun_position(j) for j, (w, _) in enumerate(tokens) if j > i)
+
     def main_verb_follows(i: int) -> bool:
         # A later listed verb that heads the clause, not one inside a 的 modifier ("给我一个可以
         # 表达…的短语": 表达 modifies 短语, so 给 is "give"; "给这款手机写一段广告词": 写 is the
@@ -508,6 +509,9 @@ def _zh_find_verb(tokens: list[tuple[str, str]], more_clauses: bool) -> tuple[in
                 object_at = i + 1
             continue
         if in_phrase:
+            if object_at >= 0 and tag.startswith("v") and word not in _ZH_NOT_TASK_VERBS \
+                    and not noun_position(i) and not listed_verb_follows(i):
+                return i, object_at  # "把这段话压缩到…": a verb our list lacks, after the object
             continue
         if tag.startswith(("d", "a")) or tag == "x" and not word.strip() or word == "地":
             continue  # adverbs before the verb: "简要概括", "详细解释"
