@@ -11,7 +11,9 @@ keeps that agreement at 90% or more.
 What counts (both languages):
 
 * Only the first sentence; in English it also ends at a colon, which usually introduces the input
-  ("Solve the equation: 3x + 5 = 20").
+  ("Solve the equation: 3x + 5 = 20"), and a leading label ("Question: …") is dropped. A first
+  sentence that is a statement ("I broke my phone. Can you help?") has no verb. In Chinese the
+  verb is that of the sentence's first clause that has one ("给定一个列表，找出最大的数" → 找出).
 * Polite and framing wrappers are seen through: "Please", "Can/Could/Would you (please)", "I want
   you to", "Help me", "In this task, you need to", "Given a list, …", "Based on the passage, …";
   请/麻烦你/你能…吗/帮我/给我/我想请你, and clauses that set the scene (给定…，/ 根据…，/ 假设…，).
@@ -24,8 +26,11 @@ What counts (both languages):
   object ("请将下面的句子翻译成英文" → 翻译/句子). An object that is a clause ("Explain why…",
   "Check if…", "判断…是否…") or a pronoun ("Sort them") or absent ("Act as a tour guide") gives None.
 * English lemmas come from ``lemminflect``'s lexicon ("Writes" → "write", "mice" → "mouse");
-  Chinese words from ``jieba``'s segmentation (its part-of-speech tags are used only as a hint,
-  since it tags common instruction verbs such as 总结 and 设计 as nouns: a verb list decides).
+  phrasal verbs count as their verb ("Come up with a title" → ("come", "title")). Chinese words
+  come from ``jieba``'s segmentation (its part-of-speech tags are only a hint, since it tags
+  common instruction verbs such as 总结 and 设计 as nouns: a verb list decides). A verb and its
+  result complement count as the verb (翻译成 → 翻译); light verbs stay (对…进行分类 → 进行/分类);
+  a noun is the word jieba's dictionary has (童话故事, 语法错误), not a part of it.
 
 jieba writes a 9 MB cache of its dictionary on first use; ours goes to the selfinstruct user cache
 folder (``$XDG_CACHE_HOME/selfinstruct``), written atomically by jieba (temp file, then rename),
@@ -350,6 +355,12 @@ _ZH_PARENTHESES_RE = re.compile(r"（[^（）]*）|\([^()]*\)|【[^【】]*】")
 _ZH_NOT_HEAD_TAGS = frozenset("x y e o w".split())  # and every u… (particle) tag
 _ZH_NUMERAL_RE = re.compile(r"^[\d.一二三四五六七八九十百千万两几半]+[个种件首篇段本条份句道张点些]?$")
 _ZH_DEMONSTRATIVE_RE = re.compile(r"^(?:这|那|该|此|本)(?:个|段|篇|首|句|本|些|种|条|份|张|道|组)?(?=.)")
+_ZH_OPEN_QUOTES = frozenset("“‘「『\"《")
+_ZH_CLOSE_QUOTES = frozenset("”’」』\"》")
+_ZH_LEADING_NUMERAL_RE = re.compile(r"^[\d一二三四五六七八九十两几]+[个段篇首句本条份张道组封则位部种项]?(?=.)")
+# One-character noun suffixes that jieba may leave apart from their stem (心理咨询/师).
+_ZH_NOUN_SUFFIXES = frozenset("师 员 者 家 式 器 机 表 法 性 率 单 书 信 馆 店 站".split())
+_ZH_MEASURE_CHARS = frozenset("个段篇首句本条份张道组封则位部种项")
 _ZH_SKIP_AFTER_VERB = frozenset("一下 一个 了 着 过 下 出 一些 一点".split())
 # Verbs that are not the task ("是", "有", modal verbs): the clause is a statement or question.
 _ZH_NOT_TASK_VERBS = frozenset(
@@ -552,13 +563,6 @@ def _zh_head(tokens: list[tuple[str, str]]) -> str | None:
     return _zh_clean_head(last[0])
 
 
-_ZH_OPEN_QUOTES = frozenset("“‘「『\"《")
-_ZH_CLOSE_QUOTES = frozenset("”’」』\"》")
-_ZH_LEADING_NUMERAL_RE = re.compile(r"^[\d一二三四五六七八九十两几]+[个段篇首句本条份张道组封则位部种项]?(?=.)")
-# One-character noun suffixes that jieba may leave apart from their stem (心理咨询/师).
-_ZH_NOUN_SUFFIXES = frozenset("师 员 者 家 式 器 机 表 法 性 率 单 书 信 馆 店 站".split())
-_ZH_MEASURE_CHARS = frozenset("个段篇首句本条份张道组封则位部种项")
-
 
 def _zh_clean_head(word: str) -> str:
     """jieba keeps some phrases whole (这段话, 封电子邮件, 的洲): the head is the noun in them."""
@@ -606,7 +610,8 @@ def _zh_object_span(span: list[tuple[str, str]]) -> list[tuple[str, str]]:
             continue
         if i < last_de and any(tag.startswith("v") for _, tag in span[:i - 1]):
             continue  # "一条删除年龄为空的行的语句": 为 is inside a modifier that a verb opens
-        before = [w for w, tag in span[:i] if not (_ZH_NUMERAL_RE.match(w) or tag.startswith(("m", "q", "x", "u")) or w == "所")]
+        before = [w for w, tag in span[:i]
+                  if not (_ZH_NUMERAL_RE.match(w) or tag.startswith(("m", "q", "x", "u")) or w == "所")]
         if before:
             return span[:i]
     return span
@@ -666,7 +671,7 @@ def top_pairs(
 ) -> list[tuple[str, int, list[tuple[str, int]]]]:
     """The ``n_verbs`` most common verbs of ``items`` ((instruction, lang) pairs), each with its
     count and its ``n_nouns`` most common object nouns with their counts; ties are broken
-    alphabetically. An instruction with a verb but no object noun counts for the verb only, so a
+    alphabetically (by code point, so deterministic across languages). An instruction with a verb but no object noun counts for the verb only, so a
     verb's noun counts may add up to less than its own count. Instructions without a verb are
     not counted. Verbs of the two languages are counted apart (they are different strings).
     """
