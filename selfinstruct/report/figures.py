@@ -93,7 +93,8 @@ def figures(stats: ReportStats) -> dict[str, tuple[bytes, str]]:
         out["funnel"] = (_png(lambda f: draw_funnel(f, stats.funnel), _funnel_size(stats.funnel)),
                          "Funnel: candidates, rejects per stage and reason, kept")
     if stats.n:
-        out["lengths"] = (_png(lambda f: draw_lengths(f, stats), (11, 3.4)),
+        rows = len(stats.lengths["instruction"])
+        out["lengths"] = (_png(lambda f: draw_lengths(f, stats), (11, 0.4 + 3.0 * rows)),
                           "Length distributions of instruction, input and output")
     if len(stats.lang_mix) > 1:         # one language needs no figure: the table says 100%
         out["languages"] = (_png(lambda f: draw_bars(f, stats.lang_mix, "Language mix", "records"),
@@ -133,32 +134,32 @@ def draw_funnel(fig, funnel: Funnel) -> None:
     ax.set_title("Funnel: candidates → rejected per stage and reason → kept")
 
 
-def _bar_hist(ax, hist: Histogram, color: str, label: str, offset: float = 0.0, width: float = 0.8) -> None:
-    x = [i + offset for i in range(len(hist.counts))]
-    ax.bar(x, hist.counts, width=width, color=color, label=label)
-
-
 def draw_lengths(fig, stats: ReportStats) -> None:
-    axes = fig.subplots(1, len(FIELDS))
-    for ax, name in zip(axes, FIELDS):
-        per_lang = stats.lengths[name]
-        n = len(per_lang)
-        for k, (lang, hist) in enumerate(per_lang.items()):
-            unit = "characters" if lang == "zh" else "words"
-            _bar_hist(ax, hist, COLORS.get(lang, OTHER_COLORS[k % len(OTHER_COLORS)]),
-                      f"{lang} ({unit})", offset=(k - (n - 1) / 2) * 0.8 / n, width=0.8 / n)
-        first = next(iter(per_lang.values()))
-        labels = first.labels()
-        step = max(1, math.ceil(len(labels) / 8))
-        ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=45, ha="right", fontsize=8)
-        ax.set_title(name)
-        ax.set_ylabel("records")
-        if n > 1:
-            ax.text(0.98, 0.95, "bins of the first language", transform=ax.transAxes, ha="right",
-                    fontsize=7, color="#555")
-        ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1, 0.9) if n > 1 else None)
+    """One row per language (its own unit and bins: words and characters do not share an axis),
+    one column per field."""
+    langs = list(stats.lengths[FIELDS[0]])
+    axes = fig.subplots(len(langs), len(FIELDS), squeeze=False)
+    for row, lang in zip(axes, langs):
+        unit = "characters" if lang == "zh" else "words"
+        color = COLORS.get(lang, OTHER_COLORS[0])
+        for ax, name in zip(row, FIELDS):
+            hist = stats.lengths[name][lang]
+            ax.bar(range(len(hist.counts)), hist.counts, width=0.85, color=color)
+            labels = hist.labels()
+            step = max(1, math.ceil(len(labels) / 8))
+            ax.set_xticks(range(0, len(labels), step), labels[::step], rotation=45, ha="right", fontsize=8)
+            ax.set_title(f"{name} ({lang})" if len(langs) > 1 else name)
+            ax.set_xlabel(unit)
+            ax.set_ylabel("records")
+            _whole_numbers(ax.yaxis)
     fig.suptitle("Length (words for English, characters for Chinese)")
     fig.tight_layout()
+
+
+def _whole_numbers(axis) -> None:
+    """Counts are whole: no 0.5 ticks on an axis of records."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def draw_bars(fig, counts: dict[str, int], title: str, xlabel: str) -> None:
@@ -184,6 +185,7 @@ def draw_rouge(fig, rouge: RougeStats) -> None:
     ax.set_xlim(0, 1)
     ax.set_xlabel("ROUGE-L F-measure to " + rouge.against.split(" (")[0])
     ax.set_ylabel("instructions")
+    _whole_numbers(ax.yaxis)
     scope = (f"a uniform sample of {len(rouge.scores):,} of {rouge.n_total:,}" if rouge.sampled
              else f"all {len(rouge.scores):,} instructions, exact")
     ax.set_title(f"ROUGE-L to the most similar instruction ({scope})", fontsize=10)
@@ -258,6 +260,7 @@ def draw_judge(fig, hist: Histogram) -> None:
     ax.set_xticks([int(e) for e in hist.edges[:-1]])
     ax.set_xlabel("judge score")
     ax.set_ylabel("records")
+    _whole_numbers(ax.yaxis)
     ax.set_title("Judge scores of the kept records")
 
 
