@@ -66,9 +66,9 @@ def build(flat, start, lens, vocab_size):
     runs of ``flat``). Returns (elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest,
     post_len, post_mask): element (w, k) is ``elem_base[w] + k`` for k < ``max_occ[w]``; ``rank``
     orders elements by how many items hold them, then by id; ``slot_of[w]`` is token w's slot; the
-    list of rank r is ``post_*[post_start[r]:post_start[r + 1]]``, in item order: the item, how many
-    of its elements lie at or after this one (m - j), its length m and its slot mask, so that a
-    posting is bounded without reading the item's own row."""
+    list of rank r is ``post_*[post_start[r]:post_start[r + 1]]``: the item, how many of its
+    elements lie at or after this one (m - j), its length m and its slot mask, so that a posting is
+    bounded without reading the item's own row; ordered by m - j, most first, then by item."""
     items = len(start)
     max_occ = np.zeros(vocab_size, dtype=np.int64)
     counts = np.zeros(vocab_size, dtype=np.int64)
@@ -114,6 +114,14 @@ def build(flat, start, lens, vocab_size):
             post_len[fill[r]] = lens[x]
             post_mask[fill[r]] = mask
             fill[r] += 1
+    for r in range(len(order)):         # most elements left first, so that a scan can stop early
+        lo, hi = post_start[r], post_start[r + 1]
+        if hi - lo > 1:
+            by_rest = np.argsort(-post_rest[lo:hi], kind="mergesort") + lo    # stable: item order
+            post_item[lo:hi] = post_item[by_rest]
+            post_rest[lo:hi] = post_rest[by_rest]
+            post_len[lo:hi] = post_len[by_rest]
+            post_mask[lo:hi] = post_mask[by_rest]
     return elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest, post_len, post_mask
 
 
@@ -231,15 +239,18 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, slot_of, post_start, po
         if best >= 0 and 2.0 * left / (n + left) < best_f - MARGIN:
             break
         r = ranks[i]
-        work[0] += post_start[r + 1] - post_start[r]
         for p in range(post_start[r], post_start[r + 1]):
+            work[0] += 1
             # Bounded before the item's stamp is read: at an item's later postings the positional
             # bound is too low, but harmlessly so: the item was either verified already (its
             # stamp stops it below) or skipped with a bound that was higher and already too low.
             m = post_len[p]
             if best >= 0:
+                shared = min(left, post_rest[p])
+                if 2.0 * shared < (best_f - MARGIN) * (n + shared):
+                    break                 # the rest of the list has no more elements left, m >= that
                 need = (best_f - MARGIN) * (n + m)        # 2 x shared must reach this
-                if 2.0 * min(left, post_rest[p]) < need:
+                if 2.0 * shared < need:
                     continue
                 if use_slots:
                     mask = post_mask[p]

@@ -222,16 +222,24 @@ _EN_MEDIA = (r"(?:image|picture|pic|photo(?:graph)?|illustration|painting|drawin
              r"video|video clip|clip|footage|audio|audio clip|recording|voice message|diagram|infographic)s?")
 # The medium is the object itself, not a modifier of one ("an image caption", "a video title").
 _EN_MEDIA_END = r"(?=\s+(?:of|showing|depicting|that|which|with|about|illustrating|for|to|in|on)\b|\s*[.,;:!?]|\s*$)"
-_SENTENCE_START = r"(?:^|(?<=[.!?。！？\n])\s*)(?:(?:please|can you|could you|now|then),?\s+)?"
-_EN_BLACKLIST = (
+# Patterns of a sentence's opening (the task asked of the model) are matched at each sentence start;
+# the others are searched for, only in text holding one of their hint words.
+_EN_OPENING = r"\s*(?:(?:please|can you|could you|now|then),?\s+)?"
+_EN_AT_START = (
     # Draw / sketch / paint as the task, unless figurative or in text characters.
-    _SENTENCE_START + r"(?:draw|sketch|paint)\b(?!\s+(?:(?:a|an|the|some|your|my)\s+)?(?:conclusions?|comparisons?|"
+    r"(?:draw|sketch|paint)\b(?!\s+(?:(?:a|an|the|some|your|my)\s+)?(?:conclusions?|comparisons?|"
     r"parallels?|distinctions?|analog(?:y|ies)|inspiration|attention|lessons?|insights?|up|on|upon|from|out|"
     r"ascii|text|emoji|(?:\w+\s+)?(?:in|using|with) (?:ascii|text|characters|emoji)))",
-    # Make a picture / video / recording, asked of the model ("how do I take a good photo" asks for advice).
-    _SENTENCE_START + r"(?:draw|sketch|paint|create|generate|make|produce|design|render|take|shoot|film|record|"
-    r"upload)\s+(?:me\s+)?"
+    # Make a picture / video / recording ("how do I take a good photo" asks for advice: not an opening).
+    r"(?:create|generate|make|produce|design|render|take|shoot|film|record|upload)\s+(?:me\s+)?"
     r"(?:(?!(?:for|of|about|to|from|with|in|on|into|using|based|and)\b)[\w'-]+\s+){0,3}?" + _EN_MEDIA + _EN_MEDIA_END,
+    # Watch, listen to, visit: things the student would have to do outside the text.
+    r"(?:watch|listen to|view|play)\s+(?:this|these|that|the following|the attached|the above|"
+    r"the below|the)\s+(?:[\w-]+\s+)?(?:video|clip|audio|recording|footage|podcast|song|track|voice message)s?\b",
+    r"(?:go to|visit|open|browse|navigate to|click(?: on)?)\s+(?:this|the following|the attached|"
+    r"that|the)\s+(?:[\w-]+\s+)?(?:link|website|web ?page|site|url|page|file)s?\b",
+)
+_EN_ANYWHERE = (
     # A medium the student is pointed at but cannot see or hear.
     r"\b(?:this|these|that|those|the (?:following|attached|given|above|below|provided|uploaded|linked|"
     r"accompanying|shown|displayed|embedded))\s+(?:[\w-]+\s+)?" + _EN_MEDIA + r"\b(?!\s+(?:caption|title|"
@@ -239,23 +247,20 @@ _EN_BLACKLIST = (
     r"conference|editing)s?\b)",
     r"\b" + _EN_MEDIA + r"\s+(?:below|above|attached|provided|shown (?:below|above|here))\b",
     r"\b(?:the )?attached (?:file|document|spreadsheet|pdf|attachment)s?\b",
-    # Watch, listen to, visit: things the student would have to do outside the text.
-    _SENTENCE_START + r"(?:watch|listen to|view|play)\s+(?:this|these|that|the following|the attached|the above|"
-    r"the below|the)\s+(?:[\w-]+\s+)?(?:video|clip|audio|recording|footage|podcast|song|track|voice message)s?\b",
-    _SENTENCE_START + r"(?:go to|visit|open|browse|navigate to|click(?: on)?)\s+(?:this|the following|the attached|"
-    r"that|the)\s+(?:[\w-]+\s+)?(?:link|website|web ?page|site|url|page|file)s?\b",
 )
 _ZH_MEDIA = r"(?:图片|图像|照片|插图|插画|海报|视频|音频|录音|图画|画作|漫画|截图|图表|[^\s，。！？、的]{0,3}图(?![书案例形标层纸片像表示]))"
 _ZH_MEDIA_END = r"(?![的脚本标题文案大纲简介描述字幕剧本介绍创意名称])"
-_ZH_BLACKLIST = (
+_ZH_OPENING = r"\s*(?:请你?|帮我|给我|你能|能否|能不能|可以)?\s*"
+_ZH_AT_START = (
     # 画 / 绘制 as the task (画一只猫, 请画出…), not the idioms (画蛇添足, 画龙点睛).
-    r"(?:^|(?<=[。！？\n]))\s*(?:请你?|帮我|给我)?(?:画|绘制|手绘)(?:[一出个张幅只条两三几下]|[^\s，。]{0,8}?" + _ZH_MEDIA + ")",
-    # Make a picture / video / recording, asked of the model (如何拍出好看的照片 asks for advice).
-    r"(?:^|(?<=[。！？\n]))\s*(?:请你?|帮我|给我|你能|能否|能不能|可以)?\s*"
+    r"(?:画|绘制|手绘)(?:[一出个张幅只条两三几下]|[^\s，。]{0,8}?" + _ZH_MEDIA + ")",
+    # Make a picture / video / recording (如何拍出好看的照片 asks for advice: not an opening).
     r"(?:画|绘制|生成|制作|拍摄|拍|录制|创作|设计|上传)(?:一|出)?[张幅段个部组份]?[^\s，。！？]{0,6}?"
     r"(?:图片|图像|照片|插图|插画|海报|视频|音频|录音|图画|画作|漫画|截图|图表|示意图|流程图|结构图|思维导图|"
     r"[柱饼线条]状?图|折线图|曲线图)" + _ZH_MEDIA_END,
-    # A medium the student is pointed at.
+)
+_ZH_ANYWHERE = (
+    # A medium the student is pointed at (a title in 《》 before 这幅画 names the painting).
     r"(?<!》)(?<!》的)(?:这|那)[张幅段个部些]?(?:图片|图像|照片|视频|音频|录音|画|截图|插图|图)(?![书案例形标层纸])",
     r"(?:下面|以下|上面|上述|附件|附上|给定|所给|提供|如下)的?(?:这)?[张幅段个部些]?(?:图片|图像|照片|视频|音频|录音|截图|插图|图)(?![书案例形标层纸])",
     r"[下上左右]图(?![书馆])|(?:查看|打开|根据|见|参考|阅读|参见)附件",
@@ -263,15 +268,23 @@ _ZH_BLACKLIST = (
     r"(?:观看|收看|看|听|收听)(?:一下)?(?:这|下面|以下|上面|给定|附上|所给)的?[段个部首些]?(?:视频|音频|录音|歌曲|音乐|歌|播客|片段)",
     r"(?:访问|打开|点击|浏览|进入)(?:一下)?(?:这个|以下|下面|该|上面|所给|给定)的?(?:链接|网址|网站|网页|文件)",
 )
-_DEFAULT_BLACKLIST_RE = re.compile("|".join(f"(?:{p})" for p in _EN_BLACKLIST), re.IGNORECASE)
-_DEFAULT_BLACKLIST_ZH_RE = re.compile("|".join(f"(?:{p})" for p in _ZH_BLACKLIST))
-# Substrings one of which each default pattern contains (cheap pre-check before the regexes).
-_BLACKLIST_HINTS_EN = ("draw", "sketch", "paint", "image", "pic", "photo", "illustration", "screenshot",
-                       "video", "clip", "footage", "audio", "record", "voice", "diagram", "infographic",
-                       "attached", "watch", "listen", "view", "play", "go to", "visit", "open", "browse",
-                       "navigate", "click")
-_BLACKLIST_HINTS_ZH = ("画", "图", "照片", "视频", "音频", "录音", "附件", "听", "看", "访问", "打开", "点击", "浏览", "进入",
-                       "image", "picture", "photo", "video", "audio", "clip")
+_EN_AT_START_RE = re.compile(_EN_OPENING + "(?:" + "|".join(_EN_AT_START) + ")", re.IGNORECASE)
+_EN_ANYWHERE_RE = re.compile("|".join(f"(?:{p})" for p in _EN_ANYWHERE), re.IGNORECASE)
+_ZH_AT_START_RE = re.compile(_ZH_OPENING + "(?:" + "|".join(_ZH_AT_START) + ")")
+_ZH_ANYWHERE_RE = re.compile("|".join(f"(?:{p})" for p in _ZH_ANYWHERE))
+_SENTENCE_BREAK_RE = re.compile(r"[.!?。！？\n]")
+# Words one of which each "anywhere" pattern holds (cheap pre-check before the regexes).
+_EN_ANYWHERE_HINTS = ("image", "pic", "photo", "illustration", "painting", "drawing", "sketch", "screenshot",
+                      "video", "clip", "footage", "audio", "recording", "voice", "diagram", "infographic", "attached")
+_ZH_ANYWHERE_HINTS = ("图", "照片", "视频", "音频", "录音", "画", "附件", "歌", "音乐", "播客", "片段", "链接", "网址",
+                      "网站", "网页", "文件", "image", "photo", "video", "audio", "clip")
+
+
+def _sentence_starts(text: str):
+    yield 0
+    for m in _SENTENCE_BREAK_RE.finditer(text):
+        if m.end() < len(text):
+            yield m.end()
 
 
 class Blacklist(RuleSetFilter):
@@ -305,17 +318,31 @@ class Blacklist(RuleSetFilter):
 
     def _default(self, instruction: str) -> Rejection | None:
         text = strip_quoted(instruction)        # a quoted title or sentence is material, not the task
+        cjk = not instruction.isascii()
+        for start in _sentence_starts(text):
+            m = _EN_AT_START_RE.match(text, start)
+            if m:
+                return self._asks_for(m)
         lowered = text.lower()
-        if any(h in lowered for h in _BLACKLIST_HINTS_EN):
-            m = _DEFAULT_BLACKLIST_RE.search(text)
+        if any(h in lowered for h in _EN_ANYWHERE_HINTS):
+            m = _EN_ANYWHERE_RE.search(text)
             if m:
-                return self.reject("blacklist_word", f"asks for '{' '.join(m.group(0).split())}'")
-        # Chinese on the whole text: a title in 《》 before "这幅画" names the painting.
-        if not instruction.isascii() and any(h in instruction.lower() for h in _BLACKLIST_HINTS_ZH):
-            m = _DEFAULT_BLACKLIST_ZH_RE.search(instruction)
+                return self._asks_for(m)
+        if not cjk:
+            return None
+        # Chinese on the whole text: a title in 《》 before 这幅画 names the painting.
+        for start in _sentence_starts(instruction):
+            m = _ZH_AT_START_RE.match(instruction, start)
             if m:
-                return self.reject("blacklist_word", f"asks for '{m.group(0).strip()}'")
+                return self._asks_for(m)
+        if any(h in instruction.lower() for h in _ZH_ANYWHERE_HINTS):
+            m = _ZH_ANYWHERE_RE.search(instruction)
+            if m:
+                return self._asks_for(m)
         return None
+
+    def _asks_for(self, m: re.Match) -> Rejection:
+        return self.reject("blacklist_word", f"asks for '{' '.join(m.group(0).split())}'")
 
 
 # Characters a URL is made of (RFC 3986); Chinese text right after a URL is not part of it.

@@ -236,6 +236,9 @@ def test_blacklist_rejects_tasks_a_text_model_cannot_do(instruction):
     "Write a description for this video game.",
     "如何用手机拍出好看的照片？",
     "邮件附件的大小限制是多少？",
+    "Classify the news story into one of these categories: music, sports, politics, science.",
+    "将句子中的人名链接到百科词条，找不到的标为无。",
+    "把新闻分到以下类别之一：音乐、体育、政治、科技。",
 ])
 def test_blacklist_keeps_tasks_that_only_mention_a_medium(instruction):
     assert verdict(Blacklist(), Record(instruction)) is None
