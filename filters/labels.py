@@ -4,8 +4,9 @@ the task or its answer, or runs on into a second task ("\\n2. Instruction: …")
 
 Where such a label is scaffolding and where it is content:
 
-- a field that *starts* with a task/instruction/response label (``Instruction:``, ``Task:``,
-  ``Task 3:``, ``### Response``, ``指令：``, ``任务3：``) is scaffolding; so is an instruction that
+- a field that *starts* with an instruction/response label (``Instruction:``, ``Task 3:``,
+  ``Task 5 Instructions:``, ``### Response``, ``指令：``, ``任务3：``) is scaffolding (a bare "Task:"
+  or "任务：" is not: people head a task that way too); so is an instruction that
   starts with ``Input:`` / ``Output:`` (``输入：`` / ``输出：``) and an output that starts with
   ``Output:`` (``输出：``): the teacher's record format, not a task or an answer;
 - further down a field, a ``###`` prompt heading or a numbered record label ("2. Instruction:") is
@@ -33,9 +34,9 @@ _NUMBERED_LABEL = _NUMBER + r"(?:Instructions?|Task|Input|Output|指令|任务|�
 # At the start of a field, a few more: the record format the teacher was shown.
 _START_RE = {
     "instruction": re.compile(r"\s*(?:" + "|".join((_HEADING, _TASK_LABEL, _NUMBERED_LABEL)) +
-                              r"|(?:Task|Instructions?|Input|Output|指令|任务|输入|输出)" + _COLON + ")", re.I),
+                              r"|(?:Instructions?|Input|Output|指令|输入|输出)" + _COLON + ")", re.I),
     "output": re.compile(r"\s*(?:" + "|".join((_HEADING, _TASK_LABEL, _NUMBERED_LABEL)) +
-                         r"|(?:Task|Instruction|Response|Output|指令|任务|回复|输出)" + _COLON + ")", re.I),
+                         r"|(?:Instruction|Response|Output|指令|回复|输出)" + _COLON + ")", re.I),
 }
 # Further down: an instruction may list its own parts ("Task 1: … / 任务2：…"); an output that starts
 # a new task or instruction has run on into the next record.

@@ -20,6 +20,10 @@ users who reproduce those datasets:
   characters, and, when the input is not empty, one of ≥ 100 characters (≥ 150 when it gives an
   example: 示例 / 例子). No start rule.
 
+BELLE's one list of substrings is reported under the reason its words stand for: the image words and
+"链接" as ``blacklist_word``, "http" as ``contains_url`` (the url filter), the model names and
+"GPT" as ``refusal`` (the refusal filter).
+
 A rule a paper set does not have keeps every record under that set. Those projects filtered at
 generation time; the rules are reproduced as a filter over records, so what they decided to keep is
 the same, but an instruction they rewrote while keeping it (capitalised, BELLE's GPT phrases cut

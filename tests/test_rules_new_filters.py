@@ -107,6 +107,8 @@ def test_prompt_label_rejects_scaffolding(record, detail):
     Record("What time is it in Tokyo when it is 9:00 in London?", "", "18:00 (17:00 in summer)."),
     Record("Complete both parts.\nTask 1: write a title.\nTask 2: write a summary.", "", "Title. Summary."),
     Record("请完成以下任务：\n任务1：写一个标题\n任务2：写一段摘要", "", "标题。摘要。"),
+    Record("Task: write a limerick about a cat.", "", "There once was a cat from Peru..."),
+    Record("任务：写一首关于春天的诗。", "", "春风又绿江南岸。"),
 ])
 def test_prompt_label_keeps_specs_examples_and_recipes(record):
     assert verdict(PromptLabel(), record) is None
