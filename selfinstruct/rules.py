@@ -24,12 +24,18 @@ BELLE's one list of substrings is reported under the reason its words stand for:
 "链接" as ``blacklist_word``, "http" as ``contains_url`` (the url filter), the model names and
 "GPT" as ``refusal`` (the refusal filter).
 
+Not reproduced here (other stages or no record-level meaning): the novelty checks (ROUGE-L > 0.7 in
+Self-Instruct and Alpaca is the rouge stage's; BELLE's BM25 score > 18 over bloomz tokens is not
+reproduced), and Self-Instruct's per-task instance rules at fine-tuning time (a task whose instances
+share an input with different outputs is dropped whole; at most 5 instances per task).
+
 A rule a paper set does not have keeps every record under that set. Those projects filtered at
 generation time; the rules are reproduced as a filter over records, so what they decided to keep is
 the same, but an instruction they rewrote while keeping it (capitalised, BELLE's GPT phrases cut
 out) is not rewritten here.
 
-``paper`` names the source project's set: in ``generate`` the recipe's (``--lang zh`` → belle); in
+``paper`` names the source project's set: in ``generate`` the recipe's (``--lang zh`` → belle; a
+recipe without a released set of its own → self-instruct, the method the others build on); in
 ``filter``, self-instruct for ``--lang en`` and belle for ``--lang zh``. With ``filter --lang auto``
 it stays ``paper``, which the filters read per record: belle for a record whose instruction is
 mostly Han, self-instruct otherwise (a mixed file is judged by each record's own paper rules,
