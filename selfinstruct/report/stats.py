@@ -75,17 +75,18 @@ def histogram(values: Sequence[float], edges: Sequence[float]) -> Histogram:
 
 
 def length_edges(values: Sequence[int], max_bins: int = LENGTH_BINS) -> list[float]:
-    """Integer bins of one width from 0 that cover the values up to their 99th percentile; when the
-    largest value lies far beyond it, the rest share one open overflow bin (a few 5,000-word outputs
-    would otherwise squeeze everything else into the first bar)."""
+    """Integer bins of one width, from the smallest value (rounded down to the width) up to the
+    99th percentile; when the largest value lies far beyond it, the rest share one open overflow bin
+    (a few 5,000-word outputs would otherwise squeeze everything else into the first bar)."""
     if not values:
         return [0, 1]
     ordered = sorted(values)
     top = ordered[-1]
     p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
     cap = p99 if top > 2 * max(p99, 1) else top
-    width = max(1, math.ceil((cap + 1) / max_bins))
-    edges: list[float] = list(range(0, cap + 1, width)) + [((cap // width) + 1) * width]
+    width = max(1, math.ceil((cap - ordered[0] + 1) / max_bins))
+    start = (ordered[0] // width) * width
+    edges: list[float] = list(range(start, cap + 1, width)) + [((cap // width) + 1) * width]
     if top >= edges[-1]:
         edges.append(math.inf)
     return edges
