@@ -1,15 +1,15 @@
 """``chatter``: a field that is conversation instead of content.
 
-- an instruction that announces a task ("Sure! Here is a new task: …", "好的，以下是一个新任务"), or
-  is the assistant's opening line ("How can I help you today?"); an assent alone ("OK, and what
+- an instruction that announces a task ("Certainly! Here's a new task: …", "好的，以下是一个新任务"),
+  or is the assistant's opening line ("How may I assist you?"); an assent alone ("OK, and what
   about…", "好的，那…") opens many human follow-up questions and passes;
-- an output that is only an announcement of content that is not there ("Sure! Here are some
-  ideas:", "好的，以下是几个建议：" and nothing after), only a closing pleasantry ("I hope this
-  helps!", "希望对你有帮助"), or only the assistant's greeting ("Hello! How can I help you today?")
+- an output that is only an announcement of content that is not there ("Of course! Below are some
+  ideas:", "好的，以下是几个建议：" and nothing after), only a closing pleasantry ("Hope that
+  helps!", "希望对你有帮助"), or only the assistant's greeting ("Hi! How may I assist you today?")
   where the task does not ask for a greeting.
 
-All of these are anchored on the whole field or its opening, so an answer that *contains* "I hope
-this helps" after its content, or a dialogue the task asks for, passes. Default rule set only.
+All of these are anchored on the whole field or its opening, so an answer that *contains* "hope that
+helps" after its content, or a dialogue the task asks for, passes. Default rule set only.
 Reason code: chatter, detail the field and its opening.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ _INSTRUCTION_RE = re.compile(
     r"\s*(?:(?:" + _ASSENT + r"|" + _ASSENT_ZH + r")\s*[!,.！，。]?\s*)?"
     r"(?:here(?:['’]s| is| are) (?:(?:a|an|another|the|some|your|my)\s+)?(?:new |next |different |sample |possible )?"
     r"(?:task|instruction|question|prompt|example)s?\b"
-    r"|以下是(?:一个|一些|几个)?新?的?(?:任务|指令|问题)|how can i (?:help|assist) you)",
+    r"|以下是(?:一个|一些|几个)?新?的?(?:任务|指令|问题)|how (?:can|may) i (?:help|assist) you)",
     re.IGNORECASE,
 )
 _OUTPUT_ANNOUNCE_RE = re.compile(
@@ -38,7 +38,7 @@ _OUTPUT_ANNOUNCE_RE = re.compile(
     re.IGNORECASE,
 )
 _OUTPUT_PLEASANTRY_RE = re.compile(
-    r"\s*(?:i hope (?:this|that|it|these) helps?(?: you)?|let me know if you (?:have|need) (?:any )?"
+    r"\s*(?:(?:i )?hope (?:this|that|it|these) helps?(?: you)?|let me know if you (?:have|need) (?:any )?"
     r"(?:other|more|further|additional)? ?(?:questions?|help|assistance)|希望(?:这些|这|以上(?:内容)?)?(?:能)?(?:对你|对您)"
     r"有(?:所)?帮助|如果(?:你|您)还有(?:其他|任何)(?:问题|疑问)[^\n]{0,20})[!.。！]*\s*",
     re.IGNORECASE,
@@ -51,7 +51,7 @@ _OUTPUT_GREETING_RE = re.compile(
 _ASKS_FOR_GREETING_RE = re.compile(r"(?i:\bgreet\w*|\bhello\b|\bwelcome\b|customer|chatbot|assistant|opening line)"
                                    r"|打招呼|问候|欢迎|客服|开场白|机器人|助手")
 _HINTS = ("sure", "certain", "course", "absolute", "ok", "alright", "problem", "glad", "happy", "here",
-          "below", "hope", "let me", "hello", "hi", "hey", "how can", "好的", "当然", "没问题", "可以的",
+          "below", "hope", "let me", "hello", "hi", "hey", "how can", "how may", "好的", "当然", "没问题", "可以的",
           "乐意", "以下是", "下面是", "如下", "希望", "如果", "你好", "您好")
 
 

@@ -1,11 +1,11 @@
 """``prompt_label``: prompt scaffolding left in a field. A teacher that copies the prompt's format
-writes "Task 5 Instructions:", "Instruction:", "### Response", "指令：", "任务3：" into what should be
+writes "Task 12 Instructions:", "Instruction:", "### Response", "指令：", "任务3：" into what should be
 the task or its answer, or runs on into a second task ("\\n2. Instruction: …").
 
 Where such a label is scaffolding and where it is content:
 
 - a field that *starts* with an instruction/response label (``Instruction:``, ``Task 3:``,
-  ``Task 5 Instructions:``, ``### Response``, ``指令：``, ``任务3：``) is scaffolding (a bare "Task:"
+  ``Task 12 Instructions:``, ``### Response``, ``指令：``, ``任务3：``) is scaffolding (a bare "Task:"
   or "任务：" is not: people head a task that way too); so is an instruction that
   starts with ``Input:`` / ``Output:`` (``输入：`` / ``输出：``) and an output that starts with
   ``Output:`` (``输出：``): the teacher's record format, not a task or an answer;

@@ -179,7 +179,7 @@ def test_bad_start_papers_keep_digits_and_belle_has_no_start_rule():
 # --- blacklist -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("instruction", [
-    "Draw a picture of a cat.",
+    "Draw a picture of a sleeping dog.",
     "Draw a cat wearing a tall hat.",
     "Please sketch the floor plan of a small flat.",
     "Generate an image of a lighthouse at sunset.",
@@ -188,7 +188,7 @@ def test_bad_start_papers_keep_digits_and_belle_has_no_start_rule():
     "Describe the image below in detail.",
     "What is happening in this photo?",
     "Summarize the attached document.",
-    "Watch this video and list its main points.",
+    "Watch the following clip and list its main points.",
     "Listen to the recording and transcribe it.",
     "Go to the following website and find the opening hours.",
     "请画一幅关于秋天的画。",
@@ -402,7 +402,7 @@ def test_refusal_rejects_refusals_and_disclaimers(record, phrase):
     Record("我最近总是失眠，我无法入睡怎么办？", "", "睡前避免使用手机，保持规律作息。"),
     Record("作为一个人工智能专家，请解释什么是过拟合。", "", "过拟合是指模型在训练集上表现很好，在测试集上表现差。"),
     Record("简要介绍机器学习。", "", "作为人工智能的核心技术，机器学习让计算机从数据中学习。"),
-    Record("解释什么是自然语言处理。", "", "自然语言处理研究计算机理解人类语言，大语言模型是它的新进展。"),
+    Record("解释什么是计算语言学。", "", "计算语言学研究计算机理解人类语言，大语言模型是它的新进展。"),
     Record("写一段婉拒朋友邀请的话。", "", "对不起，我不能参加你的聚会了，祝你们玩得开心！"),
     Record("Set an aim for the week.", "", "Read one book."),
 ])

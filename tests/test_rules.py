@@ -83,7 +83,7 @@ DEFAULT_ONLY_REJECTS = [
     Record("Summarize the following article.", "", "It is about a storm."),
     Record("Write a poem\ufffd about the sea.", "", "The sea is wide."),
     Record("Instruction: Write a poem about the sea.", "", "The sea is wide."),
-    Record("Sure! Here is a new task: write a poem about the sea.", "", "The sea is wide."),
+    Record("Certainly! Here's a new task: write a poem about the sea.", "", "The sea is wide."),
     Record("Give three tips for staying healthy.", "", "<nooutput>"),
     Record("请给出三个保持健康的建议。", "", "Eat well and sleep well every single night."),
 ]

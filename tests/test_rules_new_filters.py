@@ -80,7 +80,7 @@ def test_broken_text_keeps_tabs_newlines_and_any_script():
 # --- prompt_label --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("record, detail", [
-    (Record("Task 5 Instructions: Write a poem about the sea.", "", "Waves."), "instruction: 'Task 5 Instructions:'"),
+    (Record("Task 12 Instructions: Write a poem about the sea.", "", "Waves."), "instruction: 'Task 12 Instructions:'"),
     (Record("Instruction: Write a poem about the sea.", "", "Waves."), "instruction: 'Instruction:'"),
     (Record("Input: a list of numbers", "", "6"), "instruction: 'Input:'"),
     (Record("Write a poem about the sea.", "", "### Response\nWaves."), "output: '### Response'"),
@@ -117,14 +117,14 @@ def test_prompt_label_keeps_specs_examples_and_recipes(record):
 # --- chatter -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("record, field", [
-    (Record("Sure! Here is a new task: write a poem about the sea.", "", "Waves."), "instruction"),
+    (Record("Certainly! Here's a new task: write a poem about the sea.", "", "Waves."), "instruction"),
     (Record("Here is a new instruction: list three fruits.", "", "Apple, pear, plum."), "instruction"),
     (Record("好的，以下是一个新任务：写一首诗。", "", "春风。"), "instruction"),
     (Record("Give me three ideas for a party.", "", "Sure! Here are some ideas:"), "output"),
     (Record("给出三个聚会的点子。", "", "好的，以下是几个建议："), "output"),
-    (Record("Explain photosynthesis.", "", "I hope this helps!"), "output"),
+    (Record("Explain photosynthesis.", "", "Hope that helps you!"), "output"),
     (Record("解释光合作用。", "", "希望对你有帮助！"), "output"),
-    (Record("Explain photosynthesis.", "", "Hello! How can I help you today?"), "output"),
+    (Record("Explain photosynthesis.", "", "Hi! How may I assist you today?"), "output"),
 ])
 def test_chatter_rejects_conversation_instead_of_content(record, field):
     v = verdict(Chatter(), record)
@@ -135,8 +135,8 @@ def test_chatter_rejects_conversation_instead_of_content(record, field):
     Record("Give me three ideas for a party.", "",
            "Sure! Here are some ideas:\n1. A picnic\n2. A quiz night\n3. Karaoke"),
     Record("给出三个聚会的点子。", "", "好的，以下是几个建议：\n1. 野餐\n2. 知识竞赛\n3. 唱歌"),
-    Record("Explain photosynthesis.", "", "Plants turn light into sugar. I hope this helps!"),
-    Record("Write an opening line for a customer service chatbot.", "", "Hello! How can I help you today?"),
+    Record("Explain photosynthesis.", "", "Plants turn light into sugar. Hope that helps you!"),
+    Record("Write an opening line for a customer service chatbot.", "", "Hi! How may I assist you today?"),
     Record("为客服机器人写一句开场白。", "", "您好！有什么可以帮您的吗？"),
     Record("Reply to a friend who asks whether you can help them move on Saturday.", "", "Sure, I'd love to help!"),
     Record("Surely you know a fun fact about octopuses?", "", "They have three hearts."),
