@@ -247,6 +247,9 @@ _EN_ANYWHERE = (
     r"conference|editing)s?\b)",
     r"\b" + _EN_MEDIA + r"\s+(?:below|above|attached|provided|shown (?:below|above|here))\b",
     r"\b(?:the )?attached (?:file|document|spreadsheet|pdf|attachment)s?\b",
+    # "Describe the picture." (the whole object is the absent medium, not "the picture of…").
+    r"\b(?:describe|caption|analy[sz]e|interpret|look at|what(?:['’]s| is| do you see) in)\s+(?:the|this|that)\s+"
+    + _EN_MEDIA + r"(?=\s*[.?!,;:]|\s*$)",
 )
 _ZH_MEDIA = r"(?:图片|图像|照片|插图|插画|海报|视频|音频|录音|图画|画作|漫画|截图|图表|[^\s，。！？、的]{0,3}图(?![书案例形标层纸片像表示]))"
 _ZH_MEDIA_END = r"(?![的脚本标题文案大纲简介描述字幕剧本介绍创意名称])"
@@ -258,6 +261,8 @@ _ZH_AT_START = (
     r"(?:画|绘制|生成|制作|拍摄|拍|录制|创作|设计|上传)(?:一|出)?[张幅段个部组份]?[^\s，。！？]{0,6}?"
     r"(?:图片|图像|照片|插图|插画|海报|视频|音频|录音|图画|画作|漫画|截图|图表|示意图|流程图|结构图|思维导图|"
     r"[柱饼线条]状?图|折线图|曲线图)" + _ZH_MEDIA_END,
+    # 描述图片里的内容: the picture is not there.
+    r"(?:描述|分析|说说|看看|解读)(?:一下)?(?:图片|照片|图像|视频|画面)(?:中|里)?(?:的内容)?(?=[，。！？,.!?]|$)",
 )
 _ZH_ANYWHERE = (
     # A medium the student is pointed at (a title in 《》 before 这幅画 names the painting).
