@@ -15,6 +15,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from selfinstruct.errors import UsageError
 from selfinstruct.report import verbnoun
@@ -113,6 +115,15 @@ def test_unknown_language_has_no_verb(lang):
 def test_empty_instruction_has_no_verb(text):
     assert verb_noun(text, "en") == (None, None)
     assert verb_noun(text, "zh") == (None, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=40), lang=st.sampled_from(["en", "zh"]))
+def test_any_text_gives_strings_or_none(text, lang):
+    verb, noun = verb_noun(text, lang)
+    assert verb is None or (isinstance(verb, str) and verb.strip() == verb and verb)
+    assert noun is None or (isinstance(noun, str) and noun.strip() == noun and noun)
+    assert verb is not None or noun is None  # a noun only ever comes with its verb
 
 
 def test_only_the_first_sentence_counts():
