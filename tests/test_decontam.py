@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from selfinstruct.errors import InputError, UsageError
 from selfinstruct.filters import decontam
-from selfinstruct.filters.base import FilterChain
 from selfinstruct.filters.decontam import Decontam, normalised_tokens
 from selfinstruct.filters.registry import build_chain, components
 from selfinstruct.options import declared, resolve
@@ -111,7 +110,8 @@ def test_a_chinese_gram_from_the_eval_input_is_found_in_any_field(stage, eval_fi
 
 
 def test_grams_of_the_eval_output_are_found_too(stage, eval_file):
-    english = in_field("output", "Answer: the keeper had every reason to lie about the gate and nobody else was awake, so trust the baker.")
+    english = in_field("output", "Answer: the keeper had every reason to lie about the gate and nobody else "
+                                 "was awake, so trust the baker.")
     chinese = in_field("output", "我觉得因为看守人有充分的理由在大门的事情上撒谎，而且没人作证。")
     assert verdict(stage, english) == (f"{eval_file}:1 output: the keeper had every reason to lie about the gate "
                                        f"and nobody else")
@@ -384,8 +384,9 @@ def test_in_a_chain_from_build_chain(eval_file):
                Record(f"故事里{ZH_SHORT_BY_ONE}条很好吃。", origin="c:3"), Record("x", output=ZH_GRAM, origin="c:4")]
     kept = [r.origin for r in chain.run(records, batch_size=3)]
     assert kept == ["c:2", "c:3"]
-    assert rejected == {"c:1": f"{eval_file}:1 input: the lighthouse keeper had locked the gate before midnight but the baker swore",
-                        "c:4": f"{eval_file}:2 input: 灯塔看守人在半夜之前就锁上了大门但是面包"}
+    assert rejected == {
+        "c:1": f"{eval_file}:1 input: the lighthouse keeper had locked the gate before midnight but the baker swore",
+        "c:4": f"{eval_file}:2 input: 灯塔看守人在半夜之前就锁上了大门但是面包"}
     assert chain.tally.per_stage() == {"decontam": {"benchmark_overlap": 2}}
 
 
