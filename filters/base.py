@@ -61,8 +61,9 @@ RejectSink = Callable[[Record, Rejection], None]
 
 
 class FilterChain:
-    """The filters in chain order. Synchronous filters come first; filters whose ``check`` is a
-    coroutine (the judge) form the chain's *tail*. A record that passes the head is remembered by the
+    """The filters in chain order, except that filters whose ``check`` is a coroutine (the judge, a
+    plugin that asks a service) form the chain's *tail*, after every synchronous one: they are the
+    slow and costly checks, never paid for a record a cheap filter rejects. A record that passes the head is remembered by the
     head's stateful filters at once, before the tail has decided on it: a candidate awaiting
     judgement counts for duplicates and novelty exactly like a kept one (and still does if the judge
     then rejects it), so later records' decisions never depend on when a judgement arrives, and the
@@ -73,12 +74,9 @@ class FilterChain:
         self.filters = list(filters)
         self.on_reject = on_reject
         self.tally = tally if tally is not None else Tally()
-        is_coroutine = [inspect.iscoroutinefunction(f.check) for f in self.filters]
-        first_async = is_coroutine.index(True) if True in is_coroutine else len(self.filters)
-        if not all(is_coroutine[first_async:]):
-            late = self.filters[is_coroutine.index(False, first_async)].name
-            raise TypeError(f"filter '{late}' is synchronous but follows an asynchronous one")
-        self.head, self.tail = self.filters[:first_async], self.filters[first_async:]
+        self.head = [f for f in self.filters if not inspect.iscoroutinefunction(f.check)]
+        self.tail = [f for f in self.filters if inspect.iscoroutinefunction(f.check)]
+        self.filters = self.head + self.tail
         self.is_async = bool(self.tail)
         self._tail_busy, self._tail_since = 0, 0.0
 
