@@ -55,4 +55,4 @@ class ExactDedup(Filter):
         key = self._key(record)
         if key not in self._index:        # the first kept copy stays the one duplicates point at
             self._index[key] = len(self._origins)
-            self._origins.append(record.origin)
+            self._origins.append(record.where)

@@ -96,7 +96,7 @@ class MinHashDedup(Filter):
         if number >= len(self._kept_sigs):
             self._kept_sigs = np.concatenate([self._kept_sigs, np.zeros_like(self._kept_sigs)])
         self._kept_sigs[number] = batch.sigs[row]
-        self._kept_cite.append(f"{record.origin}: {record.instruction[:80]}")
+        self._kept_cite.append(f"{record.where}: {record.instruction[:80]}")
         self.table.insert(batch.keys[row], number)
 
     def _row(self, record: Record) -> int:

@@ -56,7 +56,7 @@ def write_alpaca(path: str | os.PathLike, records: Iterable[Record]) -> int:
 
 def reject_line(record: Record, reason: str, detail: str = "", source: str | None = None) -> str:
     """One line of rejects.jsonl: the record, where it came from, the reason code and its detail."""
-    return reject_row(record.to_dict(), reason, detail, source or record.origin)
+    return reject_row(record.to_dict(), reason, detail, source or record.where)
 
 
 def reject_row(record: dict[str, Any], reason: str, detail: str, source: str) -> str:

@@ -203,7 +203,8 @@ def test_a_bad_against_file_exits_2_too(tmp_path, files, invoke):
 def test_a_failed_run_leaves_earlier_outputs_untouched(tmp_path, files, invoke):
     out = tmp_path / "out"
     assert invoke(files[0], "--out", out).exit_code == 0
-    before = {name: digest(out / name) for name in ("data.json", "records.jsonl", "rejects.jsonl", "summary.json")}
+    before = {p.name: digest(p) for p in out.iterdir()}
+    assert {"data.json", "records.jsonl", "rejects.jsonl", "summary.json", "report.html"} <= set(before)
     broken = tmp_path / "broken.jsonl"
     broken.write_text(json.dumps(RECORDS[1]) + "\n" + '{"output": "no instruction"}\n')
     result = invoke(files[0], broken, "--out", out)
