@@ -2,30 +2,39 @@
 
 ``NoveltyIndex`` answers "does any pool item exceed t?" for one fixed t. A report needs the maximum
 itself, for every instruction, and for a set against itself (each instruction's best OTHER one).
-This module finds that maximum exactly, comparing only pairs that could still reach it.
+This module finds that maximum exactly, computing an LCS only for pairs that could still reach it.
 
 Why it is exact. For token lists of lengths n (query) and m (pool item) with LCS length L, F =
 2L/(n+m), and L <= the number of shared elements (the k-th occurrence of token w is element (w, k),
 so multisets become sets). All elements are put in one global order, rarest first; each item's
-elements and each query's are sorted by it, and every element has a posting list of (item, the
-element's position in the item). A query walks its elements in order and reads each one's list; an
-item is first met at the first element it shares with the query, at query position i and item
-position j, so every shared element lies at or after both: L <= min(k - i, m - j), where k is how
-many of the query's elements the pool has at all. That bounds F before any LCS is computed:
+elements and each query's are sorted by it, and every element has a posting list of (item, m - j,
+m, slot mask), j being the element's position in the item. A query walks its k known elements in
+order and reads each one's list. Where it first meets an item, at query position i and item
+position j, that is the first element they share, so every shared element lies at or after both:
+L <= min(k - i, m - j). Three bounds follow, each compared with the best F so far:
 
-- an item met at (i, j) is skipped when 2 min(k - i, m - j) / (n + m) is below the best F so far;
-- the walk stops at position i once 2(k - i) / (n + k - i) (the bound's maximum over m) is below it:
-  every item not met yet shares nothing before i.
+- an item met at (i, j) is skipped when 2 min(k - i, m - j) / (n + m) is below it;
+- the same, from the 64-bit slot masks: each token has a slot (the 32 most widespread tokens one of
+  their own, the rest hashed), and L <= the sum, over the item's slots, of the query's token count
+  there (a few popcounts against the query's per-count masks);
+- lists are ordered by m - j, most first, so a list's scan stops once 2c / (n + c) is below the
+  best, c = min(k - i, m - j) (the first bound's maximum over m >= m - j); and the walk stops at
+  position i once 2(k - i) / (n + k - i) is: every item not met yet shares nothing before i.
 
-Both comparisons keep a margin of 1e-12, far above the float error of either side, so an item whose
-float F could equal or beat the best is always verified. Verification is rouge-score's own float
-expression on an exact LCS (bit-parallel for queries of up to 64 tokens, dynamic programming beyond),
-and the best is the highest float F, ties going to the earliest item: exactly the maximum a loop over
-every pool item with ``_score_lcs`` finds. A query that is itself a pool item passes its index, and
-that item is skipped (a duplicate of it elsewhere in the pool still scores 1.0).
+At an item's later postings the positional bound is lower than its true bound, which is harmless:
+the item was met before, and was either verified then (a per-query stamp skips it now) or skipped
+with a bound that was higher and already too low. Every comparison keeps a margin of 1e-12, far
+above the float error of either side, so an item whose float F could equal or beat the best is
+always verified.
 
-A rare shared word usually meets a close match first, so the bound rises fast and frequent words at
-the end of the order ("the", "a", 的) are rarely read at all.
+Verification is rouge-score's own float expression on an exact LCS (bit-parallel for queries of up
+to 64 tokens, dynamic programming beyond), and the best is the highest float F (two pairs with the
+same real F can differ in the last bit, and the higher float wins, as in a loop over every item),
+ties going to the earliest item. A query that is itself a pool item passes its index, and that item
+is skipped (a duplicate of it elsewhere in the pool still scores 1.0).
+
+A rare shared word usually meets a close match first, so the bound rises fast and the frequent
+words at the end of the order ("the", "a", 的) are rarely read at all.
 
 The LCS and F-measure are written here rather than imported from ``_rouge_kernel``: numba's on-disk
 cache of a function is keyed by its own file only, so machine code that inlined another module's
@@ -37,7 +46,6 @@ import numpy as np
 from numba import njit
 
 MARGIN = 1e-12        # slack on the bounds: far above float error, far below any real gap in F
-_TABLE = 128          # open-addressing table of a short query's token positions (L1-resident)
 SLOTS = 64            # overlap-bound slots: one bit each in a 64-bit mask per item
 OWN = 32              # slots of their own for the most widespread tokens; the rest share hashed slots
 MAX_LEVELS = 8        # a query repeating one slot's tokens more often than this skips the slot bound
@@ -162,40 +170,28 @@ def _popcount(x):
 
 
 @njit(cache=True)
-def _slot(keys, t):
-    h = (t * 0x9E3779B1) & (_TABLE - 1)
-    while keys[h] != -1 and keys[h] != t:
-        h = (h + 1) & (_TABLE - 1)
-    return h
-
-
-@njit(cache=True)
-def _position_masks(query):
-    """Token id -> bit mask of its positions in ``query`` (at most 64 tokens); -1 matches nothing."""
-    keys = np.full(_TABLE, -1, dtype=np.int64)
-    bits = np.zeros(_TABLE, dtype=np.uint64)
+def _set_positions(query, qbits, on):
+    """Mark (``on``) or clear ``query``'s token positions in ``qbits``, a table indexed by pool token
+    id that is all zeros between queries: a direct lookup per token of the other side, cheaper than
+    any hash probe. Only for queries of at most 64 tokens; -1 matches nothing."""
     for i in range(len(query)):
         t = query[i]
         if t >= 0:
-            h = _slot(keys, t)
-            keys[h] = t
-            bits[h] |= np.uint64(1) << np.uint64(i)
-    return keys, bits
+            qbits[t] = (qbits[t] | (np.uint64(1) << np.uint64(i))) if on else np.uint64(0)
 
 
 @njit(cache=True)
-def lcs(query, keys, bits, other):
+def lcs(query, qbits, other):
     """LCS length of two token-id sequences: bit-parallel (Hyyrö) over ``query``'s position masks
-    when it has at most 64 tokens, row-by-row dynamic programming otherwise."""
+    (``qbits``, set by ``_set_positions``) when it has at most 64 tokens, row-by-row dynamic
+    programming otherwise."""
     n = len(query)
     if n <= 64:
         full = np.uint64(0xFFFFFFFFFFFFFFFF) if n == 64 else (np.uint64(1) << np.uint64(n)) - np.uint64(1)
         v = full
         for t in other:
-            h = _slot(keys, t)
-            if keys[h] == t:
-                u = v & bits[h]
-                v = ((v + u) | (v - u)) & full
+            u = v & qbits[t]
+            v = ((v + u) | (v - u)) & full
         return n - _popcount(v)
     row = np.zeros(n + 1, dtype=np.int64)
     for t in other:
@@ -221,7 +217,7 @@ def rouge_f(lcs_len, n, m):
 
 @njit(cache=True)
 def _nearest(query, skip, qid, elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest, post_len,
-             post_mask, flat, start, lens, stamp, work):
+             post_mask, flat, start, lens, stamp, qbits, work):
     """(item, F) of ``query``'s best pool item other than ``skip``, or (-1, 0.0) when none shares a
     token. ``stamp[x] == qid`` marks the items this query has verified; ``work`` adds up postings
     read and LCS computed."""
@@ -230,7 +226,9 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, slot_of, post_start, po
         return -1, 0.0
     ranks = _element_ranks(query, elem_base, max_occ, rank)
     k = len(ranks)
-    keys, bits = _position_masks(query[:64])
+    short = n <= 64
+    if short:
+        _set_positions(query, qbits, True)
     levels, top = _query_levels(query, slot_of)
     use_slots = top <= MAX_LEVELS
     best, best_f = -1, 0.0
@@ -264,18 +262,20 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, slot_of, post_start, po
                 continue
             stamp[x] = qid
             work[1] += 1
-            f = rouge_f(lcs(query, keys, bits, flat[start[x]:start[x] + m]), n, m)
+            f = rouge_f(lcs(query, qbits, flat[start[x]:start[x] + m]), n, m)
             if best < 0 or f > best_f or (f == best_f and x < best):
                 best, best_f = x, f
+    if short:
+        _set_positions(query, qbits, False)
     return best, best_f
 
 
 @njit(cache=True)
 def search(q_flat, q_start, q_lens, skips, qid0, elem_base, max_occ, rank, slot_of, post_start, post_item,
-           post_rest, post_len, post_mask, flat, start, lens, stamp, work, out_item, out_f):
+           post_rest, post_len, post_mask, flat, start, lens, stamp, qbits, work, out_item, out_f):
     """``_nearest`` for each query (token-id runs of ``q_flat``); query q uses stamp id qid0 + q."""
     for q in range(len(q_start)):
         query = q_flat[q_start[q]:q_start[q] + q_lens[q]]
         out_item[q], out_f[q] = _nearest(query, skips[q], qid0 + q, elem_base, max_occ, rank, slot_of,
                                          post_start, post_item, post_rest, post_len, post_mask, flat, start,
-                                         lens, stamp, work)
+                                         lens, stamp, qbits, work)

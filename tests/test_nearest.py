@@ -244,3 +244,41 @@ def test_repeated_queries_on_one_index_stay_exact():
 def test_the_kernel_f_measure_is_rouge_scores_float(lcs_len, n, m):
     new, other = ["x"] * n, ["x"] * min(lcs_len, n) + ["y"] * (m - min(lcs_len, n))
     assert kernel.rouge_f(min(lcs_len, n), n, m) == rouge_scorer._score_lcs(new, other).fmeasure
+
+
+def test_template_heavy_sets_full_of_ties_match_the_oracle():
+    rng = random.Random(13)
+    adjectives, topics = ["short", "funny", "sad", "long"], ["the sea", "a cat", "my city", "rain", "trains"]
+    texts = [f"{rng.choice(['Write', 'Compose'])} a {rng.choice(adjectives)} poem about {rng.choice(topics)}."
+             for _ in range(400)]
+    texts += [f"List {rng.randint(2, 9)} facts about {rng.choice(topics)}." for _ in range(200)]
+    assert computed(nearest_scores(texts)) == fast_oracle(texts)
+
+
+def test_a_query_repeating_a_token_past_the_slot_levels_stays_exact():
+    # More repeats of one token than the slot bound keeps levels for: that bound is skipped.
+    seeds = ["the the the the the the the the the the cat", "the cat sat on the mat", "a dog"]
+    texts = ["the the the the the the the the the the the the cat sat", "the " * 20 + "dog", "cat the"]
+    assert computed(nearest_scores(texts, seeds)) == oracle(texts, seeds)
+    assert computed(nearest_scores(texts + seeds)) == oracle(texts + seeds)
+
+
+def test_the_bounds_leave_most_pairs_without_an_lcs():
+    from selfinstruct.report.nearest import _Pool
+
+    # Unrelated random texts (nearest scores around 0.2) with a near copy for every tenth one.
+    rng = random.Random(17)
+    vocab = [f"w{i}" for i in range(300)]
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(5, 20))) for _ in range(1000)]
+    for i in range(0, 1000, 10):
+        texts[i] = texts[i + 1] + " w0"
+    pool = _Pool(texts)
+    pool.search([pool.ids(i) for i in range(1000)], list(range(1000)), False)
+    _scanned, computed_lcs = pool.work
+    assert computed_lcs < 0.3 * 1000 * 999       # about 0.19 measured; every pair would be 1.0
+
+
+def test_progress_goes_to_stderr(capsys):
+    nearest_scores(["write a poem", "write a story"], progress=True)
+    out = capsys.readouterr()
+    assert out.out == "" and "2/2 instructions" in out.err

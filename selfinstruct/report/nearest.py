@@ -98,6 +98,7 @@ class _Pool:
         self._index = kernel.build(self._flat, self._start, self._lens, len(self._vocab))
         self._stamp = np.full(len(texts), -1, dtype=np.int64)     # last query that met each item
         self._queries = 0
+        self._qbits = np.zeros(len(self._vocab), dtype=np.uint64)   # a query's token positions, zero between
         self.work = np.zeros(2, dtype=np.int64)     # postings read, LCS computed (benchmarks)
 
     def encode(self, toks: list[str], grow: bool = False) -> np.ndarray:
@@ -123,8 +124,8 @@ class _Pool:
             out_item = np.empty(len(batch), dtype=np.int64)
             out_f = np.empty(len(batch), dtype=np.float64)
             self._kernel.search(q_flat, q_start, q_lens, np.asarray(skips[lo:lo + _BATCH], dtype=np.int64),
-                                self._queries, *self._index, self._flat, self._start, self._lens, self._stamp, self.work,
-                                out_item, out_f)
+                                self._queries, *self._index, self._flat, self._start, self._lens, self._stamp,
+                                self._qbits, self.work, out_item, out_f)
             self._queries += len(batch)
             items.extend(out_item.tolist())
             scores.extend(out_f.tolist())
