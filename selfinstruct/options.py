@@ -5,7 +5,8 @@ A component declares its options on itself: the keyword arguments of its ``__ini
 default, typed by their annotation (or, without one, by the default's type). The user sets any of
 them with ``--opt NAME=VALUE`` (repeatable); ``NAME`` may be prefixed with the component's name, or
 a filter's stage, where several components declare the same name (``--opt length.max_words=200``,
-``--opt quality.max_words=200``, ``--opt openai.timeout=30``). Dedicated flags (``--model``,
+``--opt quality.max_words=200``, ``--opt openai.timeout=30``); a stage prefix sets the option on
+every filter of that stage that declares it (``--opt quality.rules=alpaca``). Dedicated flags (``--model``,
 ``--rouge-threshold``…) are the same options under a friendlier name. Every value is checked
 against the declaration before any work starts: an unknown or ill-typed option is one error line.
 """
@@ -126,8 +127,11 @@ def _targets(components: Sequence[Component], name: str, text: str) -> list[tupl
     else:
         scope = list(components)
     hits = [(c, c.options()[bare]) for c in scope if bare in c.options()]
-    if len(hits) > 1 and dot:      # "echo.x" where a filter and a teacher are both named echo
-        hits = [(c, o) for c, o in hits if c.name == prefix] or hits
+    if len(hits) > 1 and dot:
+        named = [(c, o) for c, o in hits if c.name == prefix]
+        if not named:                # a stage: every filter of it that declares the option
+            return hits
+        hits = named                 # "echo.x" where a filter and a teacher are both named echo
     if not hits:
         raise UsageError(f"--opt {text}: unknown option '{name}' (options here: "
                          f"{', '.join(known_names(scope)) or 'none'})")

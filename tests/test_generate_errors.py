@@ -127,3 +127,30 @@ def test_generate_and_filter_write_the_same_summary_schema(tmp_path):
     assert generated["kept"] == 3 and filtered["kept"] + filtered["rejected_total"] == filtered["input_records"]
     assert {"requested", "stopped", "tokens", "requests", "cost_usd", "teacher", "settings"} <= set(generated)
     assert {"input_records", "malformed"} <= set(filtered)
+
+
+@pytest.mark.parametrize("how", [["--rules", "alpaca"], ["--opt", "quality.rules=alpaca"]])
+def test_a_rule_set_reaches_every_quality_filter(tmp_path, how):
+    """Alpaca's released rules count words by spaces (a Chinese instruction is one word: too short)
+    and drop an instruction naming a blacklisted word; the default set keeps both."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([
+        {"instruction": "请写一首关于秋天落叶的短诗。", "input": "", "output": "秋风起，落叶飞。"},
+        {"instruction": "Suggest a title for a video about baking bread at home.", "input": "",
+         "output": "Crusty Loaves in Your Own Kitchen"}], ensure_ascii=False))
+    default = runner.invoke(app, ["filter", str(data), "--out", str(tmp_path / "d"), "--no-progress",
+                                  "--no-report", "--only", "quality"])
+    assert default.exit_code == 0, default.output
+    assert json.load(open(tmp_path / "d" / "summary.json"))["rejected"] == {}
+    r = runner.invoke(app, ["filter", str(data), "--out", str(tmp_path / "o"), "--no-progress", "--no-report",
+                            "--only", "quality", *how])
+    assert r.exit_code == 0, r.output
+    assert json.load(open(tmp_path / "o" / "summary.json"))["rejected"] == {"too_short": 1, "blacklist_word": 1}
+
+
+def test_an_unknown_rule_set_is_one_error_line(tmp_path):
+    data = tmp_path / "d.json"
+    data.write_text('[{"instruction": "Name three rivers in Asia.", "input": "", "output": "Ganges."}]')
+    r = runner.invoke(app, ["filter", str(data), "--out", str(tmp_path / "o"), "--rules", "strict"])
+    assert one_error_line(r) == ("Error: --rules must be one of default, paper, self-instruct, alpaca, belle, "
+                                 "not 'strict'")
