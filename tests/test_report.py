@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from selfinstruct.record import Record
+
 from selfinstruct.report import write_report
 from selfinstruct.report.load import default_out_dir, load
 from selfinstruct.report.stats import compute, histogram, length_edges, rouge_edges
@@ -117,7 +119,7 @@ def records_of(rows, lang="en"):
     out = []
     for i, row in enumerate(rows, 1):
         d = {"id": f"{row.get('lang', lang)}-{i:06d}", "lang": lang, "origin": "machine", **row}
-        out.append(d)
+        out.append(Record.from_dict(d).to_dict())        # every field, as generate writes it
     return out
 
 

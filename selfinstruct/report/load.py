@@ -56,7 +56,7 @@ def _load_run(folder: str, rejects_per_reason: int) -> Source:
     kind = "generate" if "requested" in summary else "filter" if "input_records" in summary else "run"
     records_path = os.path.join(folder, RECORDS)
     if os.path.isfile(records_path):
-        records = list(_read_records_jsonl(records_path))
+        records = _read_dataset(records_path)      # the readers know our own rows, every field
     elif os.path.isfile(os.path.join(folder, DATA)):
         records_path = os.path.join(folder, DATA)
         records = _read_dataset(records_path)
@@ -75,25 +75,6 @@ def _read_json(path: str) -> Any:
         raise InputError(f"not valid JSON ({e.msg})", path, e.lineno, e.colno) from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"not readable ({getattr(e, 'strerror', None) or e})", path) from None
-
-
-def _read_records_jsonl(path: str):
-    """records.jsonl: one ``Record.to_dict()`` per line."""
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"not readable ({e.strerror})", path) from None
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not valid JSON ({e.msg})", path, n) from None
-            if not isinstance(row, dict):
-                raise InputError("not a JSON object", path, n)
-            yield Record.from_dict(row)
 
 
 def _read_dataset(path: str) -> list[Record]:
