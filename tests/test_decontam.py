@@ -236,6 +236,16 @@ def test_an_hf_dataset_from_the_local_cache_is_read(tmp_path, monkeypatch):
     assert verdict(stage, in_field("output", EN_GRAM)).startswith(f"hf:{tmp_path / 'local'}:1 input: the lighthouse")
 
 
+def test_seed_tasks_index_every_instance(tmp_path):
+    path = write_jsonl(tmp_path / "seed.jsonl", [{
+        "id": "t1", "name": "alibi", "is_classification": False, "instruction": EN_ITEM["instruction"],
+        "instances": [{"input": "", "output": EN_ITEM["output"]}, {"input": EN_ITEM["input"], "output": "The baker."}],
+    }])
+    stage = Decontam((path,))
+    assert verdict(stage, in_field("output", EN_GRAM)).startswith(f"{path}:1 input: the lighthouse keeper")
+    assert verdict(stage, Record(EN_ITEM["instruction"])).startswith(f"{path}:1 instruction: read the story")
+
+
 def test_several_eval_files_are_all_indexed(tmp_path):
     english = write_jsonl(tmp_path / "en.jsonl", [EN_ITEM])
     chinese = write_jsonl(tmp_path / "zh.jsonl", [ZH_ITEM])
