@@ -218,3 +218,23 @@ def test_a_new_request_goes_out_before_an_answer_is_filtered(tmp_path, monkeypat
     early = [held for accepted, held in seen if accepted < num - 3 * 5]
     assert len(early) > 20
     assert set(early) == {5}
+
+
+def test_each_accepted_record_carries_its_most_similar_seed_exactly(tmp_path):
+    """nearest_seed / nearest_seed_rouge (the report's Figure 3) against every seed instruction, by
+    the reference formula on the project's tokens."""
+    from rouge_score.rouge_scorer import _score_lcs
+
+    from selfinstruct.generate import Settings, run_generate
+    from selfinstruct.seedtasks import load_seeds
+    from selfinstruct.text import tokens
+    from tests.sim_teacher import ScriptedTeacher
+
+    run_generate(Settings(num=6, out=str(tmp_path / "o"), progress=False), ScriptedTeacher())
+    records = [json.loads(line) for line in open(tmp_path / "o" / "records.jsonl", encoding="utf-8")]
+    seeds = list(dict.fromkeys(r.instruction for r in load_seeds([], "en")))
+    for r in records:
+        scores = [_score_lcs(tokens(s), tokens(r["instruction"])).fmeasure for s in seeds]
+        best = max(scores)
+        assert r["nearest_seed_rouge"] == pytest.approx(best, abs=1e-12)
+        assert r["nearest_seed"] == seeds[scores.index(best)]

@@ -79,6 +79,7 @@ class Context:
         self.pool_units: list[int] = [unit_number(r.request_id or "") for r in self.pool]
         # With a cache, a rerun replays: until its first miss, a miss waits to be needed (below).
         self.replaying = cache is not None
+        self.seed_nearest = None      # a SeedNearest over the seed instructions (set by the run)
         # unit -> its candidates that passed the other filters and await the judge
         self._awaiting: dict[int, list[tuple[Record, str]]] = {}
 
@@ -178,6 +179,8 @@ class Context:
                     self._accept(record, key)
 
     def _accept(self, record: Record, key: str) -> None:
+        if self.seed_nearest is not None:       # the report's Figure 3: vs the seeds, exact
+            record.nearest_seed, record.nearest_seed_rouge = self.seed_nearest.nearest(record.instruction)
         self.state.decided[key] = True
         self.outputs.accept(record, key, self.journal)
         if not self.two_phase:

@@ -24,6 +24,7 @@ from selfinstruct.generate.settings import GENERATE_DEFAULT_OFF, Settings
 from selfinstruct.quality import judge_teacher
 from selfinstruct.recipes import recipe_class
 from selfinstruct.recipes.base import Recipe
+from selfinstruct.report.nearest import SeedNearest
 from selfinstruct.rules import resolve_rules
 from selfinstruct.seedtasks import load_seeds
 from selfinstruct.teachers import teacher_class
@@ -110,6 +111,7 @@ async def run_async(s: Settings, teacher: Teacher | None = None, started: float 
         scheduler = Scheduler(recipe, teacher.concurrency, lanes, journal, s.random_seed, state.units)
         ctx = scheduler.ctx = Context(s, teacher, chain, journal, state, lanes, scheduler, outputs,
                                       recipe.two_phase, cache)
+        ctx.seed_nearest = SeedNearest(list(dict.fromkeys(r.instruction for r in seeds)))
         for f in chain.filters:
             if f.name == "judge":
                 f.bind(functools.partial(ctx.ask, teacher=judge_by))
