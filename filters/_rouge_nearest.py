@@ -68,81 +68,61 @@ def _element_ranks(tokens, elem_base, max_occ, rank):
     return np.sort(out[:count])
 
 
-@njit(cache=True)
-def build(flat, start, lens, vocab_size):
+def build(flat: np.ndarray, start: np.ndarray, lens: np.ndarray, vocab_size: int) -> tuple[np.ndarray, ...]:
     """Elements, their global order, token slots and posting lists for the pool (items as token-id
     runs of ``flat``). Returns (elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest,
     post_len, post_mask): element (w, k) is ``elem_base[w] + k`` for k < ``max_occ[w]``; ``rank``
     orders elements by how many items hold them, then by id; ``slot_of[w]`` is token w's slot; the
     list of rank r is ``post_*[post_start[r]:post_start[r + 1]]``: the item, how many of its
     elements lie at or after this one (m - j), its length m and its slot mask, so that a posting is
-    bounded without reading the item's own row; ordered by m - j, most first, then by item."""
-    items = len(start)
+    bounded without reading the item's own row; ordered by m - j, most first, then by item.
+
+    Whole-array numpy (sorts and counts), not compiled: it runs once per pool, and compiling it
+    would cost a first run more seconds than it saves."""
+    items, total = len(lens), len(flat)
+    item_of = np.repeat(np.arange(items, dtype=np.int64), lens)
+    # Each token's occurrence number within its item: tokens grouped by (item, token), in text order.
+    by_token = np.lexsort((np.arange(total), flat, item_of))
+    tok, item = flat[by_token], item_of[by_token]
+    first = np.ones(total, dtype=bool)
+    first[1:] = (tok[1:] != tok[:-1]) | (item[1:] != item[:-1])
+    group_start = np.flatnonzero(first)
+    occurrence = np.arange(total) - group_start[np.cumsum(first) - 1]
     max_occ = np.zeros(vocab_size, dtype=np.int64)
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for x in range(items):
-        toks = flat[start[x]:start[x] + lens[x]]
-        for t in toks:
-            counts[t] += 1
-            max_occ[t] = max(max_occ[t], counts[t])
-        for t in toks:
-            counts[t] = 0
+    np.maximum.at(max_occ, tok, occurrence + 1)
     elem_base = np.zeros(vocab_size + 1, dtype=np.int64)
     elem_base[1:] = np.cumsum(max_occ)
-    freq = np.zeros(elem_base[vocab_size], dtype=np.int64)
-    for x in range(items):
-        toks = flat[start[x]:start[x] + lens[x]]
-        for t in toks:
-            freq[elem_base[t] + counts[t]] += 1
-            counts[t] += 1
-        for t in toks:
-            counts[t] = 0
-    order = np.argsort(freq, kind="mergesort")      # stable: equal counts stay in id order
+    elem = elem_base[tok] + occurrence
+    freq = np.bincount(elem, minlength=int(elem_base[-1]))
+    order = np.argsort(freq, kind="stable")           # equal counts stay in id order
     rank = np.empty(len(freq), dtype=np.int64)
+    rank[order] = np.arange(len(freq))
+    slot_of = _slots(freq[elem_base[:vocab_size]])
+    # Each item's elements in rank order give its positions j (items are contiguous runs from start).
+    elem_rank = rank[elem]
+    in_item = np.lexsort((elem_rank, item))
+    elem_rank, item = elem_rank[in_item], item[in_item]
+    rest = lens[item] - (np.arange(total) - start[item])
+    masks = np.zeros(items, dtype=np.uint64)
+    filled = np.flatnonzero(lens > 0)
+    if len(filled):
+        bits = np.left_shift(np.uint64(1), slot_of[flat].astype(np.uint64))
+        masks[filled] = np.bitwise_or.reduceat(bits, start[filled])
+    posting = np.lexsort((item, -rest, elem_rank))       # by element rank, m - j descending, item
+    item = item[posting]
     post_start = np.zeros(len(freq) + 1, dtype=np.int64)
-    for r in range(len(order)):
-        rank[order[r]] = r
-        post_start[r + 1] = post_start[r] + freq[order[r]]
-    slot_of = _slots(freq[elem_base[:vocab_size]] if vocab_size else np.zeros(0, dtype=np.int64))
-    fill = post_start[:-1].copy()
-    post_item = np.empty(post_start[-1], dtype=np.int32)
-    post_rest = np.empty(post_start[-1], dtype=np.int32)
-    post_len = np.empty(post_start[-1], dtype=np.int32)
-    post_mask = np.empty(post_start[-1], dtype=np.uint64)
-    for x in range(items):
-        toks = flat[start[x]:start[x] + lens[x]]
-        mask = np.uint64(0)
-        for t in toks:
-            mask |= np.uint64(1) << np.uint64(slot_of[t])
-        ranks = _element_ranks(toks, elem_base, max_occ, rank)
-        for j in range(len(ranks)):
-            r = ranks[j]
-            post_item[fill[r]] = x
-            post_rest[fill[r]] = len(ranks) - j
-            post_len[fill[r]] = lens[x]
-            post_mask[fill[r]] = mask
-            fill[r] += 1
-    for r in range(len(order)):         # most elements left first, so that a scan can stop early
-        lo, hi = post_start[r], post_start[r + 1]
-        if hi - lo > 1:
-            by_rest = np.argsort(-post_rest[lo:hi], kind="mergesort") + lo    # stable: item order
-            post_item[lo:hi] = post_item[by_rest]
-            post_rest[lo:hi] = post_rest[by_rest]
-            post_len[lo:hi] = post_len[by_rest]
-            post_mask[lo:hi] = post_mask[by_rest]
-    return elem_base, max_occ, rank, slot_of, post_start, post_item, post_rest, post_len, post_mask
+    post_start[1:] = np.cumsum(freq[order])
+    return (elem_base, max_occ, rank, slot_of, post_start, item.astype(np.int32), rest[posting].astype(np.int32),
+            lens[item].astype(np.int32), masks[item])
 
 
-@njit(cache=True)
-def _slots(token_freq):
+def _slots(token_freq: np.ndarray) -> np.ndarray:
     """Each token's slot of the overlap bound: the ``OWN`` tokens held by most items get one each
     (a frequent word sharing a slot would inflate every bound it touches); the rest are hashed."""
-    slot_of = np.empty(len(token_freq), dtype=np.int64)
-    for t in range(len(token_freq)):
-        slot_of[t] = OWN + ((t * 0x9E3779B1) >> 7) % (SLOTS - OWN)
-    ranked = np.argsort(-token_freq, kind="mergesort")
-    for s in range(min(OWN, len(ranked))):
-        slot_of[ranked[s]] = s
+    ids = np.arange(len(token_freq), dtype=np.int64)
+    slot_of = OWN + ((ids * 0x9E3779B1) >> 7) % (SLOTS - OWN)
+    own = np.argsort(-token_freq, kind="stable")[:OWN]
+    slot_of[own] = np.arange(len(own))
     return slot_of
 
 
