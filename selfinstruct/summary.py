@@ -10,8 +10,8 @@ Both commands write ``summary.json`` with these fields, meaning the same thing i
     elapsed_seconds    the whole command, loading included
     seconds_per_stage  filter stage (and, for ``filter``, ``read``) -> seconds spent in it
 
-and each adds its own (``generate``: requested, stopped, tokens, requests, cost_usd, teacher,
-settings; ``filter``: input_records, malformed, inputs, against, filters, settings).
+and each adds its own (``generate``: requested, stopped, tokens, requests, requests_per_stage,
+cost_usd, teacher, settings; ``filter``: input_records, malformed, inputs, against, filters, settings).
 """
 from __future__ import annotations
 

@@ -89,6 +89,9 @@ def test_generate_with_the_judge_keeps_only_well_scored_examples(server, tmp_pat
     decided = [d["instruction"] for d in data] + [x["record"]["instruction"] for x in low + unreadable]
     judged = Counter(judged_instruction(prompt) for prompt, _ in requests)
     assert {i: judged[i] for i in decided} == {i: 3 if i.startswith("Compare") else 1 for i in decided}
+    per_stage = summary["requests_per_stage"]
+    assert len(decided) + 2 * len(unreadable) <= per_stage["judge"]["paid"] <= len(requests)
+    assert per_stage["triples"]["paid"] + per_stage["judge"]["paid"] == summary["requests"]["paid"]
     keys = Counter((prompt_of(r.json), r.json.get("seed"), r.json.get("temperature"))
                    for r in server.received() if JUDGE_MARK.search(prompt_of(r.json)))
     assert max(keys.values()) == 1                       # no request sent twice

@@ -28,16 +28,21 @@ current_unit: contextvars.ContextVar[int] = contextvars.ContextVar("current_unit
 class Counts:
     """Requests and tokens of a run: the one place they are counted."""
     requests: Counter = field(default_factory=Counter)     # paid, cached, replayed, failed
+    per_stage: dict[str, Counter] = field(default_factory=dict)   # stage -> the same, per stage
     tokens: dict[str, Counter] = field(default_factory=dict)   # stage -> prompt/completion (paid)
     failures_in_row: int = 0
 
+    def count(self, request: Request, outcome: str) -> None:
+        self.requests[outcome] += 1
+        self.per_stage.setdefault(request.stage, Counter())[outcome] += 1
+
     def answered(self, request: Request, resp: Response) -> None:
         if resp.error:
-            self.requests["failed"] += 1
+            self.count(request, "failed")
             self.failures_in_row += 1
             return
         self.failures_in_row = 0
-        self.requests["cached" if resp.cached else "paid"] += 1
+        self.count(request, "cached" if resp.cached else "paid")
         if not resp.cached:
             tok = self.tokens.setdefault(request.stage, Counter())
             tok["prompt"] += resp.prompt_tokens
@@ -97,7 +102,7 @@ class Context:
         key = request.key()
         replay = self.state.responses.get(key)
         if replay is not None:
-            self.counts.requests["replayed"] += 1
+            self.counts.count(request, "replayed")
             return Response.from_dict({**replay.to_dict(), "cached": True})
         self.scheduler.asking += 1
         try:

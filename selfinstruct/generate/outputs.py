@@ -94,9 +94,20 @@ def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stop
         "tokens": {"prompt": total["prompt"], "completion": total["completion"],
                    "per_stage": {stage: dict(c) for stage, c in counts.tokens.items()}},
         "requests": dict(counts.requests),
+        "requests_per_stage": _requests_per_stage(counts, teacher, judge_teacher),
         "cost_usd": teacher.cost_usd() + (judge_teacher.cost_usd() if judge_teacher else 0.0),
         "teacher": {"name": teacher.label, **teacher.stats()},
         **({"judge_teacher": {"name": judge_teacher.label, "cost_usd": judge_teacher.cost_usd(),
                               **judge_teacher.stats()}} if judge_teacher else {}),
         "settings": s.shown(),
     }
+
+
+def _requests_per_stage(counts, teacher, judge_teacher) -> dict[str, dict[str, int]]:
+    """stage -> paid / cached / replayed / failed (counted by the loop) and retried (by the teachers)."""
+    out = {stage: dict(c) for stage, c in sorted(counts.per_stage.items())}
+    for t in (teacher, judge_teacher):
+        for stage, retries in (t.retries_per_stage() if t is not None else {}).items():
+            out.setdefault(stage, {})
+            out[stage]["retried"] = out[stage].get("retried", 0) + retries
+    return out

@@ -123,6 +123,10 @@ class Teacher:
         """What the run has paid so far."""
         return 0.0
 
+    def retries_per_stage(self) -> dict[str, int]:
+        """Attempts beyond the first, per request stage (a teacher that never retries: none)."""
+        return {}
+
     def live(self) -> dict[str, Any]:
         """A few numbers for the progress bar."""
         return {}

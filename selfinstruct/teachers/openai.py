@@ -200,6 +200,9 @@ class OpenAITeacher(Teacher):
         generate run the loop counts requests and tokens, see ``stats``)."""
         return {"teacher": self.label, **self._accounting.totals()}
 
+    def retries_per_stage(self) -> dict[str, int]:
+        return {stage: c.retries for stage, c in self._accounting.stages.items() if c.retries}
+
     def stats(self) -> dict[str, Any]:
         totals = self._accounting.totals()
         return {
