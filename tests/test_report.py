@@ -152,6 +152,8 @@ def write_run(folder: Path, records, reasons=REJECT_REASONS, kind="generate", ex
                                "per_stage": {"instructions": {"prompt": 2000, "completion": 600},
                                              "instances": {"prompt": 1000, "completion": 400}}},
                     "requests": {"paid": 7, "cached": 2, "replayed": 1, "failed": 1}, "cost_usd": 0.0009,
+                    "requests_per_stage": {"instructions": {"paid": 4, "cached": 2, "replayed": 1, "retried": 3},
+                                           "instances": {"paid": 3, "failed": 1, "retried": 1}},
                     "teacher": {"name": "openai:gpt-4o-mini", "retries": 4, "price_in": 0.15, "price_out": 0.6},
                     "settings": settings or {"seed_files": [], "lang": "en"}}
     else:
@@ -311,6 +313,8 @@ def test_judge_histogram_language_mix_and_usage(en_run, en_page, tmp_path):
     assert ["8", "3"] in rows_of(html, "judge") and ["3", "1"] in rows_of(html, "judge")
     assert rows_of(html, "langs") == [["English", "en", "6", "75.0%"], ["Chinese", "zh", "2", "25.0%"]]
     assert ["retried", "4"] in rows_of(html, "requests")
+    assert rows_of(html, "requests-per-stage") == [["instructions", "4", "2", "1", "3", "0"],
+                                                   ["instances", "3", "0", "0", "1", "1"]]
     assert ["instances", "1,000", "400", "$0.0004"] in rows_of(html, "tokens")
 
 

@@ -260,9 +260,13 @@ def usage_html(stats: ReportStats, figs) -> str:
                  f"${u.cost_per_stage[stage]:,.4f}" if stage in u.cost_per_stage else "–"]
                 for stage, c in u.tokens_per_stage.items()]
     sec_rows = [[stage, f"{s:,.3f}"] for stage, s in u.seconds_per_stage.items()]
+    kinds = ("paid", "cached", "replayed", "retried", "failed")
+    stage_rows = [[stage, *(num(c.get(k, 0)) for k in kinds)] for stage, c in u.requests_per_stage.items()]
     return ("<h3>Tokens, cost, time and requests</h3>" + table(["", ""], facts, cls="facts")
             + "<h4>Requests</h4>" + (table(["requests", "count"], req_rows, [False, True], cls="requests")
                                      if req_rows else "<p class=muted>none</p>")
+            + (table(["request stage", *kinds], stage_rows, [False] + [True] * len(kinds), cls="requests-per-stage")
+               if stage_rows else "")
             + "<h4>Tokens per request stage (paid requests)</h4>" + _fig(figs, "tokens")
             + (table(["stage", "prompt tokens", "completion tokens", "cost"], tok_rows, [False, True, True, True],
                      cls="tokens") if tok_rows else "<p class=muted>no paid tokens</p>")

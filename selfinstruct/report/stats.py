@@ -139,6 +139,7 @@ class RougeStats:
 class Usage:
     """What a generate run spent: from summary.json."""
     requests: dict[str, int]                      # paid, cached, replayed, failed, retried
+    requests_per_stage: dict[str, dict[str, int]]  # request stage -> the same
     tokens_per_stage: dict[str, dict[str, int]]   # request stage -> prompt / completion
     cost_usd: float | None
     cost_per_stage: dict[str, float]              # when the teacher's prices are known
@@ -312,7 +313,9 @@ def usage(summary: dict[str, Any] | None) -> Usage | None:
     if price_in is not None and price_out is not None:
         cost_per_stage = {stage: (c.get("prompt", 0) * price_in + c.get("completion", 0) * price_out) / 1e6
                           for stage, c in tokens.items()}
-    return Usage(requests=requests, tokens_per_stage=tokens, cost_usd=summary.get("cost_usd"),
+    per_stage = {stage: {k: int(v) for k, v in c.items()}
+                 for stage, c in (summary.get("requests_per_stage") or {}).items()}
+    return Usage(requests=requests, requests_per_stage=per_stage, tokens_per_stage=tokens, cost_usd=summary.get("cost_usd"),
                  cost_per_stage=cost_per_stage, elapsed_seconds=summary.get("elapsed_seconds"),
                  seconds_per_stage=dict(summary.get("seconds_per_stage") or {}),
                  teacher=str(teacher.get("name", "")), stopped=str(summary.get("stopped", "")))
