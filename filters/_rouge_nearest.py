@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-MARGIN = 1e-12        # slack on the bounds: far above float error, far below any real gap in F
+MARGIN = 1e-12        # slack on the bounds: far above their float error
 SLOTS = 64            # overlap-bound slots: one bit each in a 64-bit mask per item
 OWN = 32              # slots of their own for the most widespread tokens; the rest share hashed slots
 MAX_LEVELS = 8        # a query repeating one slot's tokens more often than this skips the slot bound
@@ -226,7 +226,7 @@ def _nearest(query, skip, qid, elem_base, max_occ, rank, slot_of, post_start, po
             if best >= 0:
                 shared = min(left, post_rest[p])
                 if 2.0 * shared < (best_f - MARGIN) * (n + shared):
-                    break                 # the rest of the list has no more elements left, m >= that
+                    break     # later postings: no more elements left, and m >= that: none can reach it
                 need = (best_f - MARGIN) * (n + m)        # 2 x shared must reach this
                 if 2.0 * shared < need:
                     continue

@@ -12,7 +12,9 @@ The search (``selfinstruct.filters._rouge_nearest``) bounds each pair's F by the
 can share and computes an LCS only where the bound could still reach the best so far, so the
 result is the brute-force loop's, bit for bit, without comparing every pair.
 
-Ties go to the earliest item (in ``against`` order, or in input order for a set against itself).
+The best is the highest float F, as such a loop finds it: two pairs with the same real F can
+differ in the last bit (14/20 and 7/10 do), and the higher float wins. Ties between equal floats go
+to the earliest item (in ``against`` order, or in input order for a set against itself).
 A set of more than ``limit`` instructions is scored on a uniform random sample of ``limit`` of them
 (seeded, so a report is reproducible), each still exact against the whole set; ``sampled`` says so
 and the caller says it on the figure.
