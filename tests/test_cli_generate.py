@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture
 def gen(invoke_cli):
     """``gen(*args)``: ``selfinstruct generate --no-progress *args`` in-process."""
-    return lambda *args: invoke_cli("generate", "--no-progress", *args)
+    return lambda *args: invoke_cli("generate", "--no-progress", "--no-report", *args)
 
 
 def test_num_zero_is_refused(tmp_path, gen, error_line):

@@ -42,8 +42,9 @@ def digest(path) -> str:
 
 @pytest.fixture
 def invoke(invoke_cli):
-    """``invoke(*args)``: ``selfinstruct filter *args --no-progress`` in-process."""
-    return lambda *args: invoke_cli("filter", *args, "--no-progress")
+    """``invoke(*args)``: ``selfinstruct filter --no-progress --no-report *args`` in-process (a test
+    about the report passes ``--report``)."""
+    return lambda *args: invoke_cli("filter", "--no-progress", "--no-report", *args)
 
 
 def assert_counts_add_up(summary: dict) -> None:
@@ -202,7 +203,7 @@ def test_a_bad_against_file_exits_2_too(tmp_path, files, invoke):
 
 def test_a_failed_run_leaves_earlier_outputs_untouched(tmp_path, files, invoke):
     out = tmp_path / "out"
-    assert invoke(files[0], "--out", out).exit_code == 0
+    assert invoke(files[0], "--out", out, "--report").exit_code == 0
     before = {p.name: digest(p) for p in out.iterdir()}
     assert {"data.json", "records.jsonl", "rejects.jsonl", "summary.json", "report.html"} <= set(before)
     broken = tmp_path / "broken.jsonl"
@@ -244,3 +245,15 @@ def test_out_below_a_file_is_a_usage_error(tmp_path, files, invoke):
     result = invoke(files[0], "--out", f"{files[1]}/out")
     assert (result.exit_code, result.stderr) == (2, f"Error: --out {files[1]}/out: cannot create the folder "
                                                     "(Not a directory)\n")
+
+
+@pytest.mark.report
+def test_filter_writes_the_report_at_the_end_and_prints_its_path(tmp_path, files, invoke):
+    out = tmp_path / "out"
+    result = invoke(files[0], "--out", out, "--report")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == f"report: {out / 'report.html'}"
+    page = (out / "report.html").read_text(encoding="utf-8")
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"{summary['kept']:,}" in page and "<script" not in page
+    assert (out / "report_funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

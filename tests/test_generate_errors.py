@@ -117,7 +117,7 @@ def test_generate_and_filter_write_the_same_summary_schema(tmp_path):
     s = Settings(num=3, out=str(tmp_path / "g"), progress=False)
     generated = run_generate(s, ScriptedTeacher())
     r = runner.invoke(app, ["filter", str(tmp_path / "g" / "data.json"), "--out", str(tmp_path / "f"),
-                            "--no-progress"])
+                            "--no-progress", "--no-report"])
     assert r.exit_code == 0, r.output
     filtered = json.load(open(tmp_path / "f" / "summary.json"))
     for summary in (generated, filtered):

@@ -30,7 +30,7 @@ def cli(server, out, *args, env_extra=None, cache_dir=None):
     cache_dir = cache_dir or os.environ["SELFINSTRUCT_CACHE_DIR"]
     env = {**os.environ, "OPENAI_API_KEY": KEY, "SELFINSTRUCT_CACHE_DIR": str(cache_dir), **(env_extra or {})}
     cmd = [sys.executable, "cli.py", "generate", "--teacher", "openai", "--base-url", server.url,
-           "--model", "fake-model", "--out", out, "--no-progress", *args]
+           "--model", "fake-model", "--out", out, "--no-progress", "--no-report", *args]
     return cmd, env
 
 

@@ -181,6 +181,25 @@ def test_unparseable_answers_are_retried_twice_with_other_requests_then_rejected
     assert again == verdict and fake_openai.received() == []
 
 
+def test_a_judge_that_never_answers_readably_stops_the_run(fake_openai, teacher, tmp_path):
+    fake_openai.responder = lambda body, n: ok(text="<three sentences in a row that start with S>")
+    judge = Judge(max_unreadable_in_row=5)
+    with pytest.raises(TeacherError, match="5 records in a row no readable score"):
+        judge_all(judge, JournaledAsker(teacher(concurrency=1), tmp_path / "j.jsonl"), make_records(20))
+    assert len(fake_openai.received()) == 5 * (1 + RETRIES)
+
+
+def test_occasional_unreadable_answers_do_not_stop_the_run(fake_openai, teacher, tmp_path):
+    # every third record's first answer is unreadable, and so are its retries
+    fake_openai.responder = lambda body, n: ok(
+        text="no idea" if record_number(body) % 3 == 0 else scoring(body))
+    records = make_records(30)
+    verdicts = judge_all(Judge(max_unreadable_in_row=2), JournaledAsker(teacher(), tmp_path / "j.jsonl"),
+                         records)
+    assert [v.reason if v else None for v in verdicts] == [
+        "judge_unparseable" if i % 3 == 0 else None for i in range(30)]
+
+
 @pytest.mark.parametrize("answer", ["Score: 11\nReason: off the scale", "Score: 4/5\nReason: other scale",
                                     "", "评分：无法评分"])
 def test_out_of_range_other_scales_and_empty_answers_are_unparseable(fake_openai, teacher, tmp_path, answer):
@@ -353,7 +372,7 @@ def test_text_inside_the_record_cannot_close_the_block_or_pose_as_the_answer():
 
 def test_options_are_checked_and_a_judge_without_a_teacher_says_so():
     for bad in ({"min_score": 11}, {"min_score": -1}, {"lang": "fr"}, {"max_tokens": 0},
-                {"temperature": -0.5}):
+                {"temperature": -0.5}, {"max_unreadable_in_row": -1}):
         with pytest.raises(UsageError):
             Judge(**bad)
     with pytest.raises(RuntimeError, match="bind"):

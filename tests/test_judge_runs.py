@@ -165,3 +165,15 @@ def test_filter_killed_while_judging_and_rerun_judges_each_record_once(tmp_path,
         assert len(prompts) == n
         # Only requests in flight at the kill (at most the concurrency) may have been sent twice.
         assert sum(c - 1 for c in prompts.values()) <= 8
+
+
+@pytest.mark.report
+def test_generate_writes_the_report_with_the_judge_scores_and_prints_its_path(server, tmp_path):
+    out = tmp_path / "o"
+    args = [a for a in generate_args(server, out, "--num", "6", "--judge-min-score", "5") if a != "--no-report"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"report: {out / 'report.html'}"
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "judge_low_score" in page and "clear and correct" in page
+    assert (out / "report_judge.png").is_file()

@@ -129,7 +129,7 @@ def test_a_plugin_reader_and_an_async_plugin_filter_run_in_selfinstruct_filter(t
                     "Name three dishes made with banana and rice.\tA pudding, a cake, a salad.\n"
                     "List four ways to save water in a small garden.\tMulch, drip lines, timing, shade.\n",
                     encoding="utf-8")
-    r = cli(plugin_env, "filter", str(data), "--out", str(tmp_path / "o"), "--no-progress", "--only",
+    r = cli(plugin_env, "filter", str(data), "--out", str(tmp_path / "o"), "--no-progress", "--no-report", "--only",
             "exact,no_fruit")
     assert r.returncode == 0, r.stderr
     kept = json.load(open(tmp_path / "o" / "data.json"))
@@ -144,7 +144,7 @@ def test_a_plugin_filter_option_is_set_with_opt(tmp_path, plugin_env):
     data = tmp_path / "tasks.tsv"
     data.write_text("instruction\toutput\nName three dishes made with banana and rice.\tA cake.\n"
                     "Name three dishes made with apple and rice.\tA pie.\n", encoding="utf-8")
-    r = cli(plugin_env, "filter", str(data), "--out", str(tmp_path / "o"), "--no-progress",
+    r = cli(plugin_env, "filter", str(data), "--out", str(tmp_path / "o"), "--no-progress", "--no-report",
             "--only", "no_fruit", "--opt", "no_fruit.fruit=apple")
     assert r.returncode == 0, r.stderr
     assert [k["output"] for k in json.load(open(tmp_path / "o" / "data.json"))] == ["A cake."]
@@ -153,7 +153,7 @@ def test_a_plugin_filter_option_is_set_with_opt(tmp_path, plugin_env):
 def test_a_plugin_teacher_and_recipe_run_in_selfinstruct_generate(tmp_path, plugin_env):
     out = tmp_path / "g"
     r = cli(plugin_env, "generate", "--teacher", "echo", "--recipe", "one-shot", "--num", "4", "--out",
-            str(out), "--no-progress", "--opt", "echo.topic=lakes", "--opt", "answer=Done.",
+            str(out), "--no-progress", "--no-report", "--opt", "echo.topic=lakes", "--opt", "answer=Done.",
             "--concurrency", "3", "--skip", "lang,rouge")
     assert r.returncode == 0, r.stderr
     data = json.load(open(out / "data.json"))
