@@ -19,7 +19,9 @@ appended: first the two lines again, then one line of JSON; its own seed; sampli
 decoding) so neither a cache nor a server that ignores seeds can hand back the same answer; after
 that the record is rejected as ``judge_unparseable`` with the answer's head as detail. A request
 that failed for good (the teacher's retries spent) is ``judge_failed``. Neither is ever a silent
-pass. A record's ``judge_score`` / ``judge_reason`` are this judge's (an earlier judge's are
+pass. A judge that gives ``max_unreadable_in_row`` records in a row no readable score (a model too
+small to follow the format) stops the run with a ``TeacherError`` rather than reject everything; the
+journal keeps what was paid for. A record's ``judge_score`` / ``judge_reason`` are this judge's (an earlier judge's are
 cleared), and stay None unless it scored the record.
 
 The record's text goes into the prompt between two marker lines that carry a hash of that text, so
@@ -34,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from selfinstruct.errors import UsageError
+from selfinstruct.errors import TeacherError, UsageError
 from selfinstruct.filters.base import Filter, Rejection
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request, Response
@@ -272,22 +274,29 @@ class Judge(Filter):
     fields = ("instruction", "input", "output")
 
     def __init__(self, min_score: int = 0, max_tokens: int = 128, temperature: float = 0.0,
-                 lang: str = "auto"):
+                 lang: str = "auto", max_unreadable_in_row: int = 24):
         """``min_score``: reject records scored below it (0: score them all, reject none; see
         ``DEFAULT_MIN_SCORE``). ``max_tokens``: the judge's answer budget (two short lines).
         ``temperature``: of the first request (0: the judge's most reproducible score; retries
         sample at ``RETRY_TEMPERATURE`` at least). ``lang``: the prompt's language, "en", "zh", or
-        "auto" (each record by the script of its instruction)."""
+        "auto" (each record by the script of its instruction). ``max_unreadable_in_row``: stop
+        (``TeacherError``) after this many records in a row got no readable score even on retry
+        (0: never): a judge model that cannot follow the answer format would otherwise reject a
+        whole dataset, one paid judgement at a time."""
         if not 0 <= min_score <= MAX_SCORE:
             raise UsageError(f"judge min_score must be between 0 (off) and {MAX_SCORE}, got {min_score}")
         if max_tokens < 1:
             raise UsageError(f"judge max_tokens must be at least 1, got {max_tokens}")
         if not 0 <= temperature <= 2:
             raise UsageError(f"judge temperature must be between 0 and 2, got {temperature}")
+        if max_unreadable_in_row < 0:
+            raise UsageError(f"judge max_unreadable_in_row must be >= 0, got {max_unreadable_in_row}")
         if lang not in ("auto", *LANGS):
             raise UsageError(f"judge lang must be auto, {' or '.join(LANGS)}; got '{lang}'")
         self.min_score, self.max_tokens = min_score, max_tokens
         self.temperature, self.lang = temperature, lang
+        self.max_unreadable_in_row = max_unreadable_in_row
+        self.unreadable_in_row = 0
         self._ask: Ask | None = None
 
     def bind(self, ask: Ask) -> "Judge":
@@ -341,7 +350,14 @@ class Judge(Filter):
             answer = response.text
             judgement = parse_judgement(answer)
             if judgement is not None:
+                self.unreadable_in_row = 0
                 return self._scored(record, judgement)
+        self.unreadable_in_row += 1
+        if self.max_unreadable_in_row and self.unreadable_in_row >= self.max_unreadable_in_row:
+            raise TeacherError(
+                f"the judge gave {self.unreadable_in_row} records in a row no readable score, even "
+                f"when asked again (last answer: {_head(answer)!r}); it cannot follow the answer "
+                "format: use a stronger judge model")
         return self.reject("judge_unparseable", _head(answer))
 
     def _scored(self, record: Record, judgement: Judgement) -> Rejection | None:
