@@ -12,6 +12,13 @@ Three passes over the same records:
 
     python benchmarks/bench_judge.py                      # 5,000 records, 64 in flight, 50 ms
     python benchmarks/bench_judge.py --records 500        # smoke test
+    python benchmarks/bench_judge.py --resume 50000       # SIGKILL halfway through 50,000, rerun
+
+``--resume N`` instead judges N records in a child process (tests/judge_driver.py) against a server
+in this process that answers the first N/2 judgements and then holds every request open; the child
+is killed with SIGKILL once its journal holds N/2 answers, and run again to the end. The server
+counts the answers it gave per prompt: ``repeats`` (answers given twice) must be 0 and every record
+must come back scored.
 
 Prints ``RESULT name=... value=...`` lines (judgements/s, client CPU ms per judgement), and each
 pass's client and server CPU seconds: on a machine with fewer free cores than the two processes
@@ -82,6 +89,55 @@ async def judge_pass(url: str, journal: Path, cache_path: Path, n: int, concurre
     return {"wall_s": wall, "cpu_s": cpu, "scored": scored, "requests": stats["requests"]}
 
 
+def resume(n: int, concurrency: int) -> None:
+    """The SIGKILL-and-rerun scenario (see the module docstring)."""
+    import collections
+    import os
+    import signal
+    sys.path.insert(0, str(ROOT))
+    from tests.fake_openai_server import FakeOpenAI, hang, ok, prompt_of, serve_in_thread
+
+    half = n // 2
+    answers: collections.Counter = collections.Counter()
+    killed = False
+
+    def responder(body, arrival):
+        if not killed and arrival >= half:
+            return hang(3600)
+        prompt = prompt_of(body)
+        answers[hashlib.sha1(prompt.encode("utf-8")).digest()] += 1
+        return ok(text=judge_text(prompt))
+
+    server = FakeOpenAI(responder=responder, record=False)
+    with tempfile.TemporaryDirectory() as tmp, serve_in_thread(server):
+        tmp_path = Path(tmp)
+        (tmp_path / "records.jsonl").write_text(
+            "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records(n)), encoding="utf-8")
+        journal = tmp_path / "judge.jsonl"
+        cmd = [sys.executable, str(ROOT / "tests" / "judge_driver.py"), "--base-url", server.url,
+               "--records", str(tmp_path / "records.jsonl"), "--journal", str(journal),
+               "--out", str(tmp_path / "results.jsonl"), "--concurrency", str(concurrency)]
+        t0 = time.perf_counter()
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        while not journal.exists() or journal.read_bytes().count(b"\n") < half:
+            if child.poll() is not None:
+                raise SystemExit("the judging process ended before it was killed")
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        first = time.perf_counter() - t0
+        killed = True
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True).stdout
+        second = time.perf_counter() - t0
+        results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    scored = sum(r["judge_score"] is not None for r in results)
+    print(f"killed after {first:.1f} s with {half} judgements journaled; rerun {second:.1f} s: {out.strip()}")
+    print(f"RESULT name=resume_records_scored value={scored} of={n}")
+    print(f"RESULT name=resume_distinct_prompts_answered value={len(answers)}")
+    print(f"RESULT name=resume_repeated_answers value={sum(c - 1 for c in answers.values())}")
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -93,10 +149,15 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--resume", type=int, default=None, metavar="N",
+                        help="the SIGKILL-and-rerun scenario over N records instead")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.latency)
+        return
+    if args.resume is not None:
+        resume(args.resume, args.concurrency)
         return
     proc = subprocess.Popen([sys.executable, __file__, "--serve", "--latency", str(args.latency)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
