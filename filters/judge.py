@@ -357,7 +357,7 @@ class Judge(Filter):
             raise TeacherError(
                 f"the judge gave {self.unreadable_in_row} records in a row no readable score, even "
                 f"when asked again (last answer: {_head(answer)!r}); it cannot follow the answer "
-                "format: use a stronger judge model")
+                "format: use a stronger judge model (--judge-model, --judge-base-url)")
         return self.reject("judge_unparseable", _head(answer))
 
     def _scored(self, record: Record, judgement: Judgement) -> Rejection | None:

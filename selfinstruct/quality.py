@@ -1,8 +1,8 @@
 """The quality settings ``generate`` and ``filter`` share: the rule set, benchmark decontamination and
 the LLM judge, turned into what the filter chain is built from.
 
-The judge is off unless asked for: ``--judge`` (the generating teacher judges in ``generate``; the
-embedded model in ``filter``), or any of ``--judge-teacher`` / ``--judge-model`` /
+The judge is off unless asked for: ``--judge`` (the generating teacher judges in ``generate``; in ``filter`` the OpenAI-compatible
+endpoint the environment names), or any of ``--judge-teacher`` / ``--judge-model`` /
 ``--judge-base-url`` / ``--judge-min-score``, or naming it in ``--only``. Decontamination is on when
 ``--decontam-against`` names a file.
 """
@@ -18,7 +18,7 @@ class QualitySettings:
     rules: str = "default"
     decontam_against: list[str] = field(default_factory=list)
     judge: bool = False
-    judge_teacher: str | None = None       # None: the generating teacher (generate), embedded (filter)
+    judge_teacher: str | None = None       # None: the generating teacher (generate), openai (filter)
     judge_model: str | None = None
     judge_base_url: str | None = None
     judge_min_score: int | None = None
@@ -68,7 +68,9 @@ def judge_teacher(q: QualitySettings, run_teacher=None, run_teacher_name: str | 
     name = q.judge_teacher or ("openai" if (q.judge_model or q.judge_base_url) else None)
     if name is None and run_teacher is not None:
         return run_teacher
-    name = name or run_teacher_name or "embedded"
+    # filter has no teacher of its own: an OpenAI-compatible endpoint ($OPENAI_BASE_URL, $OPENAI_MODEL)
+    # judges; the embedded SmolLM2-135M cannot follow a judge's answer format
+    name = name or run_teacher_name or "openai"
     if run_teacher is not None and name == run_teacher_name and not (q.judge_model or q.judge_base_url):
         return run_teacher
     cls = teacher_class(name)
