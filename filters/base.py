@@ -60,6 +60,19 @@ class Filter:
 RejectSink = Callable[[Record, Rejection], None]
 
 
+async def gather_or_cancel(coros: list) -> list:
+    """``asyncio.gather`` that, when one fails (a judge that cannot follow its format, a spent
+    budget), cancels the others instead of letting them go on paying for answers nobody reads."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class FilterChain:
     """The filters in chain order, except that filters whose ``check`` is a coroutine (the judge, a
     plugin that asks a service) form the chain's *tail*, after every synchronous one: they are the
@@ -176,7 +189,7 @@ class FilterChain:
         yield from (r for r, outcome in zip(passed, outcomes) if self.settle_tail(r, outcome) is None)
 
     async def _judge_all(self, records: list[Record]) -> list:
-        return await asyncio.gather(*(self.judge_tail(r) for r in records))
+        return await gather_or_cancel([self.judge_tail(r) for r in records])
 
     def split(self, fields: set[str]) -> tuple["FilterChain", "FilterChain"]:
         """Two chains sharing these filter objects and this tally: the filters reading only

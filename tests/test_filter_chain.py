@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
+import time
 
 import pytest
 
@@ -83,3 +85,38 @@ def test_asynchronous_filters_run_after_every_synchronous_one():
     assert chain.names == ["exact", "slow_judge"]
     kept = [r.instruction for r in chain.run(records(["a bad one", "a bad one", "fine"]))]
     assert kept == ["fine"] and sorted(judge.seen) == ["a bad one", "fine"]     # the duplicate never judged
+
+
+class FailingJudge(Filter):
+    """Raises on 'boom' at once; every other record waits long and then passes."""
+    name = "failing_judge"
+    stage = "judge"
+
+    def __init__(self):
+        self.finished: list[str] = []
+
+    async def check(self, record: Record) -> Rejection | None:
+        if record.instruction == "boom":
+            raise RuntimeError("the judge gave up")
+        await asyncio.sleep(0.2)
+        self.finished.append(record.instruction)
+        return None
+
+
+def test_a_failing_judgement_cancels_the_others_and_propagates():
+    """On the long-lived loop `filter` judges on (asyncio.run would cancel leftovers anyway)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        judge = FailingJudge()
+        chain = FilterChain([judge])
+        with pytest.raises(RuntimeError, match="the judge gave up"):
+            list(chain.run(records(["slow one", "boom", "slow two"]),
+                           run_async=lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result()))
+        time.sleep(0.5)                     # long enough for the slow ones to have finished
+        assert judge.finished == []
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

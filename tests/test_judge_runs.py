@@ -177,3 +177,30 @@ def test_generate_writes_the_report_with_the_judge_scores_and_prints_its_path(se
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "judge_low_score" in page and "clear and correct" in page
     assert (out / "report_judge.png").is_file()
+
+
+def test_filter_judge_defaults_to_the_endpoint_of_the_environment(server, tmp_path, read_jsonl):
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"instruction": "Describe a quiet harbor at dawn in two sentences.",
+                                 "input": "", "output": "Boats rest. Gulls wake."}]))
+    r = run_cli("filter", data, "--out", tmp_path / "f", "--no-progress", "--no-report", "--judge",
+                env_extra={"OPENAI_BASE_URL": server.url, "OPENAI_MODEL": "env-model"})
+    assert r.returncode == 0, r.stderr
+    assert [k["judge_score"] for k in read_jsonl(tmp_path / "f" / "records.jsonl")] == [8]
+    assert {q.json["model"] for q in server.received()} == {"env-model"}
+
+
+def test_a_judge_that_cannot_follow_the_format_stops_the_run_with_one_error_line(tmp_path, error_line):
+    with serve_in_thread(FakeOpenAI(text_fn=lambda prompt: "What a lovely example!")) as babbler:
+        data = tmp_path / "d.jsonl"
+        data.write_text("".join(json.dumps({"instruction": f"Describe harbor number {i} at dawn.",
+                                            "output": f"Harbor {i} is calm."}) + "\n" for i in range(40)))
+        r = run_cli("filter", data, "--out", tmp_path / "f", "--no-progress", "--no-report",
+                    "--skip", "rouge,minhash", "--judge-base-url", babbler.url, "--judge-concurrency", "1")
+        assert error_line(r) == (
+            "Error: the judge gave 24 records in a row no readable score, even when asked again (last "
+            "answer: 'What a lovely example!'); it cannot follow the answer format: use a stronger judge "
+            "model (--judge-model, --judge-base-url)")
+        # records are judged together: others had asked once or twice when the 24th failed a third time
+        assert 24 * 3 <= len(babbler.received()) < 40 * 3
+        assert (tmp_path / "f" / "judgements.jsonl").is_file()      # what was paid for is kept

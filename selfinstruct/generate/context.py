@@ -3,7 +3,6 @@ replayed from the journal or the response cache when they exist, and the decisio
 each journaled before it counts."""
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from bisect import bisect_right
 from collections import Counter
@@ -14,6 +13,7 @@ from selfinstruct import journal as jr
 from selfinstruct.cache import complete_cached
 from selfinstruct.errors import TeacherError
 from selfinstruct.filters import FilterChain
+from selfinstruct.filters.base import gather_or_cancel
 from selfinstruct.generate.ordering import Lanes, Turn
 from selfinstruct.generate.settings import MAX_CONSECUTIVE_FAILURES, Settings
 from selfinstruct.record import Record
@@ -172,7 +172,7 @@ class Context:
         if not waiting:
             return
         chain = self.example_filters if self.two_phase else self.chain
-        outcomes = await asyncio.gather(*(chain.judge_tail(record) for record, _ in waiting))
+        outcomes = await gather_or_cancel([chain.judge_tail(record) for record, _ in waiting])
         async with Turn(self.lanes, "judged", n):
             for (record, key), outcome in zip(waiting, outcomes):
                 verdict = chain.settle_tail(record, outcome)
