@@ -23,9 +23,6 @@ class BrokenText(RuleSetFilter):
     order = 150
     fields = ALL_FIELDS
 
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
-
     def check(self, record: Record) -> Rejection | None:
         if self.rules_for(record) != "default":
             return None

@@ -61,9 +61,6 @@ class Chatter(RuleSetFilter):
     order = 150
     fields = ("instruction", "output")
 
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
-
     def check(self, record: Record) -> Rejection | None:
         if self.rules_for(record) != "default":
             return None

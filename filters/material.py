@@ -54,9 +54,6 @@ class MissingMaterial(RuleSetFilter):
     order = 150
     fields = ("instruction", "input")
 
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
-
     def check(self, record: Record) -> Rejection | None:
         if record.input.strip() or self.rules_for(record) != "default":
             return None

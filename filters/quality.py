@@ -45,8 +45,12 @@ ALL_FIELDS = ("instruction", "input", "output")
 
 
 class RuleSetFilter(Filter):
-    """A filter whose rule depends on the run's rule set. Subclasses call ``_set_rules`` in
-    ``__init__`` and ``rules_for(record)`` in ``check``."""
+    """A filter whose rule depends on the run's rule set (its option ``rules``). Subclasses with
+    options of their own call ``_set_rules`` in their ``__init__``; ``check`` asks
+    ``rules_for(record)``."""
+
+    def __init__(self, rules: str = "default"):
+        self._set_rules(rules)
 
     def _set_rules(self, rules: str) -> None:
         self.rules = check_rules(rules)
@@ -67,9 +71,6 @@ class Truncated(RuleSetFilter):
     name = "truncated"
     stage = "quality"
     fields = ("instruction",)
-
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
 
     def check(self, record: Record) -> Rejection | None:
         if record.meta.get("truncated"):
@@ -174,9 +175,6 @@ class BadStart(RuleSetFilter):
     name = "bad_start"
     stage = "quality"
     fields = ("instruction",)
-
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
 
     def check(self, record: Record) -> Rejection | None:
         rules = self.rules_for(record)
@@ -391,9 +389,6 @@ class Url(RuleSetFilter):
     stage = "quality"
     fields = ALL_FIELDS
 
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
-
     def check(self, record: Record) -> Rejection | None:
         rules = self.rules_for(record)
         if rules == "belle":
@@ -452,9 +447,6 @@ class EmptyOutput(RuleSetFilter):
     stage = "quality"
     fields = ("output",)
 
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
-
     def check(self, record: Record) -> Rejection | None:
         if self.rules_for(record) not in ("default", "self-instruct"):
             return None
@@ -474,9 +466,6 @@ class NoOutputMarker(RuleSetFilter):
     name = "nooutput"
     stage = "quality"
     fields = ("output",)
-
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
 
     def check(self, record: Record) -> Rejection | None:
         if self.rules_for(record) != "default":
@@ -503,9 +492,6 @@ class Echo(RuleSetFilter):
     name = "echo"
     stage = "quality"
     fields = ALL_FIELDS
-
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
 
     def check(self, record: Record) -> Rejection | None:
         rules = self.rules_for(record)
@@ -545,9 +531,6 @@ class EndsWithColon(RuleSetFilter):
     name = "ends_with_colon"
     stage = "quality"
     fields = ("input", "output")
-
-    def __init__(self, rules: str = "default"):
-        self._set_rules(rules)
 
     def check(self, record: Record) -> Rejection | None:
         if self.rules_for(record) != "self-instruct":
