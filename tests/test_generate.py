@@ -238,3 +238,22 @@ def test_each_accepted_record_carries_its_most_similar_seed_exactly(tmp_path):
         best = max(scores)
         assert r["nearest_seed_rouge"] == pytest.approx(best, abs=1e-12)
         assert r["nearest_seed"] == seeds[scores.index(best)]
+
+
+def test_each_record_carries_the_teacher_time_of_the_requests_it_came_from(tmp_path):
+    """meta["seconds"]: per request stage, the seconds its unit's paid requests took."""
+    import asyncio
+
+    from tests.sim_teacher import ScriptedTeacher
+
+    class SlowTeacher(ScriptedTeacher):
+        async def complete(self, request):
+            await asyncio.sleep(0.05 if request.stage == "instructions" else 0.02)
+            return await super().complete(request)
+
+    run_generate(settings(tmp_path, num=4, recipe="self-instruct"), SlowTeacher())
+    records = [json.loads(line) for line in open(tmp_path / "out" / "records.jsonl", encoding="utf-8")]
+    for r in records:
+        seconds = r["meta"]["seconds"]
+        assert seconds["instructions"] >= 0.05 and seconds["instances"] >= 0.02
+        assert set(seconds) <= {"instructions", "classification", "instances"}

@@ -4,6 +4,7 @@ each journaled before it counts."""
 from __future__ import annotations
 
 import contextvars
+import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
@@ -85,6 +86,8 @@ class Context:
         # With a cache, a rerun replays: until its first miss, a miss waits to be needed (below).
         self.replaying = cache is not None
         self.seed_nearest = None      # a SeedNearest over the seed instructions (set by the run)
+        # unit -> request stage -> seconds its paid requests took (each record's meta["seconds"])
+        self._seconds: dict[int, Counter] = {}
         # unit -> its candidates that passed the other filters and await the judge
         self._awaiting: dict[int, list[tuple[Record, str]]] = {}
 
@@ -105,10 +108,14 @@ class Context:
             self.counts.count(request, "replayed")
             return Response.from_dict({**replay.to_dict(), "cached": True})
         self.scheduler.asking += 1
+        t0 = time.perf_counter()
         try:
             resp = await complete_cached(teacher or self.teacher, self.cache, request, self._before_miss)
         finally:
             self.scheduler.asking -= 1
+        if not resp.cached and request.stage != "judge":
+            spent = self._seconds.setdefault(current_unit.get(-1), Counter())
+            spent[request.stage] += time.perf_counter() - t0
         self.counts.answered(request, resp)
         if resp.error:
             limit = max(MAX_CONSECUTIVE_FAILURES, 2 * self.teacher.concurrency)
@@ -230,6 +237,12 @@ class Context:
         record.origin = record.origin or "machine"
         record.teacher = self.teacher.label
         record.request_id = key
+        spent = self._seconds.get(unit_number(key))
+        if spent:
+            record.meta["seconds"] = {stage: round(s, 3) for stage, s in spent.items()}
+
+    def end_unit(self, n: int) -> None:
+        self._seconds.pop(n, None)
 
 
 def unit_number(key: str) -> int:

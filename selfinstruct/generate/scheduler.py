@@ -70,6 +70,7 @@ class Scheduler:
             self.starting -= 1         # its first ask() comes in this same step: the slot stays counted
         await self.recipe.run(self.ctx, uid, first)
         await self.ctx.settle(n)
+        self.ctx.end_unit(n)
         self.journal.write({"ev": "end", "uid": uid})
         self.lanes.end(n)
 
