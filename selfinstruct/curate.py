@@ -61,7 +61,7 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     chain = build_chain(classes, {"lang": lang, "rouge_threshold": rouge_threshold,
                                   "minhash_threshold": minhash_threshold, **quality.shared_options(rules)},
                         per_filter)
-    judging = Judging(chain, quality, cache) if chain.is_async else None
+    judging = Judging(chain, quality, cache) if any(f.name == "judge" for f in chain.tail) else None
     against_count, against_bad = _preload(chain, against, on_bad_record)
 
     out = Path(out_dir)
@@ -69,7 +69,7 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     counts = _Counts()
     try:
         with atomic_open(out / REJECTS) as rejects, atomic_open(out / RECORDS) as records_file, \
-                _judging_loop(judging, out) as run_async:
+                _async_loop(chain.is_async, judging, out) as run_async:
             def write_reject(record: Record, rejection: Rejection) -> None:
                 rejects.write(reject_line(record, rejection.reason, rejection.detail))
             chain.on_reject = write_reject
@@ -97,10 +97,11 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
 
 
 @contextmanager
-def _judging_loop(judging: "Judging | None", out: Path):
-    """The runner the chain judges batches through: one event loop for the whole run, in a thread
-    (the judge's HTTP session belongs to one loop), with the judge's teacher started on it."""
-    if judging is None:
+def _async_loop(needed: bool, judging: "Judging | None", out: Path):
+    """The runner the chain's asynchronous filters run batches through: one event loop for the
+    whole run, in a thread (the judge's HTTP session belongs to one loop), with the judge's teacher
+    started on it."""
+    if not needed:
         yield asyncio.run
         return
     loop = asyncio.new_event_loop()
@@ -110,11 +111,13 @@ def _judging_loop(judging: "Judging | None", out: Path):
     def run(coro):
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
     try:
-        run(judging.start(out / JUDGEMENTS))
+        if judging is not None:
+            run(judging.start(out / JUDGEMENTS))
         try:
             yield run
         finally:
-            run(judging.aclose())
+            if judging is not None:
+                run(judging.aclose())
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
