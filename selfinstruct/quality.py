@@ -61,20 +61,23 @@ class QualitySettings:
 
 
 def judge_teacher(q: QualitySettings, run_teacher=None, run_teacher_name: str | None = None):
-    """The teacher that judges: the run's own when nothing names another, else a new one (a model
-    or base URL means an OpenAI-compatible server; keys come from the same environment)."""
+    """The teacher that judges: the run's own when nothing names another (``generate``), else a new
+    one. A model or base URL means an OpenAI-compatible server, keys from the same environment;
+    ``filter`` has no teacher of its own, so there the environment's OpenAI-compatible endpoint
+    judges (the embedded SmolLM2-135M cannot follow a judge's answer format)."""
+    from selfinstruct.options import Component
     from selfinstruct.teachers import teacher_class
 
-    name = q.judge_teacher or ("openai" if (q.judge_model or q.judge_base_url) else None)
-    if name is None and run_teacher is not None:
+    own_endpoint = bool(q.judge_model or q.judge_base_url)
+    named = q.judge_teacher or ("openai" if own_endpoint else None)
+    if run_teacher is not None and named in (None, run_teacher_name) and not own_endpoint:
+        if q.judge_concurrency is not None:
+            raise UsageError("--judge-concurrency applies to a judge of its own (--judge-model, "
+                             "--judge-base-url or --judge-teacher); the generating teacher judges "
+                             "within its --concurrency")
         return run_teacher
-    # filter has no teacher of its own: an OpenAI-compatible endpoint ($OPENAI_BASE_URL, $OPENAI_MODEL)
-    # judges; the embedded SmolLM2-135M cannot follow a judge's answer format
-    name = name or run_teacher_name or "openai"
-    if run_teacher is not None and name == run_teacher_name and not (q.judge_model or q.judge_base_url):
-        return run_teacher
+    name = named or "openai"
     cls = teacher_class(name)
-    from selfinstruct.options import Component
     declared = Component(cls.name, cls).options()
     flags = {"model": q.judge_model, "base_url": q.judge_base_url, "concurrency": q.judge_concurrency}
     kwargs = {}
