@@ -15,8 +15,8 @@ It is what ``generate``'s ``Context.ask`` does for a run, for a caller with no r
 - at most ``teacher.concurrency`` requests are in flight, however many callers wait, so a caller may
   ``gather`` thousands of judgements at once; two callers asking the same request at the same time
   share one answer.
-- requests and tokens are counted the way ``generate`` counts them: ``requests`` (paid, cached,
-  replayed, failed) and ``tokens`` (per stage: prompt, completion; paid answers only).
+- requests and tokens are counted by ``generate``'s own ``summary.Counts``: requests (paid, cached,
+  replayed, failed, also per stage) and tokens (per stage: prompt, completion; paid answers only).
 - ``max_cost`` is the teacher's (``OpenAITeacher(max_cost=…)``): when the budget cannot cover the
   next request the teacher raises ``BudgetExhausted``, which propagates from ``__call__`` unchanged;
   everything answered before it is in the journal, so a rerun with a larger budget resumes.
@@ -33,6 +33,7 @@ from typing import Any
 from selfinstruct import journal as jr
 from selfinstruct.cache import ResponseCache, complete_cached
 from selfinstruct.errors import TeacherError, UsageError
+from selfinstruct.summary import Counts
 from selfinstruct.teachers.base import Request, Response, Teacher
 
 # As in generate: a long run of failures means the server is gone, not that requests are unlucky.
@@ -52,9 +53,7 @@ class JournaledAsker:
         self.cache = cache if teacher.uses_cache else None
         self.max_failures_in_row = max_failures_in_row or max(MIN_FAILURES_IN_ROW,
                                                               2 * teacher.concurrency)
-        self.requests: Counter = Counter()              # paid, cached, replayed, failed
-        self.tokens: dict[str, Counter] = {}            # stage -> prompt/completion (paid)
-        self.failures_in_row = 0
+        self.counts = Counts()                          # requests and tokens, as generate counts them
         self._answers: dict[str, Response] = {}         # journaled answers by key
         self._in_flight: dict[str, asyncio.Future] = {}
         self._journal: jr.Journal | None = None
@@ -117,12 +116,12 @@ class JournaledAsker:
         key = self.key(request)
         known = self._answers.get(key)
         if known is not None:
-            self.requests["replayed"] += 1
+            self.counts.count(request, "replayed")
             return _copy(known, cached=True)
         shared = self._in_flight.get(key)
         if shared is not None:              # the same request is on its way: wait for its answer
             response = await asyncio.shield(shared)
-            self.requests["replayed" if not response.error else "failed"] += 1
+            self.counts.count(request, "replayed" if not response.error else "failed")
             return _copy(response, cached=True)
         future = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
@@ -146,10 +145,10 @@ class JournaledAsker:
             if self._closed:
                 raise RuntimeError("the JournaledAsker was closed while this request waited")
             response = await complete_cached(self.teacher, self.cache, request)
-        self._count(request, response)
+        self.counts.answered(request, response)
         if response.error:
-            if self.failures_in_row >= self.max_failures_in_row:
-                raise TeacherError(f"the teacher failed {self.failures_in_row} requests in a row "
+            if self.counts.failures_in_row >= self.max_failures_in_row:
+                raise TeacherError(f"the teacher failed {self.counts.failures_in_row} requests in a row "
                                    f"(last: {response.error}); check the judge's base URL and that "
                                    "the server is up, then rerun to resume")
             return response
@@ -159,24 +158,17 @@ class JournaledAsker:
         self._answers[key] = response
         return response
 
-    def _count(self, request: Request, response: Response) -> None:
-        if response.error:
-            self.requests["failed"] += 1
-            self.failures_in_row += 1
-            return
-        self.failures_in_row = 0
-        self.requests["cached" if response.cached else "paid"] += 1
-        if not response.cached:
-            tokens = self.tokens.setdefault(request.stage, Counter())
-            tokens["prompt"] += response.prompt_tokens
-            tokens["completion"] += response.completion_tokens
+    @property
+    def requests(self) -> Counter:
+        """paid, cached, replayed, failed"""
+        return self.counts.requests
 
     def stats(self) -> dict[str, Any]:
         """For summary.json: requests, tokens, cost, and what the teacher and cache counted."""
         out: dict[str, Any] = {
             "teacher": self.teacher.label,
             "requests": {k: self.requests[k] for k in ("paid", "cached", "replayed", "failed")},
-            "tokens": {stage: dict(c) for stage, c in self.tokens.items()},
+            "tokens": {stage: dict(c) for stage, c in self.counts.tokens.items()},
             "cost_usd": self.teacher.cost_usd(),
             "teacher_stats": self.teacher.stats(),
         }

@@ -155,7 +155,9 @@ class Judging:
 
     def summary(self) -> dict:
         a = self.asker
-        return {"requests": dict(a.requests), "tokens": {stage: dict(c) for stage, c in a.tokens.items()},
+        return {"requests": dict(a.counts.requests),
+                "requests_per_stage": {stage: dict(c) for stage, c in a.counts.per_stage.items()},
+                "tokens": {stage: dict(c) for stage, c in a.counts.tokens.items()},
                 "cost_usd": self.teacher.cost_usd(),
                 "judge_teacher": {"name": self.teacher.label, **self.teacher.stats()}}
 

@@ -18,7 +18,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from selfinstruct.teachers.base import Request, Response
 
 
 @dataclass
@@ -58,3 +61,29 @@ def common_fields(kept: int, tally: Tally, started: float,
         "elapsed_seconds": round(time.monotonic() - started, 3),
         "seconds_per_stage": {k: round(v, 3) for k, v in seconds.items()},
     }
+
+
+@dataclass
+class Counts:
+    """Requests and tokens of a run, counted where they are asked (the generate loop, the judge's
+    asker in ``filter``): the one place they are counted."""
+    requests: Counter = field(default_factory=Counter)     # paid, cached, replayed, failed
+    per_stage: dict[str, Counter] = field(default_factory=dict)   # stage -> the same, per stage
+    tokens: dict[str, Counter] = field(default_factory=dict)   # stage -> prompt/completion (paid)
+    failures_in_row: int = 0
+
+    def count(self, request: Request, outcome: str) -> None:
+        self.requests[outcome] += 1
+        self.per_stage.setdefault(request.stage, Counter())[outcome] += 1
+
+    def answered(self, request: Request, resp: Response) -> None:
+        if resp.error:
+            self.count(request, "failed")
+            self.failures_in_row += 1
+            return
+        self.failures_in_row = 0
+        self.count(request, "cached" if resp.cached else "paid")
+        if not resp.cached:
+            tok = self.tokens.setdefault(request.stage, Counter())
+            tok["prompt"] += resp.prompt_tokens
+            tok["completion"] += resp.completion_tokens

@@ -8,7 +8,6 @@ import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from selfinstruct import journal as jr
 from selfinstruct.cache import complete_cached
@@ -18,36 +17,11 @@ from selfinstruct.filters.base import gather_or_cancel
 from selfinstruct.generate.ordering import Lanes, Turn
 from selfinstruct.generate.settings import MAX_CONSECUTIVE_FAILURES, Settings
 from selfinstruct.record import Record
-from selfinstruct.summary import Tally
+from selfinstruct.summary import Counts, Tally
 from selfinstruct.teachers.base import Request, Response, Teacher
 
 # The number of the unit whose code is running (set by the scheduler for each unit's task).
 current_unit: contextvars.ContextVar[int] = contextvars.ContextVar("current_unit")
-
-
-@dataclass
-class Counts:
-    """Requests and tokens of a run: the one place they are counted."""
-    requests: Counter = field(default_factory=Counter)     # paid, cached, replayed, failed
-    per_stage: dict[str, Counter] = field(default_factory=dict)   # stage -> the same, per stage
-    tokens: dict[str, Counter] = field(default_factory=dict)   # stage -> prompt/completion (paid)
-    failures_in_row: int = 0
-
-    def count(self, request: Request, outcome: str) -> None:
-        self.requests[outcome] += 1
-        self.per_stage.setdefault(request.stage, Counter())[outcome] += 1
-
-    def answered(self, request: Request, resp: Response) -> None:
-        if resp.error:
-            self.count(request, "failed")
-            self.failures_in_row += 1
-            return
-        self.failures_in_row = 0
-        self.count(request, "cached" if resp.cached else "paid")
-        if not resp.cached:
-            tok = self.tokens.setdefault(request.stage, Counter())
-            tok["prompt"] += resp.prompt_tokens
-            tok["completion"] += resp.completion_tokens
 
 
 class PoolView(Sequence):
