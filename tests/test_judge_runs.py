@@ -4,6 +4,7 @@ what the records and the summary say, and that a run killed with SIGKILL and rer
 judgement twice."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from collections import Counter
 import pytest
 
 from tests.fake_openai_server import FakeOpenAI, prompt_of, serve_in_thread
+from tests import sim_teacher
 from tests.sim_teacher import reply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +45,11 @@ def scripted_judge(prompt: str) -> str:
 
 
 @pytest.fixture
-def server():
+def server(monkeypatch):
+    # The simulated teacher draws its tasks from a process-wide counter: start it afresh, so that
+    # every test sees the same tasks (among the first: an 'Explain …' and a 'Compare …') whatever
+    # ran before it.
+    monkeypatch.setattr(sim_teacher, "_counter", itertools.count())
     with serve_in_thread(FakeOpenAI(text_fn=scripted_judge, latency=0.01)) as s:
         yield s
 
@@ -170,7 +176,7 @@ def test_filter_killed_while_judging_and_rerun_judges_each_record_once(tmp_path,
 @pytest.mark.report
 def test_generate_writes_the_report_with_the_judge_scores_and_prints_its_path(server, tmp_path):
     out = tmp_path / "o"
-    args = [a for a in generate_args(server, out, "--num", "6", "--judge-min-score", "5") if a != "--no-report"]
+    args = [a for a in generate_args(server, out, "--num", "12", "--judge-min-score", "5") if a != "--no-report"]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == f"report: {out / 'report.html'}"
