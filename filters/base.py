@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Iterable, Iterator, Seque
 
 from selfinstruct.record import Record
 from selfinstruct.summary import Tally
+from selfinstruct.teachers.base import BudgetExhausted
 
 # The stages, in the order a record meets them: cheap first, so that no expensive check is paid for
 # a record a cheap one rejects. A filter names its stage; a new stage is one entry here.
@@ -61,11 +62,16 @@ RejectSink = Callable[[Record, Rejection], None]
 
 
 async def gather_or_cancel(coros: list) -> list:
-    """``asyncio.gather`` that, when one fails (a judge that cannot follow its format, a spent
-    budget), cancels the others instead of letting them go on paying for answers nobody reads."""
+    """``asyncio.gather`` that, when one fails (a judge that cannot follow its format), cancels the
+    others instead of letting them go on paying for answers nobody reads. A spent budget is the
+    exception: the requests in flight are paid already, so their answers are waited for (and kept by
+    whoever journals them); the rest stop at the budget too."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         return await asyncio.gather(*tasks)
+    except BudgetExhausted:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     except BaseException:
         for t in tasks:
             t.cancel()

@@ -25,6 +25,7 @@ from selfinstruct.readers import ON_BAD_RECORD, open_source, parse_fields, read_
 from selfinstruct.record import Record
 from selfinstruct.rules import resolve_rules
 from selfinstruct.summary import common_fields
+from selfinstruct.teachers.base import BudgetExhausted
 from selfinstruct.text import FILTER_LANGS
 from selfinstruct.writers import atomic_open, reject_line, to_json, write_alpaca, write_json
 
@@ -79,6 +80,9 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
                 counts.kept = write_alpaca(out / DATA, kept)
                 if bar is not None:
                     bar.set_postfix_str(f"kept {counts.kept:,} | " + _postfix(chain))
+    except BudgetExhausted:
+        raise UsageError(f"--max-cost {quality.judge_max_cost}: the judge's budget is spent; what it judged "
+                         f"is kept in {out / JUDGEMENTS}: rerun with a larger --max-cost to go on") from None
     except BaseException:
         for folder in reversed(created):   # leave no empty folder behind a failed run
             try:

@@ -23,6 +23,7 @@ class QualitySettings:
     judge_base_url: str | None = None
     judge_min_score: int | None = None
     judge_concurrency: int | None = None
+    judge_max_cost: float | None = None     # filter's --max-cost: what the judge may spend
 
     @property
     def judge_asked(self) -> bool:
@@ -79,12 +80,14 @@ def judge_teacher(q: QualitySettings, run_teacher=None, run_teacher_name: str | 
     name = named or "openai"
     cls = teacher_class(name)
     declared = Component(cls.name, cls).options()
-    flags = {"model": q.judge_model, "base_url": q.judge_base_url, "concurrency": q.judge_concurrency}
+    flags = {"model": q.judge_model, "base_url": q.judge_base_url, "concurrency": q.judge_concurrency,
+             "max_cost": q.judge_max_cost}
     kwargs = {}
     for option, value in flags.items():
         if value is None:
             continue
         if option not in declared:
-            raise UsageError(f"--judge-{option.replace('_', '-')} does not apply to the {name} judge")
+            flag = "--max-cost" if option == "max_cost" else f"--judge-{option.replace('_', '-')}"
+            raise UsageError(f"{flag} does not apply to the {name} judge")
         kwargs[option] = value
     return cls(**kwargs)

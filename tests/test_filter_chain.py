@@ -13,6 +13,7 @@ import pytest
 from selfinstruct.filters.base import Filter, FilterChain, Rejection
 from selfinstruct.filters.exact import ExactDedup
 from selfinstruct.record import Record
+from selfinstruct.teachers.base import BudgetExhausted
 
 
 class SlowJudge(Filter):
@@ -120,3 +121,26 @@ def test_a_failing_judgement_cancels_the_others_and_propagates():
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+
+class BudgetJudge(Filter):
+    """'over' hits the budget at once; the others are answers already paid for, arriving later."""
+    name = "budget_judge"
+    stage = "judge"
+
+    def __init__(self):
+        self.finished: list[str] = []
+
+    async def check(self, record: Record) -> Rejection | None:
+        if record.instruction == "over":
+            raise BudgetExhausted("spent")
+        await asyncio.sleep(0.1)
+        self.finished.append(record.instruction)
+        return None
+
+
+def test_a_spent_budget_waits_for_the_judgements_already_paid_for():
+    judge = BudgetJudge()
+    with pytest.raises(BudgetExhausted):
+        list(FilterChain([judge]).run(records(["paid one", "over", "paid two"])))
+    assert sorted(judge.finished) == ["paid one", "paid two"]

@@ -210,3 +210,21 @@ def test_a_judge_that_cannot_follow_the_format_stops_the_run_with_one_error_line
         # records are judged together: others had asked once or twice when the 24th failed a third time
         assert 24 * 3 <= len(babbler.received()) < 40 * 3
         assert (tmp_path / "f" / "judgements.jsonl").is_file()      # what was paid for is kept
+
+
+def test_filter_max_cost_stops_the_judge_and_a_rerun_with_more_goes_on_without_paying_twice(
+        server, tmp_path, error_line, read_jsonl):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Describe lighthouse number {i} in one line.",
+                                        "output": f"Lighthouse {i} stands tall."}) + "\n" for i in range(60)))
+    args = ["filter", data, "--out", tmp_path / "f", "--no-progress", "--no-report", "--skip", "rouge,minhash",
+            "--judge-base-url", server.url, "--judge-model", "gpt-4o-mini", "--judge-concurrency", "2"]
+    r = run_cli(*args, "--max-cost", "0.0005")
+    assert error_line(r) == (f"Error: --max-cost 0.0005: the judge's budget is spent; what it judged is kept "
+                             f"in {tmp_path / 'f' / 'judgements.jsonl'}: rerun with a larger --max-cost to go on")
+    paid = len(server.received())
+    assert 0 < paid < 60
+    r = run_cli(*args, "--max-cost", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(read_jsonl(tmp_path / "f" / "records.jsonl")) == 60
+    assert len(server.received()) == 60                  # the first run's judgements were not paid again

@@ -50,12 +50,12 @@ Report = Annotated[bool, typer.Option(
 
 
 def quality_settings(rules: str, decontam_against, judge: bool, judge_teacher, judge_model,
-                     judge_base_url, judge_min_score, judge_concurrency):
+                     judge_base_url, judge_min_score, judge_concurrency, judge_max_cost=None):
     from selfinstruct.quality import QualitySettings
     return QualitySettings(rules=rules, decontam_against=list(decontam_against or []), judge=judge,
                            judge_teacher=judge_teacher, judge_model=judge_model,
                            judge_base_url=judge_base_url, judge_min_score=judge_min_score,
-                           judge_concurrency=judge_concurrency)
+                           judge_concurrency=judge_concurrency, judge_max_cost=judge_max_cost)
 
 
 def end_of_run_report(out_dir: str, progress: bool) -> None:

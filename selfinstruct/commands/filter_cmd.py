@@ -47,6 +47,9 @@ def filter_command(
     judge_base_url: common.JudgeBaseUrl = None,
     judge_min_score: common.JudgeMinScore = None,
     judge_concurrency: common.JudgeConcurrency = None,
+    max_cost: Annotated[Optional[float], typer.Option(
+        help="Stop (exit 2, judgements kept for a rerun) before the judge spends more than this many "
+             "USD.", show_default=False)] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Let the judge reuse answers to identical "
                                         "requests from the on-disk response cache (openai judge).")] = True,
     report: common.Report = True,
@@ -97,7 +100,7 @@ def filter_command(
                          options=opt or (), started=selfinstruct.STARTED,
                          quality=common.quality_settings(rules, decontam_against, judge, judge_teacher,
                                                          judge_model, judge_base_url, judge_min_score,
-                                                         judge_concurrency),
+                                                         judge_concurrency, max_cost),
                          cache=default_cache_path() if cache else None)
     reasons = sorted(summary["rejected"].items(), key=lambda kv: -kv[1])
     top = ", ".join(f"{reason} {n:,}" for reason, n in reasons)
