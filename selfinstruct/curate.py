@@ -51,11 +51,8 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record)
     quality.validate()
     classes = select(only, skip, quality.default_off())
-    comps = components(classes)
-    per_filter = opts.resolve(comps, options)
-    for comp in comps:
-        if comp.name == "judge":
-            per_filter[comp] = {**quality.judge_options(), **per_filter[comp]}
+    per_filter = opts.resolve(components(classes), options)
+    quality.add_judge_options(per_filter)
     for path in inputs + against:      # a missing or unrecognised file fails before any work
         open_source(path)
     rules = resolve_rules(quality.rules, command="filter", recipe=None, lang=lang)

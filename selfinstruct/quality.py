@@ -49,10 +49,14 @@ class QualitySettings:
         """What every filter that declares these options gets (``build_chain``'s shared options)."""
         return {"rules": rules, "decontam_against": tuple(self.decontam_against)}
 
-    def judge_options(self) -> dict[str, Any]:
-        """The judge filter's options the dedicated flags set (``--opt judge.…`` wins)."""
+    def add_judge_options(self, given: dict) -> None:
+        """Into ``given`` (``options.resolve``'s result): the judge filter's options the dedicated
+        flags set; ``--opt judge.…`` wins."""
         from selfinstruct.filters.judge import DEFAULT_MIN_SCORE
-        return {"min_score": DEFAULT_MIN_SCORE if self.judge_min_score is None else self.judge_min_score}
+        min_score = DEFAULT_MIN_SCORE if self.judge_min_score is None else self.judge_min_score
+        for comp in given:
+            if comp.name == "judge":
+                given[comp] = {"min_score": min_score, **given[comp]}
 
     def shown(self) -> dict[str, Any]:
         return {"rules": self.rules, "decontam_against": list(self.decontam_against),

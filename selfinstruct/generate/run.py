@@ -39,16 +39,13 @@ def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher,
     recipe_cls, teacher_cls = recipe_class(s.recipe), teacher_class(s.teacher)
     q = s.quality
     filter_classes = select(s.only, s.skip, GENERATE_DEFAULT_OFF + q.default_off())
-    filter_comps = filter_components(filter_classes)
     teacher_comp = opts.Component(teacher_cls.name, teacher_cls)
     recipe_comp = opts.Component(recipe_cls.name, recipe_cls)
-    given = opts.resolve([*filter_comps, teacher_comp, recipe_comp], s.options)
+    given = opts.resolve([*filter_components(filter_classes), teacher_comp, recipe_comp], s.options)
     for option in s.teacher_options:            # the dedicated flags (--model, --concurrency…)
         if option not in teacher_comp.options():
             raise UsageError(f"--{option.replace('_', '-')} does not apply to --teacher {teacher_cls.name}")
-    for comp in filter_comps:
-        if comp.name == "judge":
-            given[comp] = {**q.judge_options(), **given[comp]}
+    q.add_judge_options(given)
     rules = resolve_rules(q.rules, command="generate", recipe=s.recipe, lang=s.lang)
     seeds = load_seeds(s.seed_files, s.lang)
     chain = build_chain(filter_classes, {"rouge_threshold": s.rouge_threshold, "lang": s.lang,
