@@ -228,3 +228,63 @@ def test_filter_max_cost_stops_the_judge_and_a_rerun_with_more_goes_on_without_p
     assert r.returncode == 0, r.stderr
     assert len(read_jsonl(tmp_path / "f" / "records.jsonl")) == 60
     assert len(server.received()) == 60                  # the first run's judgements were not paid again
+
+
+def test_generate_with_the_judge_reruns_from_the_cache_identically_and_sends_nothing(server, tmp_path, read_json):
+    cache = tmp_path / "cache"
+    env = {"SELFINSTRUCT_CACHE_DIR": str(cache)}
+    a = run_cli(*generate_args(server, tmp_path / "a", "--num", "10", "--concurrency", "4", "--judge"),
+                env_extra=env)
+    assert a.returncode == 0, a.stderr
+    sent = len(server.received())
+    b = run_cli(*generate_args(server, tmp_path / "b", "--num", "10", "--concurrency", "4", "--judge"),
+                env_extra=env)
+    assert b.returncode == 0, b.stderr
+    assert len(server.received()) == sent
+    assert read_json(tmp_path / "a" / "data.json") == read_json(tmp_path / "b" / "data.json")
+    # (the reject counts may differ: units past the quota are decided as far as they got when it
+    # was reached, which depends on timing)
+    assert all(read_json(tmp_path / run / "summary.json")["rejected"]["judge_low_score"] > 0 for run in "ab")
+
+
+def test_generate_with_the_judge_killed_and_resumed_ends_with_num_and_pays_no_judgement_twice(
+        tmp_path, read_json, read_jsonl, monkeypatch):
+    monkeypatch.setattr(sim_teacher, "_counter", itertools.count())
+    with serve_in_thread(FakeOpenAI(text_fn=scripted_judge, latency=0.05)) as slow:
+        out = tmp_path / "o"
+        args = generate_args(slow, out, "--num", "40", "--concurrency", "4", "--judge", "--no-cache")
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+        journal = out / "journal.jsonl"
+        p = subprocess.Popen([sys.executable, "cli.py", *map(str, args)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None:
+            accepted = [e for e in read_jsonl(journal, torn_ok=True) if e["ev"] == "accept"] if journal.exists() else []
+            if len(accepted) >= 10:
+                break
+            time.sleep(0.02)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        before = [e["record"]["instruction"] for e in read_jsonl(journal, torn_ok=True) if e["ev"] == "accept"]
+        assert 10 <= len(before) < 40
+        journaled = {e["key"] for e in read_jsonl(journal, torn_ok=True) if e["ev"] == "resp"}
+        time.sleep(0.3)                                   # what the dead process sent has arrived
+        resumed_at = time.monotonic()
+        r = run_cli(*args)
+        assert r.returncode == 0, r.stderr
+        data = read_json(out / "data.json")
+        assert len(data) == 40 and [d["instruction"] for d in data][: len(before)] == before
+        records = read_jsonl(out / "records.jsonl")
+        assert all(rec["judge_score"] == 8 for rec in records)
+        resent = [q for q in slow.received() if q.t > resumed_at
+                  and ResponseKey.of(q.json) in journaled]
+        assert resent == []
+
+
+class ResponseKey:
+    @staticmethod
+    def of(body: dict) -> str:
+        """The journal's key (``Request.key``) of a chat request the server received."""
+        from selfinstruct.teachers.base import Request
+        return Request(prompt=prompt_of(body), max_tokens=body["max_tokens"], temperature=body["temperature"],
+                       top_p=body["top_p"], stop=tuple(body.get("stop", ())), seed=body.get("seed")).key()
