@@ -17,6 +17,7 @@ from collections import Counter
 import pytest
 
 from tests.fake_openai_server import FakeOpenAI, prompt_of, serve_in_thread
+from selfinstruct.teachers.base import Request
 from tests import sim_teacher
 from tests.sim_teacher import reply
 
@@ -277,14 +278,11 @@ def test_generate_with_the_judge_killed_and_resumed_ends_with_num_and_pays_no_ju
         records = read_jsonl(out / "records.jsonl")
         assert all(rec["judge_score"] == 8 for rec in records)
         resent = [q for q in slow.received() if q.t > resumed_at
-                  and ResponseKey.of(q.json) in journaled]
+                  and request_key(q.json) in journaled]
         assert resent == []
 
 
-class ResponseKey:
-    @staticmethod
-    def of(body: dict) -> str:
-        """The journal's key (``Request.key``) of a chat request the server received."""
-        from selfinstruct.teachers.base import Request
-        return Request(prompt=prompt_of(body), max_tokens=body["max_tokens"], temperature=body["temperature"],
-                       top_p=body["top_p"], stop=tuple(body.get("stop", ())), seed=body.get("seed")).key()
+def request_key(body: dict) -> str:
+    """The journal's key (``Request.key``) of a chat request the server received."""
+    return Request(prompt=prompt_of(body), max_tokens=body["max_tokens"], temperature=body["temperature"],
+                   top_p=body["top_p"], stop=tuple(body.get("stop", ())), seed=body.get("seed")).key()
