@@ -30,6 +30,13 @@ class QualitySettings:
         return bool(self.judge or self.judge_teacher or self.judge_model or self.judge_base_url
                     or self.judge_min_score is not None)
 
+    def judge_identity(self) -> str | None:
+        """Who judges, as a resumed run must repeat it: None without a judge; "teacher" when the
+        generating teacher judges."""
+        if not self.judge_asked:
+            return None
+        return ",".join(v for v in (self.judge_teacher, self.judge_model, self.judge_base_url) if v) or "teacher"
+
     def validate(self) -> None:
         if self.judge_min_score is not None and not 0 <= self.judge_min_score <= 10:
             raise UsageError(f"--judge-min-score must be between 0 and 10 (got {self.judge_min_score})")

@@ -286,3 +286,12 @@ def request_key(body: dict) -> str:
     """The journal's key (``Request.key``) of a chat request the server received."""
     return Request(prompt=prompt_of(body), max_tokens=body["max_tokens"], temperature=body["temperature"],
                    top_p=body["top_p"], stop=tuple(body.get("stop", ())), seed=body.get("seed")).key()
+
+
+def test_a_run_judged_by_one_model_is_not_resumed_with_another(server, tmp_path, error_line):
+    out = tmp_path / "o"
+    r = run_cli(*generate_args(server, out, "--num", "3", "--judge-base-url", server.url, "--judge-model", "a"))
+    assert r.returncode == 0, r.stderr
+    again = run_cli(*generate_args(server, out, "--num", "5", "--judge-base-url", server.url, "--judge-model", "b"))
+    assert error_line(again) == (f"Error: {out} holds a run made with --recipe alpaca --lang en --teacher openai "
+                                 f"--judge a,{server.url}; rerun with those options or choose another --out")

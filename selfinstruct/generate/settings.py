@@ -47,8 +47,13 @@ class Settings:
         self.quality.validate()
 
     def journal_identity(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the run it continues."""
-        return {"recipe": self.recipe, "lang": self.lang, "teacher": self.teacher}
+        """The settings a resumed run must share with the run it continues (the journal replays
+        judgements, so a run judged by one model cannot be resumed with another)."""
+        identity = {"recipe": self.recipe, "lang": self.lang, "teacher": self.teacher}
+        judge = self.quality.judge_identity()
+        if judge:
+            identity["judge"] = judge
+        return identity
 
     def shown(self) -> dict[str, Any]:
         """The settings as summary.json shows them (never an API key)."""
