@@ -44,11 +44,21 @@ def endpoint_url(base_url: str, api: str) -> str:
     return base_url.rstrip("/") + "/" + path
 
 
+def api_for(request: Request, api: str) -> str:
+    """The endpoint a request goes to: a raw request needs /v1/completions whatever --api says."""
+    return "completions" if request.kind == "raw" else api
+
+
 def request_body(request: Request, model: str, api: str) -> bytes:
+    """The JSON body for ``api`` (the endpoint ``api_for`` chose)."""
     body: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens,
                             "temperature": request.temperature, "top_p": request.top_p}
     if api == "chat":
-        body["messages"] = [{"role": "user", "content": request.prompt}]
+        system = [{"role": "system", "content": request.system}] if request.system else []
+        body["messages"] = system + [{"role": "user", "content": request.prompt}]
+    elif request.system and request.kind == "chat":
+        # a completions endpoint has no turns: the system text leads the prompt
+        body["prompt"] = request.system + "\n\n" + request.prompt
     else:
         body["prompt"] = request.prompt
     if request.stop:

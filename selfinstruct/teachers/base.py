@@ -25,6 +25,9 @@ class BudgetExhausted(Exception):
     cleanly (writes its outputs, exit 0) instead of failing."""
 
 
+REQUEST_KINDS = ("text", "chat", "raw")
+
+
 @dataclass(frozen=True)
 class Request:
     prompt: str                        # completion-style text; chat teachers send it as one user turn
@@ -33,7 +36,20 @@ class Request:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    stage: str = "instructions"        # accounting bucket: instructions | classification | instances | triples
+    stage: str = "instructions"        # accounting bucket: instructions | classification | instances | triples | answer…
+    # How a teacher sends ``prompt``: "text" (a chat endpoint wraps it as one user turn, a
+    # completions endpoint and the embedded model take it as is), "chat" (through the model's chat
+    # template, after ``system`` when given: an instruction-tuned model answers best so) or "raw" (a
+    # raw completion even on a chat teacher: the text already holds a chat template's markup)
+    kind: str = "text"
+    system: str = ""
+    # What the recipe chose for this unit (topic, persona, parent, chunk…): journaled with the unit's
+    # first request so a resumed unit gets it back; not part of the key (it changes no answer)
+    carry: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.kind not in REQUEST_KINDS:
+            raise ValueError(f"Request.kind must be one of {', '.join(REQUEST_KINDS)} (got {self.kind!r})")
 
     def key(self) -> str:
         """Identity of the request for caches and journals: everything that changes the answer.
@@ -47,6 +63,11 @@ class Request:
             pass
         d = {"max_tokens": self.max_tokens, "prompt": self.prompt, "seed": self.seed,
              "stop": list(self.stop), "temperature": self.temperature, "top_p": self.top_p}
+        # only when not the default: the keys of every cache and journal written before stay valid
+        if self.kind != "text":
+            d["kind"] = self.kind
+        if self.system:
+            d["system"] = self.system
         key = hashlib.sha256(_encode_sorted(d).encode("utf-8")).hexdigest()[:32]
         object.__setattr__(self, "_key", key)      # frozen: the fields it hashes cannot change
         return key
@@ -58,7 +79,7 @@ class Request:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Request":
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k in _REQUEST_FIELDS}
         d["stop"] = tuple(d.get("stop") or ())
         return cls(**d)
 

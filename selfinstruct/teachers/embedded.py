@@ -54,6 +54,17 @@ def generation_kwargs(request: Request, tokenizer) -> dict[str, Any]:
     return kw
 
 
+def prompt_text(tokenizer, request: Request) -> str:
+    """What the model reads for ``request``: a "chat" request through the model's own chat template
+    (with a generation prompt, so the reply is the assistant's turn); "text" and "raw" as they are
+    (the tokenizer turns template markup in raw text into its special tokens)."""
+    if request.kind != "chat":
+        return request.prompt
+    turns = [{"role": "system", "content": request.system}] if request.system else []
+    turns.append({"role": "user", "content": request.prompt})
+    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """Text up to the first stop string (generate keeps the stop string itself); True when one was found."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
@@ -164,7 +175,8 @@ class EmbeddedTeacher(Teacher):
         tok, model = self.tokenizer, self.model
         if self.batch_log is not None:
             self.batch_log.append(list(requests))
-        enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True).to(model.device)
+        enc = tok([prompt_text(tok, r) for r in requests], return_tensors="pt",
+                  padding=True).to(model.device)
         kw = generation_kwargs(requests[0], tok)
         kw["max_new_tokens"] = max(r.max_tokens for r in requests)
         if requests[0].seed is not None:

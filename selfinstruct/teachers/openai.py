@@ -33,7 +33,7 @@ from selfinstruct.errors import TeacherError, UsageError
 from selfinstruct.pricing import CHAT_OVERHEAD_TOKENS, estimate_tokens, price_for
 from selfinstruct.ratelimit import RateLimiter, backoff_s
 from selfinstruct.teachers._accounting import Accounting
-from selfinstruct.teachers._http import (Decoded, Transient, decode_body, endpoint_url,
+from selfinstruct.teachers._http import (Decoded, Transient, api_for, decode_body, endpoint_url,
                                          fatal_message, is_retryable, request_body, retry_after_s)
 from selfinstruct.teachers.base import Request, Response, Teacher
 
@@ -64,7 +64,9 @@ class OpenAITeacher(Teacher):
         self.price_out = known[1] if price_out is None else price_out
         self.max_cost = max_cost
         self.label = f"openai:{self.model}"
-        self._url = URL(endpoint_url(self.base_url, api))   # parsed once, not per request
+        # parsed once, not per request; a raw request (magpie) goes to /v1/completions whatever --api says
+        self._urls = {kind: URL(endpoint_url(self.base_url, kind)) for kind in APIS}
+        self._url = self._urls[api]
         self._accounting = Accounting(self.price_in, self.price_out, max_cost)
         self._limiter = RateLimiter(rpm, tpm)
         self._session: aiohttp.ClientSession | None = None
@@ -107,18 +109,19 @@ class OpenAITeacher(Teacher):
     async def complete(self, request: Request) -> Response:
         if self._session is None:
             await self.start()
-        prompt_estimate = estimate_tokens(request.prompt)
-        if self.api == "chat":
+        api = api_for(request, self.api)
+        prompt_estimate = estimate_tokens(request.prompt) + estimate_tokens(request.system)
+        if api == "chat":
             prompt_estimate += CHAT_OVERHEAD_TOKENS
         worst_cost = self._accounting.cost(prompt_estimate, request.max_tokens)
         await self._accounting.reserve(worst_cost)
         try:
-            return await self._with_retries(request, prompt_estimate)
+            return await self._with_retries(request, prompt_estimate, api)
         finally:
             self._accounting.release(worst_cost)
 
-    async def _with_retries(self, request: Request, prompt_estimate: int) -> Response:
-        body = request_body(request, self.model, self.api)
+    async def _with_retries(self, request: Request, prompt_estimate: int, api: str) -> Response:
+        body = request_body(request, self.model, api)
         tokens_needed = prompt_estimate + request.max_tokens
         reason = ""
         for attempt in range(1, self.max_attempts + 1):
@@ -126,7 +129,7 @@ class OpenAITeacher(Teacher):
                 self._accounting.retried(request.stage)
             await self._limiter.acquire(tokens_needed)
             try:
-                decoded = await self._attempt(body, tokens_needed, request.stage)
+                decoded = await self._attempt(body, tokens_needed, request.stage, api)
             except Transient as failure:
                 self._limiter.settle(tokens_needed, 0)       # a failed attempt used no tokens
                 reason = failure.reason
@@ -137,11 +140,11 @@ class OpenAITeacher(Teacher):
         self._accounting.failed(request.stage)
         return Response(text="", error=f"{reason} after {self.max_attempts} attempts")
 
-    async def _attempt(self, body: bytes, tokens_needed: int, stage: str) -> Decoded:
+    async def _attempt(self, body: bytes, tokens_needed: int, stage: str, api: str) -> Decoded:
         assert self._session is not None and self._slots is not None
         try:
             async with self._slots:
-                async with self._session.post(self._url, data=body) as http:
+                async with self._session.post(self._urls[api], data=body) as http:
                     payload = await http.read()
                     status, headers = http.status, http.headers
         except asyncio.TimeoutError:
@@ -154,7 +157,7 @@ class OpenAITeacher(Teacher):
             raise Transient("connection error") from None
         self._limiter.observe(headers, tokens_needed)
         if status == 200:
-            return decode_body(payload, self.api)
+            return decode_body(payload, api)
         if is_retryable(status):
             raise Transient(f"http {status}", status, retry_after_s(headers))
         self._accounting.rejected(stage)
