@@ -46,6 +46,8 @@ heads of 12 bytes.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 _EPS = 1e-9
@@ -110,14 +112,19 @@ class NoveltyIndex:
         if rebuild:
             self._rebuild()
 
-    def best(self, tokens: list[str]) -> tuple[int, float] | None:
-        """The highest-scoring pool item among those that survived pruning (ties: the earliest).
+    def best(self, tokens: list[str], exclude: Sequence[int] = ()) -> tuple[int, float] | None:
+        """The highest-scoring pool item among those that survived pruning (ties: the earliest),
+        leaving out the items ``exclude`` names.
 
         Every pool item whose score exceeds the threshold survives, so above the threshold this is
         the true best match; below it, it is the best of the few that passed the bounds, or None."""
         n = len(tokens)
         if n == 0 or not self._texts:
             return None
+        if len(exclude):
+            # the kernel takes an item stamped with this query's number as already found: stamping
+            # the excluded ones beforehand keeps them out of every path, at no cost to other queries
+            self._masks[np.asarray(exclude, dtype=np.int64), -1] = np.uint64(self._meta[self._k.M_QUERY] + 1)
         get = self._vocab.get
         query = np.array([get(tok, -1) for tok in tokens], dtype=np.int64)
         known = query[query >= 0]

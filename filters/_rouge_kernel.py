@@ -333,6 +333,8 @@ def best(query, known, unknown, everything, prefix_len, lo, hi, width, longest, 
     count = 0
     if everything:
         for item in range(meta[M_ITEMS]):
+            if masks[item, stamp] == qid:      # excluded by the caller (see NoveltyIndex.best)
+                continue
             found[count] = item
             found_len[count] = hi + 1
             count += 1

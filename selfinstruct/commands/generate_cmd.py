@@ -11,6 +11,12 @@ from selfinstruct.commands import common
 from selfinstruct.commands.common import OPT_HELP, split_names
 
 
+# SmolLM2-135M was trained mostly on English: it runs Chinese prompts, but its Chinese is weak.
+ZH_EMBEDDED_NOTICE = ("note: the embedded SmolLM2-135M writes weak Chinese; for Chinese data of quality use a "
+                      "Chinese-capable teacher, e.g. --teacher openai --base-url http://localhost:8000/v1 "
+                      "--model Qwen/Qwen2.5-7B-Instruct")
+
+
 def default_cache_path() -> str:
     base = os.environ.get("SELFINSTRUCT_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "selfinstruct")
@@ -27,8 +33,28 @@ def generate_command(
         "--seeds", help="Seed task files (Self-Instruct JSONL, BELLE, Alpaca JSON…); repeat for several. "
                         "Default: the project's seeds for --lang.", show_default=False)] = None,
     lang: Annotated[str, typer.Option(help="Language of prompts and data: en or zh.")] = "en",
-    recipe: Annotated[str, typer.Option(help="alpaca (triples in one request) or self-instruct "
-                                             "(instructions, classification check, instances).")] = "alpaca",
+    recipe: Annotated[str, typer.Option(help="alpaca (triples in one request), self-instruct "
+                                             "(instructions, classification check, instances), "
+                                             "evol-instruct (rewrite tasks harder, --rounds deep), "
+                                             "magpie (seedless, from the chat template) or documents "
+                                             "(tasks grounded in --documents).")] = "alpaca",
+    from_file: Annotated[Optional[str], typer.Option("--from", help="evol-instruct: the tasks to evolve "
+                                                     "(any file `filter` reads; default: the seeds).",
+                                                     show_default=False)] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="evol-instruct: evolution rounds per task "
+                                                       "(default 3).", show_default=False)] = None,
+    documents: Annotated[Optional[List[str]], typer.Option(
+        "--documents", help="documents: .txt, .md or JSONL files, or folders of them; repeat for several.",
+        show_default=False)] = None,
+    chat_template: Annotated[Optional[str], typer.Option(help="magpie: the teacher's chat template, a "
+                                                               "Jinja file or chatml / llama3 (default: the "
+                                                               "embedded model's own, or guessed from --model).",
+                                                          show_default=False)] = None,
+    topics: Annotated[Optional[str], typer.Option(help="One topic per line, one drawn per request and kept in "
+                                                       "each record's meta; 'builtin' for the project's list.",
+                                                  show_default=False)] = None,
+    personas: Annotated[Optional[str], typer.Option(help="One persona per line, one drawn per request.",
+                                                    show_default=False)] = None,
     teacher: Annotated[str, typer.Option(help="embedded (SmolLM2-135M on this machine, no key) or "
                                               "openai (any OpenAI-compatible endpoint).")] = "embedded",
     model: Annotated[Optional[str], typer.Option(help="Teacher model name (openai; default "
@@ -105,6 +131,15 @@ def generate_command(
           --judge-model gpt-4o --judge-min-score 7 --decontam-against mmlu_test.jsonl
       # Stanford Alpaca's own filtering rules instead of the precise default
       selfinstruct generate --num 100 --rules paper --out out/alpaca-rules
+      # one of the project's topics per request (or --topics my_topics.txt)
+      selfinstruct generate --num 20 --topics builtin --out out/topics
+      # Evol-Instruct: each seed rewritten harder, 3 rounds deep
+      selfinstruct generate --recipe evol-instruct --rounds 3 --num 30 --out out/evol
+      # Magpie on a llama.cpp / vLLM server (raw completions)
+      selfinstruct generate --recipe magpie --teacher openai --api completions \
+          --base-url http://localhost:8080/v1 --model qwen2.5-7b-instruct --num 100 --out out/magpie
+      # tasks grounded in your own documents (.txt, .md, JSONL; folders walked)
+      selfinstruct generate --recipe documents --documents notes/ --num 50 --out out/docs
     """
     import selfinstruct
     from selfinstruct.generate import Settings, run_generate
@@ -112,13 +147,19 @@ def generate_command(
     # The teacher flags the user gave; each must be one the chosen teacher declares.
     flags = dict(model=model, base_url=base_url, api=api, concurrency=concurrency, rpm=rpm, tpm=tpm,
                  max_cost=max_cost, price_in=price_in, price_out=price_out)
+    recipe_flags = dict(source=from_file, rounds=rounds, documents=list(documents or []) or None,
+                        chat_template=chat_template)
     s = Settings(num=num, out=out, seed_files=list(seeds or []), lang=lang, recipe=recipe, teacher=teacher,
+                 recipe_options={k: v for k, v in recipe_flags.items() if v is not None},
+                 topics=topics, personas=personas,
                  random_seed=seed, rouge_threshold=rouge_threshold, only=split_names(only),
                  skip=split_names(skip), cache=default_cache_path() if cache else None,
                  teacher_options={k: v for k, v in flags.items() if v is not None},
                  options=list(opt or []), progress=progress,
                  quality=common.quality_settings(rules, decontam_against, judge, judge_teacher, judge_model,
                                                  judge_base_url, judge_min_score, judge_concurrency))
+    if lang == "zh" and teacher == "embedded":
+        typer.echo(ZH_EMBEDDED_NOTICE, err=True)
     summary = run_generate(s, started=selfinstruct.STARTED)
     typer.echo(f"{summary['kept']}/{summary['requested']} examples in {out}/data.json "
                f"({summary['rejected_total']} rejected, see rejects.jsonl; stopped: {summary['stopped']})")

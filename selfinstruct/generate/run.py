@@ -12,6 +12,7 @@ from typing import Any
 
 from selfinstruct import journal as jr
 from selfinstruct import options as opts
+from selfinstruct.conditioning import Conditions
 from selfinstruct.errors import UsageError
 from selfinstruct.filters import FilterChain, build_chain
 from selfinstruct.filters.registry import components as filter_components
@@ -20,7 +21,7 @@ from selfinstruct.generate.context import Context, unit_number
 from selfinstruct.generate.ordering import Lanes
 from selfinstruct.generate.outputs import RENDER_EVERY_S, Outputs, summary
 from selfinstruct.generate.scheduler import Scheduler
-from selfinstruct.generate.settings import GENERATE_DEFAULT_OFF, Settings
+from selfinstruct.generate.settings import GENERATE_DEFAULT_OFF, RECIPE_FLAGS, Settings
 from selfinstruct.quality import judge_teacher
 from selfinstruct.recipes import recipe_class
 from selfinstruct.recipes.base import Recipe
@@ -45,7 +46,11 @@ def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher,
     for option in s.teacher_options:            # the dedicated flags (--model, --concurrency…)
         if option not in teacher_comp.options():
             raise UsageError(f"--{option.replace('_', '-')} does not apply to --teacher {teacher_cls.name}")
+    for option in s.recipe_options:            # the dedicated flags (--from, --rounds…)
+        if option not in recipe_comp.options():
+            raise UsageError(f"{RECIPE_FLAGS.get(option, option)} does not apply to --recipe {recipe_cls.name}")
     q.add_judge_options(given)
+    conditions = Conditions.load(s.topics, s.personas, s.lang)
     rules = resolve_rules(q.rules, command="generate", recipe=s.recipe, lang=s.lang)
     seeds = load_seeds(s.seed_files, s.lang)
     chain = build_chain(filter_classes, {"rouge_threshold": s.rouge_threshold, "lang": s.lang,
@@ -54,10 +59,13 @@ def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher,
         teacher = teacher_cls(**{**s.teacher_options, **given[teacher_comp]})
     judges = [f for f in chain.filters if f.name == "judge"]
     judge_by = judge_teacher(q, teacher, teacher_cls.name) if judges else None
-    recipe_options = dict(given[recipe_comp])
+    recipe_options = {**s.recipe_options, **given[recipe_comp]}
     if teacher.tasks_per_request is not None and "per_request" in recipe_comp.options():
         recipe_options.setdefault("per_request", teacher.tasks_per_request)
-    return recipe_cls(seeds, s.lang, **recipe_options), teacher, seeds, chain, judge_by
+    recipe = recipe_cls(seeds, s.lang, **recipe_options)
+    recipe.conditions = conditions
+    recipe.bind(teacher, dict(s.teacher_options))
+    return recipe, teacher, seeds, chain, judge_by
 
 
 def open_journal(s: Settings) -> tuple[jr.Journal, jr.JournalState]:

@@ -34,6 +34,7 @@ class Scheduler:
         self.ctx = None                    # the Context, set once both exist
         self.asking = self.starting = 0
         self.stop_reason: str | None = None
+        self.exhausted = False             # the recipe said it has no unit to start
         self.error: BaseException | None = None
         self._tasks: set[asyncio.Task] = set()
         self._wake: asyncio.Event | None = None
@@ -48,12 +49,16 @@ class Scheduler:
     def refill(self) -> None:
         """Start units until enough requests are wanted (and the lag allows)."""
         while (self.asking + self.starting < self.concurrency and self.stop_reason is None
+               and not self.exhausted
                and self.error is None and self.next_unit < self.lanes.ended_through + self.lag):
             n = self.next_unit
-            self.next_unit += 1
             uid = f"u{n}"
             rng = random.Random(f"{self.random_seed}:{uid}")
-            first = self.recipe.first_request(rng, self.ctx.pool_for(n, self.lag))
+            first = self.recipe.request_for_unit(n, rng, self.ctx.pool_for(n, self.lag))
+            if first is None:          # the recipe's sources are used up: no unit n, ever
+                self.exhausted = True
+                return
+            self.next_unit += 1
             self.journal.write({"ev": "start", "uid": uid, "req": first.to_dict()})
             self._spawn(uid, n, first, fresh=True)
 
@@ -126,6 +131,8 @@ class Scheduler:
                 self._wake.clear()
             if self.error is not None:
                 raise self.error
+            if self.exhausted and self.stop_reason is None:
+                self.stop_reason = f"exhausted: {self.recipe.exhausted_reason()}"
         finally:
             tasks = list(self._tasks) + [pacer]
             for t in tasks:

@@ -12,6 +12,9 @@ from selfinstruct.text import LANGS
 # A teacher that fails this many requests in a row (wrong --base-url, server down) stops the run
 # instead of turning every unit into a teacher_failed reject forever (at least 2 x concurrency).
 MAX_CONSECUTIVE_FAILURES = 24
+# The recipe options that have a flag of their own, and the flag (for "does not apply" errors).
+RECIPE_FLAGS = {"source": "--from", "rounds": "--rounds", "documents": "--documents",
+                "chat_template": "--chat-template"}
 # Filters a generate run leaves out unless named in --only: near-duplicate prompts are already caught
 # by the ROUGE-L novelty rule on instructions.
 GENERATE_DEFAULT_OFF = ("minhash",)
@@ -32,6 +35,10 @@ class Settings:
     cache: str | None = None              # response cache path; None = no cache
     teacher_options: dict[str, Any] = field(default_factory=dict)
     options: list[str] = field(default_factory=list)      # --opt NAME=VALUE settings
+    # the recipe flags the user gave (--from, --rounds, --documents, --chat-template), by option name
+    recipe_options: dict[str, Any] = field(default_factory=dict)
+    topics: str | None = None             # --topics FILE or "builtin"
+    personas: str | None = None           # --personas FILE
     quality: QualitySettings = field(default_factory=QualitySettings)   # rules, decontam, judge
     progress: bool = True
 
@@ -60,4 +67,5 @@ class Settings:
         out = {k: v for k, v in asdict(self).items() if k not in ("teacher_options", "progress", "quality")}
         out.update(self.quality.shown())
         out["teacher_options"] = {k: v for k, v in self.teacher_options.items() if "key" not in k}
+        out["recipe_options"] = dict(self.recipe_options)
         return out

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import AsyncContextManager, ClassVar, Protocol, Sequence
+from typing import Any, AsyncContextManager, ClassVar, Protocol, Sequence
 
+from selfinstruct.conditioning import Conditions
 from selfinstruct.errors import UsageError
 from selfinstruct.record import Record
-from selfinstruct.teachers.base import Request, Response
+from selfinstruct.teachers.base import Request, Response, Teacher
 
 
 class UnitContext(Protocol):
@@ -61,8 +62,43 @@ class Recipe:
         self.lang = lang
         self.per_request = per_request
 
+    # topics/personas drawn per unit (set by the loop; empty unless --topics/--personas)
+    conditions: Conditions | None = None
+
+    def bind(self, teacher: Teacher, teacher_flags: dict[str, Any]) -> None:
+        """Called once the teacher is made (``teacher_flags``: the teacher flags the user gave): a
+        recipe that needs something of its teacher checks it here and raises ``UsageError``."""
+
+    def request_for_unit(self, n: int, rng: random.Random, pool: Sequence[Record]) -> Request | None:
+        """The first request of unit ``n`` (units are numbered from 0, the same across resumes), or
+        None when the recipe has no more work (its sources are used up): the run then ends once
+        the running units end, saying ``exhausted_reason()``."""
+        return self.first_request(rng, pool)
+
+    def exhausted_reason(self) -> str:
+        return "the recipe has no more work"
+
     def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
         raise NotImplementedError
+
+    # -- topics and personas ----------------------------------------------------------------------
+
+    def condition(self, rng: random.Random) -> dict[str, str]:
+        """The unit's topic and persona ({} when none is configured: ``rng`` is then not drawn
+        from, so runs without conditioning send the prompts they always sent)."""
+        return self.conditions.pick(rng) if self.conditions else {}
+
+    def condition_text(self, picked: dict[str, str]) -> str:
+        """The prompt sentence for ``picked`` in the recipe's language ("" for nothing)."""
+        return self.conditions.text(picked) if self.conditions and picked else ""
+
+    @staticmethod
+    def stamp_carry(record: Record, carry: dict[str, Any] | None) -> Record:
+        """Copy the unit's topic and persona into the record's metadata."""
+        for name in ("topic", "persona"):
+            if carry and name in carry:
+                record.meta[name] = carry[name]
+        return record
 
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:
         raise NotImplementedError

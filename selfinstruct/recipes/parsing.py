@@ -28,6 +28,26 @@ _ANY_LABEL_LINE = re.compile(
     re.M | re.I)
 
 
+# A label the prompt's format put before the task ("Task 5 Instructions:", "**Question:**", "任务3："):
+# the teacher copied the scaffolding; the task is what follows it.
+_LEADING_LABEL = re.compile(
+    r"^[ \t#*>-]*(?:\d+\s*[.)、]\s*)?(?:\*\*)?"
+    r"(?:(?:Task|Instructions?|Question|Title|Prompt|Request|Query|New task)\s*\d*\s*(?:Instructions?)?"
+    r"|(?:任务|指令|问题|题目|标题|要求)\s*\d*)"
+    r"(?:\*\*)?[ \t]*[:：][ \t]*(?:\*\*)?[ \t]*", re.I)
+
+
+def clean_instruction(text: str) -> str:
+    """A parsed instruction without the prompt labels in front of it (repeated labels too:
+    "Task 5: Instruction: …"), stripped; the task's own text is left as it is."""
+    text = text.strip()
+    while True:
+        m = _LEADING_LABEL.match(text)
+        if not m or m.end() == len(text.rstrip()):      # a label with nothing after it: keep as is
+            return text
+        text = text[m.end():].strip()
+
+
 def clean_input(text: str) -> str:
     text = text.strip()
     return "" if text.lower() in NO_INPUT else text
@@ -51,7 +71,7 @@ def parse_triple(block: str) -> tuple[str, str, str] | None:
     nxt = _ANY_LABEL_LINE.search(output)
     if nxt:
         output = output[: nxt.start()]
-    return instruction.strip(), clean_input(inp), output.strip()
+    return clean_instruction(instruction), clean_input(inp), output.strip()
 
 
 NUMBERED_LINE = re.compile(r"^[ \t]*(?:Task|任务)[ \t]*(\d+)[ \t]*[:：.][ \t]*(.*)$", re.M | re.I)
@@ -65,9 +85,9 @@ def parse_numbered_tasks(text: str) -> list[str]:
     head = text[: m0.start()] if m0 else text
     head = head.strip().split("\n\n")[0].strip()
     if head:
-        out.append(head)
+        out.append(clean_instruction(head))
     for m in NUMBERED_LINE.finditer(text):
-        body = m.group(2).strip()
+        body = clean_instruction(m.group(2))
         if body:
             out.append(body)
     return out
