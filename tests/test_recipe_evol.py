@@ -226,10 +226,10 @@ class ScriptedTeacher:
                 "and finish with a short conclusion that ties them together.")
 
 
-def generate(invoke_cli, server, out, *args):
+def generate(invoke_cli, server, out, *args, cache=False):
     return invoke_cli("generate", "--teacher", "openai", "--base-url", server.url, "--model", "fake-model",
-                      "--out", out, "--no-progress", "--no-report", "--no-cache", "--recipe", "evol-instruct",
-                      *args, env={"OPENAI_API_KEY": "sk-test"})
+                      "--out", out, "--no-progress", "--no-report", "--cache" if cache else "--no-cache",
+                      "--recipe", "evol-instruct", *args, env={"OPENAI_API_KEY": "sk-test"})
 
 
 def rejects_by_reason(rows) -> Counter:
@@ -363,7 +363,7 @@ def test_english_run_counts_lineage_and_novelty(scripted, tmp_path, invoke_cli, 
         DETECTIVE: ["copy", "good", "good"],
         SODA: ["same", "good", "good"],
         GARBLED: ["garbled", "good", "truncated"],
-        TIDES: ["near_seed", "good", "good"],
+        TIDES: ["good", "good", "near_seed"],
         CONVERT: ["table", "good", "good"],
     }, answers={SODA: ["refuse", "good"], GARBLED: ["punctuation"]})
     scripted.responder = teacher
@@ -430,13 +430,14 @@ def test_english_run_counts_lineage_and_novelty(scripted, tmp_path, invoke_cli, 
     assert (CONVERT, "25 degrees Celsius") in {(i, inp) for i, inp, _ in teacher.asked}
     assert (CONVERT_TABLE, TABLE) in {(i, inp) for i, inp, _ in teacher.asked}
 
-    # A near-copy of an unrelated pool task (a seed) is rejected; its parent is evolved again.
+    # A near-copy of an unrelated pool task (a seed) is rejected although its ancestors are left out.
     near = next(row for row in rejects if row["reason"] == "rouge_too_similar")
     assert near["record"]["instruction"] == NEAR_SEED
-    assert near["record"]["meta"]["lineage"] == {"parent": f"{source}:5", "operation": near["record"]["meta"]["lineage"]["operation"],
-                                                 "round": 1, "ancestors": [TIDES]}
+    tides = sorted(by_root[TIDES], key=lambda rec: rec["meta"]["lineage"]["round"])
+    near_lineage = near["record"]["meta"]["lineage"]
+    assert near_lineage["round"] == 3 and near_lineage["parent"] == tides[1]["request_id"]
+    assert near_lineage["ancestors"] == [TIDES, tides[0]["instruction"], tides[1]["instruction"]]
     assert SEEDS_EN[0][1] in near["detail"]
-    assert [rec["meta"]["lineage"]["ancestors"] for rec in by_root[TIDES]][0] == [TIDES]
 
     details = {row["reason"]: row for row in rejects if row["reason"] != "evol_answer_failed"}
     assert "#Given Prompt#" in details["evol_copied_prompt"]["detail"]
@@ -537,24 +538,45 @@ def words_of(text: str, k: int) -> list[str]:
     return rng.sample(WORDS, k)
 
 
-def stateless_reply(body, n):
-    """A good rewrite (the given task plus words drawn from its text) or a good answer: a function of
-    the request alone, so that a request sent again gets the same reply."""
-    system, user = turns(body)
-    given = given_task(user)
-    if given is None:
-        return ok(f"Consider {' and '.join(words_of(user, 3))}: each matters, and together they answer it well.",
-                  latency=0.1)
-    inst, _ = given
-    return ok(f"#Rewritten Prompt#:\n{inst} Mention {', '.join(words_of(inst, 3))}.", latency=0.1)
+def stateless(latency: float):
+    """A responder whose reply is a good rewrite (the given task plus words drawn from its text) or a
+    good answer: a function of the request alone, so that a request sent again gets the same reply."""
+    def reply(body, n):
+        system, user = turns(body)
+        given = given_task(user)
+        if given is None:
+            return ok(f"Consider {' and '.join(words_of(user, 3))}: each matters, and together they answer "
+                      "it well.", latency=latency)
+        inst, _ = given
+        return ok(f"#Rewritten Prompt#:\n{inst} Mention {', '.join(words_of(inst, 3))}.", latency=latency)
+    return reply
+
+
+def many_tasks(k: int) -> list[tuple[str, str]]:
+    return [(f"Describe {' '.join(words_of(str(i), 6))} in a short paragraph.", "") for i in range(k)]
+
+
+def test_a_rerun_into_a_new_folder_is_served_by_the_cache(tmp_path, invoke_cli, read_json):
+    source = write_from(tmp_path / "tasks.jsonl", many_tasks(12))
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS_EN)
+    with serve_in_thread(FakeOpenAI(responder=stateless(0.0))) as server:
+        args = ("--from", source, "--seeds", seeds, "--num", "20", "--concurrency", "4")
+        a = generate(invoke_cli, server, tmp_path / "a", *args, cache=True)
+        assert a.exit_code == 0, a.stderr
+        paid = server.count
+        b = generate(invoke_cli, server, tmp_path / "b", *args, cache=True)
+        assert b.exit_code == 0, b.stderr
+        assert server.count == paid                     # every rewrite and answer came from the cache
+    # the same decisions in the same order, whatever the timing: the cache answers at once
+    data = read_json(tmp_path / "a" / "data.json")
+    assert len(data) == 20 and data == read_json(tmp_path / "b" / "data.json")
 
 
 @pytest.mark.slow
 def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_sends_no_journaled_request(tmp_path, read_json,
                                                                                               read_jsonl):
     n = 40
-    tasks = [(f"Describe {' '.join(words_of(str(i), 6))} in a short paragraph.", "") for i in range(60)]
-    source = write_from(tmp_path / "tasks.jsonl", tasks)
+    source = write_from(tmp_path / "tasks.jsonl", many_tasks(60))
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS_EN)
     out = str(tmp_path / "o")
     journal = os.path.join(out, "journal.jsonl")
@@ -563,7 +585,7 @@ def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_sends_no_journ
     def events(kind):
         return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
 
-    with serve_in_thread(FakeOpenAI(responder=stateless_reply)) as server:
+    with serve_in_thread(FakeOpenAI(responder=stateless(0.1))) as server:
         cmd = [sys.executable, "cli.py", "generate", "--teacher", "openai", "--base-url", server.url,
                "--model", "fake-model", "--out", out, "--no-progress", "--no-report", "--no-cache",
                "--recipe", "evol-instruct", "--from", source, "--seeds", seeds, "--num", str(n),

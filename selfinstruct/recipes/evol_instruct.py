@@ -12,14 +12,19 @@ language. The paper's elimination rules come first, as rejects with their own re
   "rewritten prompt", 给定提示…) instead of being a task;
 - ``evol_no_gain``: the rewrite adds nothing over its parent (fewer than ``MIN_NEW_TOKENS`` content
   tokens that the parent does not have). The paper asks the teacher whether the two are equal; this
-  token rule is its exact, free stand-in, and it catches the failure the paper saw most: a parent
-  handed back unchanged or cut down;
+  token rule costs no request and catches a parent handed back unchanged, reworded with stop words
+  or cut down, though not a paraphrase with new words and no new demand;
 - ``evol_answer_failed``: the answer is a short apology ("sorry" / 抱歉 in fewer than
-  ``SHORT_ANSWER`` words), or only punctuation and stop words.
+  ``SHORT_ANSWER`` words; quoted text is a mention, and a task that asks for an apology gets one),
+  or only punctuation and stop words.
 
-What survives goes through the run's filters like any candidate (``ctx.offer``). An accepted
-evolution becomes the parent of the next round; a rejected one leaves the parent as it was, and the
-next round evolves that parent again (the paper puts failed evolutions back into the pool). Parents
+An evolution that passes these rules becomes the parent of the next round; one that fails them
+leaves the parent as it was, and the next round evolves that parent again (the paper puts failed
+evolutions back into the pool). The run's filters then decide on every evolution of the unit, in
+round order, in one block taken in unit order (``ctx.offer``): so the chain of parents depends on the
+teacher's answers alone, never on what other units had accepted by then, and a rerun with the same
+answers sends the same requests and makes the same decisions (a filter reject, say a near-copy of
+another unit's task, still parents the next round; its children are judged on their own). Parents
 themselves are never written and never count toward ``--num``.
 
 Each record carries ``meta["lineage"]``: the parent's id (the seed or ``--from`` record's id, else
@@ -29,8 +34,8 @@ task is close to its parent by design; ``evol_no_gain`` is the check against the
 rejects a near-copy of any unrelated task.
 
 Replay: the unit's first request (round 1's rewrite) carries the parent and the unit's topic and
-persona; every later request follows from the answers and from decisions taken in unit order (one
-lane per round), so a resumed unit sends the same requests and the journal answers them.
+persona; every later request follows from the answers alone, so a resumed unit sends the same
+requests and the journal answers them.
 """
 from __future__ import annotations
 
@@ -235,19 +240,22 @@ class EvolInstructRecipe(Recipe):
         carry = first.carry or {}
         picked = {k: carry[k] for k in ("topic", "persona") if k in carry}
         parent = Parent.from_carry(carry["parent"])
+        outcomes = []
         for r in range(1, self.rounds + 1):
             request = first if r == 1 else self.evolve_request(parent, r, picked)
             record, reason, detail = await self._evolve(ctx, parent, r, request)
             key = f"{uid}:{r}"
-            self.stamp_carry(record, carry)
-            async with ctx.turn(f"round{r}"):
+            outcomes.append((key, self.stamp_carry(record, carry), reason, detail))
+            if not reason:     # it passed the elimination rules: the next round evolves it
+                parent = Parent(key, record.instruction, record.input, parent.ancestors + (parent.instruction,))
+        # One block of decisions per unit, in unit order: the filters' memory and the --num cut then
+        # grow the same way in every run with the same answers.
+        async with ctx.turn("accept"):
+            for key, record, reason, detail in outcomes:
                 if reason:
                     ctx.reject(record, key, reason, detail)
-                    continue
-                accepted = await ctx.offer(record, key)
-            if accepted:
-                parent = Parent(key, record.instruction, record.input,
-                                parent.ancestors + (parent.instruction,))
+                else:
+                    await ctx.offer(record, key)
 
     async def _evolve(self, ctx: UnitContext, parent: Parent, r: int,
                       request: Request) -> tuple[Record, str, str]:
