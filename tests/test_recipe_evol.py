@@ -575,8 +575,8 @@ def test_a_rerun_into_a_new_folder_is_served_by_the_cache(tmp_path, invoke_cli, 
 @pytest.mark.slow
 def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_sends_no_journaled_request(tmp_path, read_json,
                                                                                               read_jsonl):
-    n = 40
-    source = write_from(tmp_path / "tasks.jsonl", many_tasks(60))
+    n = 150
+    source = write_from(tmp_path / "tasks.jsonl", many_tasks(150))
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS_EN)
     out = str(tmp_path / "o")
     journal = os.path.join(out, "journal.jsonl")
