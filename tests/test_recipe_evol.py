@@ -27,7 +27,7 @@ from selfinstruct.recipes.evol_instruct import (OPERATIONS, PROMPTS, EvolInstruc
                                                  new_content_tokens, parse_evolved)
 from selfinstruct.teachers.base import Request
 from selfinstruct.text import tokens
-from tests.fake_openai_server import FakeOpenAI, api_error, ok, prompt_of, serve_in_thread
+from tests.fake_openai_server import FakeOpenAI, api_error, ok, serve_in_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -247,7 +247,8 @@ def rejects_by_reason(rows) -> Counter:
     ("#新提示#：指令：给猫起三个名字。", ("给猫起三个名字。", "")),
     ("#Rewritten Prompt#:\n\n", ("", "")),
     # the task's own words are kept: "New prompting…" is no heading, a colon inside is no label
-    ("New prompting techniques: list three for chatbots.", ("New prompting techniques: list three for chatbots.", "")),
+    ("New prompting techniques: list three for chatbots.",
+     ("New prompting techniques: list three for chatbots.", "")),
     ("新提示音有哪些设计原则？", ("新提示音有哪些设计原则？", "")),
     ("Explain what \"Input: a list\" means in a spec.", ("Explain what \"Input: a list\" means in a spec.", "")),
 ])
@@ -257,7 +258,8 @@ def test_parse_evolved_strips_headings_and_splits_the_input(reply, expected):
 
 def test_copied_prompt_words_are_caught_unless_the_parent_had_them():
     parent = Parent("p", "Summarise the plot of a film.")
-    assert copied_prompt_words(parent, "#Given Prompt#: Summarise the plot of a film in detail.", "") == "#Given Prompt#"
+    copied = copied_prompt_words(parent, "#Given Prompt#: Summarise the plot of a film in detail.", "")
+    assert copied == "#Given Prompt#"
     assert copied_prompt_words(parent, "Make the rewritten prompt longer.", "") == "rewritten prompt"
     assert copied_prompt_words(Parent("p", "总结一部电影。"), "根据给定提示总结一部电影的情节。", "") == "给定提示"
     assert copied_prompt_words(parent, "Summarise the plot of a film in two sentences.", "") == ""
@@ -477,8 +479,9 @@ def test_chinese_run_over_the_seeds(scripted, tmp_path, invoke_cli, read_json, r
     assert [rec["instruction"] for rec in line] == [z1 + CLAUSES[z1][0], z1 + "".join(CLAUSES[z1])]
     assert rouge_l(line[0]["instruction"], z1) > 0.7
     assert line[0]["meta"]["lineage"]["parent"] == "z1"          # the seed record's id
-    assert line[1]["meta"]["lineage"] == {"parent": line[0]["request_id"], "round": 2, "ancestors": [z1, line[0]["instruction"]],
-                                          "operation": line[1]["meta"]["lineage"]["operation"]}
+    lineage = line[1]["meta"]["lineage"]
+    assert (lineage["parent"], lineage["round"], lineage["ancestors"]) == (line[0]["request_id"], 2,
+                                                                           [z1, line[0]["instruction"]])
     # the seed input travels with its task
     z2_line = [rec for rec in records if rec["meta"]["lineage"]["ancestors"][0] == z2]
     assert [(rec["instruction"], rec["input"]) for rec in z2_line] == [(z2 + CLAUSES[z2][0], SEEDS_ZH[1][2])]
