@@ -27,7 +27,7 @@ from selfinstruct.recipes.evol_instruct import (OPERATIONS, PROMPTS, EvolInstruc
                                                  new_content_tokens, parse_evolved)
 from selfinstruct.teachers.base import Request
 from selfinstruct.text import tokens
-from tests.fake_openai_server import FakeOpenAI, api_error, ok, serve_in_thread
+from tests.fake_openai_server import FakeOpenAI, api_error, ok, serve_in_thread, server_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -205,6 +205,8 @@ class ScriptedTeacher:
             return ok(f"{label}\n{inst} {nxt} Furthermore, the answer must consider", finish_reason="length")
         if step == "near_seed":
             return ok(f"{label}\n{NEAR_SEED}")
+        if step == "server_error":
+            return server_error(503)
         raise AssertionError(step)
 
     def answer(self, user: str) -> str:
@@ -515,6 +517,26 @@ def test_rounds_bound_the_depth_and_topics_go_in_the_prompt_and_meta(scripted, t
         parent = rec["meta"]["lineage"]["ancestors"][0]
         prompt = next(p for p in rewrites if given_task(p)[0] == parent)
         assert f"The task should be about {topic}." in prompt
+
+
+def test_a_failed_rewrite_is_a_teacher_failed_reject_and_the_parent_is_evolved_again(scripted, tmp_path, invoke_cli,
+                                                                                     read_jsonl):
+    teacher = ScriptedTeacher("en", rewrites={HAIKU: ["server_error", "good"], SODA: ["good", "good"]}, answers={})
+    scripted.responder = teacher
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS_EN)
+    source = write_from(tmp_path / "tasks.jsonl", [(HAIKU, ""), (SODA, "")])
+    out = tmp_path / "out"
+    r = generate(invoke_cli, scripted, out, "--seeds", seeds, "--from", source, "--rounds", "2", "--num", "9",
+                 "--opt", "openai.max_attempts=1")
+    assert r.exit_code == 0, r.stderr
+    rejects = read_jsonl(out / "rejects.jsonl")
+    assert [(row["reason"], row["record"]["meta"]["lineage"]["round"]) for row in rejects] == [("teacher_failed", 1)]
+    assert "http 503" in rejects[0]["detail"]
+    records = read_jsonl(out / "records.jsonl")
+    haiku = [rec for rec in records if rec["meta"]["lineage"]["ancestors"][0] == HAIKU]
+    assert [(rec["instruction"], rec["meta"]["lineage"]["round"], rec["meta"]["lineage"]["ancestors"]) for rec in haiku] \
+        == [(HAIKU + " " + CLAUSES[HAIKU][0], 2, [HAIKU])]
+    assert len(records) == 3
 
 
 def test_a_flag_of_another_recipe_and_a_missing_from_file_are_one_line_errors(scripted, tmp_path, invoke_cli,
