@@ -519,8 +519,8 @@ def test_rounds_bound_the_depth_and_topics_go_in_the_prompt_and_meta(scripted, t
         assert f"The task should be about {topic}." in prompt
 
 
-def test_a_failed_rewrite_is_a_teacher_failed_reject_and_the_parent_is_evolved_again(scripted, tmp_path, invoke_cli,
-                                                                                     read_jsonl):
+def test_a_failed_rewrite_is_a_teacher_failed_reject_and_its_parent_evolves_again(scripted, tmp_path, invoke_cli,
+                                                                                  read_jsonl):
     teacher = ScriptedTeacher("en", rewrites={HAIKU: ["server_error", "good"], SODA: ["good", "good"]}, answers={})
     scripted.responder = teacher
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS_EN)
@@ -530,12 +530,14 @@ def test_a_failed_rewrite_is_a_teacher_failed_reject_and_the_parent_is_evolved_a
                  "--opt", "openai.max_attempts=1")
     assert r.exit_code == 0, r.stderr
     rejects = read_jsonl(out / "rejects.jsonl")
-    assert [(row["reason"], row["record"]["meta"]["lineage"]["round"]) for row in rejects] == [("teacher_failed", 1)]
+    assert [(row["reason"], row["record"]["meta"]["lineage"]["round"]) for row in rejects] == [
+        ("teacher_failed", 1)]
     assert "http 503" in rejects[0]["detail"]
     records = read_jsonl(out / "records.jsonl")
     haiku = [rec for rec in records if rec["meta"]["lineage"]["ancestors"][0] == HAIKU]
-    assert [(rec["instruction"], rec["meta"]["lineage"]["round"], rec["meta"]["lineage"]["ancestors"]) for rec in haiku] \
-        == [(HAIKU + " " + CLAUSES[HAIKU][0], 2, [HAIKU])]
+    lineages = [(rec["instruction"], rec["meta"]["lineage"]["round"], rec["meta"]["lineage"]["ancestors"])
+                for rec in haiku]
+    assert lineages == [(HAIKU + " " + CLAUSES[HAIKU][0], 2, [HAIKU])]
     assert len(records) == 3
 
 
