@@ -20,7 +20,7 @@ def test_num_zero_is_refused(tmp_path, gen, error_line):
 def test_an_unknown_recipe_teacher_or_language_is_refused_and_creates_nothing(tmp_path, gen, error_line):
     out = str(tmp_path / "o")
     assert error_line(gen("--num", "1", "--out", out, "--recipe", "evol")) == \
-        "Error: unknown recipe 'evol' (choose from alpaca, self-instruct)"
+        "Error: unknown recipe 'evol' (choose from alpaca, documents, evol-instruct, magpie, self-instruct)"
     assert error_line(gen("--num", "1", "--out", out, "--teacher", "claude")) == \
         "Error: unknown teacher 'claude' (choose from embedded, openai)"
     assert error_line(gen("--num", "1", "--out", out, "--lang", "fr")) == \

@@ -125,7 +125,7 @@ def test_bad_settings_are_usage_errors(tmp_path):
         run_generate(settings(tmp_path, num=0), ScriptedTeacher())
     with pytest.raises(UsageError, match=r"^unknown language 'fr' \(choose from en, zh\)$"):
         run_generate(settings(tmp_path, lang="fr"), ScriptedTeacher())
-    with pytest.raises(UsageError, match=r"^unknown recipe 'evol' \(choose from alpaca, self-instruct\)$"):
+    with pytest.raises(UsageError, match=r"^unknown recipe 'evol' \(choose from alpaca, documents, evol-instruct, magpie, self-instruct\)$"):
         run_generate(settings(tmp_path, recipe="evol"), ScriptedTeacher())
 
 

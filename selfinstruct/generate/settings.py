@@ -60,6 +60,9 @@ class Settings:
         judge = self.quality.judge_identity()
         if judge:
             identity["judge"] = judge
+        # what the recipe works through (--from, --documents, --rounds…): unit n means one thing
+        if self.recipe_options:
+            identity["recipe_options"] = dict(sorted(self.recipe_options.items()))
         return identity
 
     def shown(self) -> dict[str, Any]:
