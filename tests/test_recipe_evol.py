@@ -450,6 +450,19 @@ def test_english_run_counts_lineage_and_novelty(scripted, tmp_path, invoke_cli, 
     failed = sorted(row["detail"] for row in rejects if row["reason"] == "evol_answer_failed")
     assert failed[0].startswith("a short apology ('sorry'") and "punctuation and stop words" in failed[1]
 
+    # Filtering the run's records again keeps every one: each is compared with the others except its
+    # own ancestors, as in the run; the near-copy of the seed is caught again against the seeds.
+    refiltered = invoke_cli("filter", out / "records.jsonl", "--out", tmp_path / "f", "--no-report")
+    assert refiltered.exit_code == 0, refiltered.stderr
+    assert len(read_jsonl(tmp_path / "f" / "records.jsonl")) == 11
+    merged = write_from(tmp_path / "merged.jsonl", [])
+    with open(merged, "w", encoding="utf-8") as f:
+        f.write((out / "records.jsonl").read_text(encoding="utf-8"))
+        f.write(json.dumps(near["record"], ensure_ascii=False) + "\n")
+    again = invoke_cli("filter", merged, "--against", seeds, "--out", tmp_path / "g", "--no-report")
+    assert again.exit_code == 0, again.stderr
+    assert [row["reason"] for row in read_jsonl(tmp_path / "g" / "rejects.jsonl")] == ["rouge_too_similar"]
+
     # Requests: one rewrite per round (18), one answer per rewrite that passed the rules (14), every
     # one through the chat endpoint; answers carry the English system turn.
     assert len(teacher.asked) == 18 and len(teacher.answered) == 14
