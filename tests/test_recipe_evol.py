@@ -455,10 +455,9 @@ def test_english_run_counts_lineage_and_novelty(scripted, tmp_path, invoke_cli, 
     refiltered = invoke_cli("filter", out / "records.jsonl", "--out", tmp_path / "f", "--no-report")
     assert refiltered.exit_code == 0, refiltered.stderr
     assert len(read_jsonl(tmp_path / "f" / "records.jsonl")) == 11
-    merged = write_from(tmp_path / "merged.jsonl", [])
-    with open(merged, "w", encoding="utf-8") as f:
-        f.write((out / "records.jsonl").read_text(encoding="utf-8"))
-        f.write(json.dumps(near["record"], ensure_ascii=False) + "\n")
+    merged = tmp_path / "merged.jsonl"
+    merged.write_text((out / "records.jsonl").read_text(encoding="utf-8")
+                      + json.dumps(near["record"], ensure_ascii=False) + "\n", encoding="utf-8")
     again = invoke_cli("filter", merged, "--against", seeds, "--out", tmp_path / "g", "--no-report")
     assert again.exit_code == 0, again.stderr
     assert [row["reason"] for row in read_jsonl(tmp_path / "g" / "rejects.jsonl")] == ["rouge_too_similar"]
