@@ -309,6 +309,13 @@ def test_parse_tasks_reads_labels_in_both_languages_and_every_task_start():
         ("这段文字提到了哪些年份？", "1868年、1975年和2010年。")]
 
 
+def test_a_titled_task_header_is_not_a_task_of_its_own():
+    tasks = parse_tasks("Task 1: Summary\nInstruction: Summarise the passage.\nOutput: Bees live in hives.\n\n"
+                        "任务2：提取信息\n指令：蜂后每天最多产多少卵？\n输出：两千个。", truncated=False)
+    assert [(t.instruction, t.output) for t in tasks] == [("Summarise the passage.", "Bees live in hives."),
+                                                          ("蜂后每天最多产多少卵？", "两千个。")]
+
+
 def test_an_excerpt_under_an_input_label_joins_the_instruction_unless_it_is_the_passage():
     passage = "Rivers cut valleys over thousands of years. Floods move stones."
     [task] = parse_tasks("Instruction: Rewrite this sentence simply.\nInput: Floods move stones.\nOutput: Water "

@@ -113,7 +113,10 @@ def parse_tasks(text: str, truncated: bool) -> list[Task]:
     """The tasks of a reply, in order. ``truncated``: the teacher stopped on its token limit, so
     the last task's output (or its instruction, when no output label follows it) is cut off."""
     starts = [m.start() for m in _INSTRUCTION_RE.finditer(text)]
-    starts += [m.start() for m in NUMBERED_LINE.finditer(text) if m.group(2).strip()]
+    # "Task 2: Summarise the passage." starts a task too, unless it is a titled header that an
+    # Instruction: label follows ("Task 2: Summary\nInstruction: …")
+    starts += [m.start() for m in NUMBERED_LINE.finditer(text) if m.group(2).strip()
+               and not _INSTRUCTION_RE.match(text[m.end():].lstrip())]
     starts = sorted(set(starts))
     if not starts:
         reason = "truncated" if truncated else "unparseable"
@@ -199,9 +202,6 @@ class DocumentsRecipe(Recipe):
         if n >= len(self.chunks) * self.passes:
             return None
         return self.tasks_request(self.chunks[n % len(self.chunks)], rng)
-
-    def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
-        return self.tasks_request(self.chunks[0], rng)
 
     def exhausted_reason(self) -> str:
         passes = f" ({self.passes} passes)" if self.passes > 1 else ""
