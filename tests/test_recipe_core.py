@@ -205,3 +205,16 @@ def test_a_recipe_that_runs_out_of_work_stops_and_says_so(fake_openai, openai_te
     # resumed, it has nothing more to start and says the same
     again = asyncio.run(run_async(s, openai_teacher(concurrency=4)))
     assert again["stopped"] == "exhausted: both units were used" and again["kept"] == summary["kept"]
+
+
+def test_the_recipe_gets_the_runs_seed_topics_and_flags(openai_teacher, tmp_path):
+    from selfinstruct.generate import Settings
+    from selfinstruct.generate.run import build
+    s = Settings(num=1, out=str(tmp_path / "o"), teacher="openai", recipe="evol-instruct", random_seed=3,
+                 recipe_options={"rounds": 2}, topics="builtin", lang="zh")
+    recipe = build(s, openai_teacher())[0]
+    assert (recipe.random_seed, recipe.rounds) == (3, 2)
+    assert "茶文化" in recipe.conditions.topics
+    other = build(Settings(num=1, out=str(tmp_path / "p"), teacher="openai", recipe="evol-instruct",
+                           random_seed=4, lang="zh"), openai_teacher())[0]
+    assert recipe.order() != other.order() and sorted(recipe.order()) == sorted(other.order())

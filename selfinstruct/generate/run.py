@@ -64,6 +64,7 @@ def build(s: Settings, teacher: Teacher | None = None) -> tuple[Recipe, Teacher,
         recipe_options.setdefault("per_request", teacher.tasks_per_request)
     recipe = recipe_cls(seeds, s.lang, **recipe_options)
     recipe.conditions = conditions
+    recipe.random_seed = s.random_seed
     recipe.bind(teacher, dict(s.teacher_options))
     return recipe, teacher, seeds, chain, judge_by
 

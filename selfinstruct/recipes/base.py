@@ -64,6 +64,7 @@ class Recipe:
 
     # topics/personas drawn per unit (set by the loop; empty unless --topics/--personas)
     conditions: Conditions | None = None
+    random_seed: int = 0          # the run's --seed (set by the loop), for orders fixed once per run
 
     def bind(self, teacher: Teacher, teacher_flags: dict[str, Any]) -> None:
         """Called once the teacher is made (``teacher_flags``: the teacher flags the user gave): a
