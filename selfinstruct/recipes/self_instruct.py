@@ -1,7 +1,12 @@
 """The Self-Instruct recipe (Wang et al. 2022): a prompt of 8 numbered tasks (up to 2 from the machine
 pool, the rest seeds) that the teacher continues; each new instruction that passes the instruction
 filters joins the pool; then a classification check; then instances, output-first for classification
-tasks (class label, then an input for it) and input-first otherwise."""
+tasks (class label, then an input for it) and input-first otherwise.
+
+An input-first instance reply that gives the input but no output (a small model writes the input and
+stops) gets its output from a second request through the teacher's chat template, as in the alpaca
+recipe (stage ``answer``, ``meta["answered"] = "separately"``), instead of being thrown away; the
+request depends on the instruction and input alone, so the unit stays replayable."""
 from __future__ import annotations
 
 import asyncio
@@ -10,14 +15,16 @@ import re
 from typing import Sequence
 
 from selfinstruct.errors import UsageError
+from selfinstruct.recipes.alpaca import answer_request
 from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks, stable_seed
-from selfinstruct.recipes.parsing import COLON, clean_input, parse_numbered_tasks
+from selfinstruct.recipes.parsing import COLON, clean_input, clean_instruction, parse_numbered_tasks
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request
 
 PROMPTS = {
     "en": {
         "tasks_header": "Come up with a series of tasks:\n\n",
+        "tasks_header_condition": "Come up with a series of tasks. {condition}\n\n",
         "task_line": "Task {n}: {text}\n",
         "cls_header": ("Can the following task be regarded as a classification task with finite output "
                        "labels?\n\n"),
@@ -37,6 +44,7 @@ PROMPTS = {
     },
     "zh": {
         "tasks_header": "请列出一系列任务：\n\n",
+        "tasks_header_condition": "请列出一系列任务。{condition}\n\n",
         "task_line": "任务{n}：{text}\n",
         "cls_header": "下面的任务能否看作输出标签有限的分类任务？\n\n",
         "cls_item": "任务：{text}\n是分类任务吗？{answer}\n\n",
@@ -73,6 +81,15 @@ def parse_input_first(text: str, p: dict) -> tuple[str, str] | None:
     return clean_input(m.group(1)), m.group(2).strip().split("\n\n")[0].strip()
 
 
+def parse_input_only(text: str, p: dict) -> str | None:
+    """The input of a reply to a prompt ending with "Input:" that stopped before any output label
+    (None when there is no text at all: a reply that wrote nothing is not an input)."""
+    text = _cut_at(text, p["task_label"])
+    if not text.strip():
+        return None
+    return clean_input(text.strip().split("\n\n")[0])
+
+
 def parse_output_first(text: str, p: dict) -> tuple[str, str] | None:
     """The reply to a prompt ending with "Class label:" → (input, output=label)."""
     text = _cut_at(text, p["task_label"])
@@ -101,12 +118,14 @@ class SelfInstructRecipe(Recipe):
     def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
         shown = sample_tasks(rng, self.tasks, pool, self.prompt_tasks, self.from_pool)
-        text = p["tasks_header"] + "".join(p["task_line"].format(n=n, text=r.instruction)
-                                           for n, r in enumerate(shown, 1))
+        picked = self.condition(rng)
+        condition = self.condition_text(picked)
+        header = p["tasks_header_condition"].format(condition=condition) if condition else p["tasks_header"]
+        text = header + "".join(p["task_line"].format(n=n, text=r.instruction) for n, r in enumerate(shown, 1))
         text += p["task_line"].format(n=len(shown) + 1, text="").rstrip()
         stop = (p["task_line"].format(n=len(shown) + 1 + self.per_request, text="").strip(), "\n\n\n")
         return Request(prompt=text, max_tokens=40 * self.per_request, temperature=0.7, top_p=0.95, stop=stop,
-                       seed=rng.randrange(2**31), stage="instructions")
+                       seed=rng.randrange(2**31), stage="instructions", carry=picked or None)
 
     # -- the requests after the first depend on the instruction only (replayable) ---------------
 
@@ -142,25 +161,27 @@ class SelfInstructRecipe(Recipe):
     async def run(self, ctx: UnitContext, uid: str, first: Request) -> None:
         resp = await ctx.ask(first)
         async with ctx.turn("pool"):
-            tasks = await self._pool_instructions(ctx, uid, resp)
+            tasks = await self._pool_instructions(ctx, uid, resp, first)
         outcomes = await asyncio.gather(*(self._instance(ctx, key, task) for key, task in tasks))
         async with ctx.turn("accept"):
             for key, (record, reason, detail) in zip((k for k, _ in tasks), outcomes):
+                self.stamp_carry(record, first.carry)
                 if reason:
                     ctx.reject(record, f"{key}:0", reason, detail)
                 else:
                     await ctx.offer(record, f"{key}:0")
 
-    async def _pool_instructions(self, ctx: UnitContext, uid: str, resp) -> list[tuple[str, Record]]:
+    async def _pool_instructions(self, ctx: UnitContext, uid: str, resp, first: Request) -> list[tuple[str, Record]]:
         """The new instructions that joined the pool, with their keys."""
         if resp.error:
-            ctx.reject(Record(instruction=""), f"{uid}:0", "teacher_failed", resp.error)
+            ctx.reject(self.stamp_carry(Record(instruction=""), first.carry), f"{uid}:0", "teacher_failed",
+                       resp.error)
             return []
-        instructions = parse_numbered_tasks(resp.text)
+        instructions = [clean_instruction(inst) for inst in parse_numbered_tasks(resp.text)]
         truncated_last = resp.finish_reason == "length"
         pooled = []
         for i, inst in enumerate(instructions):
-            rec = Record(instruction=inst)
+            rec = self.stamp_carry(Record(instruction=inst), first.carry)
             if truncated_last and i == len(instructions) - 1:
                 rec.meta["truncated"] = True
             if await ctx.offer_instruction(rec, f"{uid}:{i}"):
@@ -178,6 +199,8 @@ class SelfInstructRecipe(Recipe):
         if resp.error:
             return task, "teacher_failed", resp.error
         parsed = (parse_output_first if classification else parse_input_first)(resp.text, p)
+        if not classification and resp.finish_reason != "length" and (parsed is None or not parsed[1]):
+            return await self._answered(ctx, task, resp.text if parsed is None else None, parsed)
         if parsed is None:
             what = "truncated" if resp.finish_reason == "length" else "unparseable"
             return (Record(instruction=task.instruction, output=resp.text[:500]), what,
@@ -188,4 +211,24 @@ class SelfInstructRecipe(Recipe):
         rec.most_similar, rec.rouge = task.most_similar, task.rouge
         if resp.finish_reason == "length":
             rec.meta["truncated"] = True
+        return rec, "", ""
+
+    async def _answered(self, ctx: UnitContext, task: Record, reply: str | None,
+                        parsed: tuple[str, str] | None) -> tuple[Record, str, str]:
+        """An instance whose reply gave an input but no output: the output from an answer request."""
+        p = PROMPTS[self.lang]
+        inp = parsed[0] if parsed is not None else parse_input_only(reply or "", p)
+        if inp is None:
+            return (Record(instruction=task.instruction, output=(reply or "")[:500]), "unparseable",
+                    "no input/output labels in the instance reply")
+        answer = await ctx.ask(answer_request(self.lang, task.instruction, inp))
+        rec = Record(instruction=task.instruction, input=inp, output=answer.text.strip(),
+                     meta={"is_classification": False, "answered": "separately"})
+        rec.most_similar, rec.rouge = task.most_similar, task.rouge
+        if answer.error:
+            return rec, "teacher_failed", answer.error
+        if answer.finish_reason == "length":
+            rec.meta["truncated"] = True
+        if not rec.output:
+            return rec, "no_answer", "the answer request came back empty"
         return rec, "", ""
