@@ -22,6 +22,10 @@ from tests.fake_openai_server import FakeOpenAI, default_text, hang, ok, serve_i
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHATML_USER = "<|im_start|>user\n"
+# Raw requests beyond what a run needs get no answer (the server closes the connection after this
+# long): they change no count. Short, because at --concurrency 1 the one connection they hold is
+# the one the last answer waits for.
+HANG_S = 2
 
 # A template in the style of the [INST] models, written for these tests: BOS from the config, a
 # system block inside the first turn, no generation prompt of its own.
@@ -212,8 +216,8 @@ def magpie(invoke_cli):
 
 
 class Script:
-    """Replies to the raw (instruction) requests in the order they arrive, then ``hang`` (a run that
-    has its --num must not need more); chat and raw answers come from ``answer(question, body)``."""
+    """Replies to the raw (instruction) requests in the order they arrive, then no answer (a run
+    that has its --num must not need more); chat and raw answers come from ``answer(question, body)``."""
 
     def __init__(self, instructions, answer):
         self.instructions, self.answer, self.raw = list(instructions), answer, 0
@@ -225,7 +229,7 @@ class Script:
             question = body["prompt"].rsplit("<|end_header_id|>\n\n", 2)[-2].split("<|eot_id|>")[0]
             return self.answer(question, body)
         i, self.raw = self.raw, self.raw + 1
-        return self.instructions[i] if i < len(self.instructions) else hang(60)
+        return self.instructions[i] if i < len(self.instructions) else hang(HANG_S)
 
 
 def test_a_run_against_a_server_sends_prefixes_cuts_instructions_and_counts_exactly(magpie, tmp_path, read_json,
@@ -282,18 +286,45 @@ def test_a_run_against_a_server_sends_prefixes_cuts_instructions_and_counts_exac
         "Write a short poem about the first snowfall in a quiet village."]
 
 
-def test_rejects_say_why(magpie, tmp_path, read_jsonl):
+def test_rejects_say_why_and_a_turn_cut_by_its_limit_keeps_its_whole_paragraphs(magpie, tmp_path, read_jsonl,
+                                                                                  read_json):
     script = Script([ok(""), ok("Write a story about a dragon who " * 20, finish_reason="length"),
+                     ok("What should I pack for a week of hiking in Patagonia in March?\n\n(Note: I am going",
+                        finish_reason="length"),
                      ok("Name three rivers that flow through more than two countries.")],
-                    lambda q, body: ok("The Danube, the Nile and the Mekong."))
+                    lambda q, body: ok("It depends on the season; here are the essentials in order."))
     with serve_in_thread(FakeOpenAI(responder=script)) as server:
-        r = magpie(server, tmp_path / "o", "--model", "smollm2-1.7b", "--num", "1", "--concurrency", "1",
-                    "--opt", "magpie.instruction_tokens=40")
+        r = magpie(server, tmp_path / "o", "--model", "smollm2-1.7b", "--num", "2", "--concurrency", "1",
+                   "--opt", "magpie.instruction_tokens=40")
         assert r.exit_code == 0, r.output
     rejects = read_jsonl(tmp_path / "o" / "rejects.jsonl")
     assert [(x["reason"], x["detail"]) for x in rejects] == [
         ("empty_instruction", "the model closed the user's turn without writing in it"),
         ("truncated", "the user's turn did not end within 40 tokens")]
+    assert rejects[1]["record"]["meta"]["truncated"] is True
+    assert [d["instruction"] for d in read_json(tmp_path / "o" / "data.json")] == [
+        "What should I pack for a week of hiking in Patagonia in March?",
+        "Name three rivers that flow through more than two countries."]
+    records = read_jsonl(tmp_path / "o" / "records.jsonl")
+    assert [r.get("meta", {}).get("cut_at_paragraph") for r in records] == [True, None]
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("What should I pack for a week of hiking?\n\n(Note: I am going", "What should I pack for a week of hiking?"),
+    ("I run a bakery.\n\nHow can I cut food waste?\n\n1. First, you sh",
+     "I run a bakery.\n\nHow can I cut food waste?"),
+    ("Summarise the passage below.\n\n\"The tide came in.\"\n\nThe passage is about", 
+     "Summarise the passage below.\n\n\"The tide came in.\""),
+    ("请帮我制定一份为期一周的健身计划。\n\n（注意：我每天只有半小时", "请帮我制定一份为期一周的健身计划。"),
+    ("我开了一家小面馆，生意不好。\n\n有什么办法吗？\n\n第一，", "我开了一家小面馆，生意不好。\n\n有什么办法吗？"),
+    # nothing finished before the cut: no instruction
+    ("Write a story about a dragon who lives in a", ""),
+    ("Here is my code:\n\ndef f(x):\n    return", ""),
+    ("请写一个故事，讲述一条龙住在", ""),
+])
+def test_a_cut_turn_keeps_the_paragraphs_that_end_like_a_finished_sentence(text, kept):
+    from selfinstruct.recipes.magpie import complete_paragraphs
+    assert complete_paragraphs(text) == kept
 
 
 ZH_TOPICS = {
@@ -324,7 +355,7 @@ def test_chinese_with_topics_on_a_completions_server_keeps_the_topic_in_meta(mag
         used[topic] += 1
         items = ZH_TOPICS[topic]
         if used[topic] > len(items):
-            return hang(60)                  # more than the run needs
+            return hang(HANG_S)              # more than the run needs
         # the model writes past its turn here: the server sent the end marker and the next header
         return ok(items[used[topic] - 1] + "<|eot_id|><|start_header_id|>assistant")
 
@@ -480,8 +511,7 @@ def test_the_embedded_model_writes_accepted_magpie_examples_through_its_own_temp
     assert tok.eos_token in ct.end_markers(mine)
 
     out = tmp_path / "en"
-    summary = run_generate(Settings(num=1, out=str(out), recipe="magpie", progress=False,
-                                    options=["magpie.answer_tokens=192"]), teacher)
+    summary = run_generate(Settings(num=1, out=str(out), recipe="magpie", progress=False), teacher)
     assert summary["kept"] == 1 and summary["stopped"] == "done"
     data = read_json(out / "data.json")
     assert data[0]["instruction"].strip() and data[0]["output"].strip() and data[0]["input"] == ""

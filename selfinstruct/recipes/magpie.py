@@ -16,8 +16,10 @@ units never run out; the seeds only count for novelty, like any earlier task.
   imagines writes Chinese; a unit's topic and persona, when configured, go in that system turn
   too. The answer is asked with the same system turn: it is one conversation.
 - The instruction is the text up to the template's end marker, without copied labels
-  (``parsing.clean_instruction``). A reply that never closes the turn within its token limit is
-  ``truncated``; one that closes it at once is ``empty_instruction``; the filters judge the rest.
+  (``parsing.clean_instruction``). A small model often asks its question, then rambles on in the
+  same turn until its token limit: such a turn keeps its whole paragraphs up to the last one that
+  ends like a finished sentence (``meta["cut_at_paragraph"]``), and is ``truncated`` when none
+  does. A turn closed at once is ``empty_instruction``; the filters judge the rest.
   Instructions go through the instruction-only filters before their answer is paid for (as in
   Self-Instruct), then the answer through the others. An answer cut at its token limit is
   ``truncated`` too.
@@ -28,6 +30,7 @@ units never run out; the seeds only count for novelty, like any earlier task.
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, Sequence
 
 from selfinstruct import chat_templates as ct
@@ -47,6 +50,20 @@ SYSTEM = {
            "topic": "用户的问题与{topic}有关。",
            "persona": "用户是{persona}。"},
 }
+
+# A paragraph break, and the end of a finished sentence (closing quotes and brackets may follow)
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_FINISHED = re.compile(r"[.?!。？！…][\"'”’)）]*$")
+
+
+def complete_paragraphs(text: str) -> str:
+    """Of a turn cut by its token limit: the longest run of whole paragraphs (the text before a
+    blank line) that ends like a finished sentence; "" when there is none."""
+    for brk in reversed(list(_BLANK_LINE.finditer(text))):
+        head = text[: brk.start()].strip()
+        if _FINISHED.search(head):
+            return head
+    return ""
 
 
 class MagpieRecipe(Recipe):
@@ -157,14 +174,18 @@ class MagpieRecipe(Recipe):
             ctx.reject(self.stamp_carry(Record(instruction=""), first.carry), key, "teacher_failed", resp.error)
             return None
         text, closed = ct.cut_at_marker(resp.text, self.markers)
-        instruction = clean_instruction(text)
-        rec = self.stamp_carry(Record(instruction=instruction), first.carry)
+        rec = self.stamp_carry(Record(instruction=""), first.carry)
         if not closed and resp.finish_reason == "length":
-            rec.instruction = text.strip()[:500]
-            rec.meta["truncated"] = True
-            ctx.reject(rec, key, "truncated",
-                       f"the user's turn did not end within {first.max_tokens} tokens")
-            return None
+            whole = complete_paragraphs(text)
+            if not whole:
+                rec.instruction = text.strip()[:500]
+                rec.meta["truncated"] = True
+                ctx.reject(rec, key, "truncated",
+                           f"the user's turn did not end within {first.max_tokens} tokens")
+                return None
+            text = whole
+            rec.meta["cut_at_paragraph"] = True
+        rec.instruction = instruction = clean_instruction(text)
         if not instruction:
             ctx.reject(rec, key, "empty_instruction", "the model closed the user's turn without writing in it")
             return None
