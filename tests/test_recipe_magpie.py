@@ -427,9 +427,9 @@ def request_key(body: dict) -> str:
 def unique_instruction(body, n):
     """A different instruction for every seed, an answer for every question."""
     if "messages" in body:
-        return ok(default_text(body["messages"][-1]["content"], items=2))
+        return ok(default_text(body["messages"][-1]["content"], items=2), latency=0.03)
     words = default_text(str(body["seed"]), items=1)[3:].rstrip(".")
-    return ok(f"Explain {words.lower()} in plain words.")
+    return ok(f"Explain {words.lower()} in plain words.", latency=0.03)
 
 
 @pytest.mark.slow
@@ -437,19 +437,20 @@ def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twi
                                                                                     read_jsonl):
     out = str(tmp_path / "o")
     journal = os.path.join(out, "journal.jsonl")
-    n = 40
+    n = 150
     rng = random.Random(11)
 
     def events(kind):
         return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
 
-    with serve_in_thread(FakeOpenAI(responder=unique_instruction, latency=0.02)) as server:
+    with serve_in_thread(FakeOpenAI(responder=unique_instruction)) as server:
         cmd = [sys.executable, "cli.py", "generate", "--teacher", "openai", "--base-url", server.url,
                "--model", "qwen2.5-7b-instruct", "--recipe", "magpie", "--topics", "builtin", "--out", out,
                "--no-progress", "--no-report", "--no-cache", "--num", str(n), "--concurrency", "4"]
         env = {**os.environ, "OPENAI_API_KEY": ""}
         seen: list[str] = []
         journaled_by: list[tuple[float, set[str]]] = []
+        interrupted: set[str] = set()             # units started, not ended, when a run was killed
         kills = 0
         for _ in range(6):
             p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -468,6 +469,7 @@ def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twi
             seen = now
             time.sleep(0.2)
             journaled_by.append((time.monotonic(), {ev["key"] for ev in events("resp")}))
+            interrupted |= {ev["uid"] for ev in events("start")} - {ev["uid"] for ev in events("end")}
         assert kills >= 3
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
@@ -478,15 +480,20 @@ def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twi
     assert {ev["key"] for ev in events("resp")} <= {key for _, key in sent}
     for started, journaled in journaled_by:
         assert [key for t, key in sent if t > started and key in journaled] == []
-    # the topic a unit drew came back with it on resume: each record's topic is in its instruction's prompt
+    # a unit's topic stays with it across the kills: in its record, in its first request, and in the
+    # system turn its answer was asked with (rebuilt from the journaled carry by a resumed unit)
+    first_of = {ev["uid"]: ev["req"] for ev in events("start")}
+    systems = {q.json["messages"][-1]["content"]: q.json["messages"][0]["content"]
+               for q in server.requests if "messages" in q.json}
     accepted = [ev["record"] for ev in events("accept")]
-    assert all(rec["meta"].get("topic") for rec in accepted)
-    topic_of_seed = {}
-    for q in server.requests:
-        if "prompt" in q.json:
-            topic_of_seed[q.json["seed"]] = q.json["prompt"]
     for rec in accepted:
-        assert any(f"The user asks about {rec['meta']['topic']}." in prompt for prompt in topic_of_seed.values())
+        topic = rec["meta"]["topic"]
+        first = first_of[rec["request_id"].split(":")[0]]
+        assert first["carry"] == {"topic": topic}
+        assert f"The user asks about {topic}." in first["prompt"]
+        assert systems[rec["instruction"]] == f"You are a helpful assistant. The user asks about {topic}."
+    # some of them were units a kill interrupted
+    assert interrupted & {rec["request_id"].split(":")[0] for rec in accepted}
 
 
 # -- the real embedded model --------------------------------------------------------------------
