@@ -195,6 +195,10 @@ def test_a_reply_cut_inside_a_triples_output_asks_for_that_output(tmp_path, gen,
     # cut on a later line of an instruction: its first line is the task
     ("Instruction: Write a story about a cat.\nThe story should be funny and sh", True,
      ("Write a story about a cat.", "", None)),
+    # cut in a line the model rambled on: its finished sentences are the task
+    ("Instruction: Write a poem about the sea. Then explain why it is blue and how it aff", True,
+     ("Write a poem about the sea.", "", None)),
+    ("指令：写一首关于大海的诗。然后解释为什么海", True, ("写一首关于大海的诗。", "", None)),
 ])
 def test_parse_block_keeps_what_is_whole(block, cut, expected):
     b = parse_block(block, cut)
@@ -225,11 +229,37 @@ def test_the_answer_request_is_a_function_of_the_task_alone():
 
 
 def test_first_request_carries_topic_and_persona_only_when_configured():
+    from selfinstruct.conditioning import Conditions
     from selfinstruct.seedtasks import load_seeds
     seeds = load_seeds(None, "en")
     plain = AlpacaRecipe(seeds, "en", per_request=2)
     a, b = plain.first_request(random.Random(5), []), plain.first_request(random.Random(5), [])
     assert a == b and not a.carry
+    conditioned = AlpacaRecipe(seeds, "en", per_request=2)
+    conditioned.conditions = Conditions(["beekeeping"], ["a retired sailor"], "en")
+    c = conditioned.first_request(random.Random(5), [])
+    assert c.carry == {"topic": "beekeeping", "persona": "a retired sailor"}
+    assert "beekeeping" in c.prompt and "a retired sailor" in c.prompt
+    assert c.prompt.index("beekeeping") < c.prompt.index("Task 1")
+
+
+class _SeparateAnswers:
+    """A teacher that wants each task's output asked for separately (as the embedded one does)."""
+    answers_separately = True
+
+
+@pytest.mark.parametrize("lang, output_label", [("en", "Output"), ("zh", "输出")])
+def test_a_teacher_that_answers_separately_is_asked_for_tasks_alone(lang, output_label):
+    from selfinstruct.seedtasks import load_seeds
+    recipe = AlpacaRecipe(load_seeds(None, lang), lang, per_request=1)
+    recipe.bind(_SeparateAnswers(), {})
+    req = recipe.first_request(random.Random(3), [])
+    assert output_label not in req.prompt            # the examples show tasks, not answers
+    assert "\n" + output_label in req.stop and "\n\n" in req.stop
+    triples = AlpacaRecipe(load_seeds(None, lang), lang, per_request=1)
+    triples.bind(object(), {})
+    full = triples.first_request(random.Random(3), [])
+    assert output_label in full.prompt and len(req.prompt) < len(full.prompt)
 
 
 # -- self-instruct: an instance reply with an input but no output ------------------------------

@@ -35,6 +35,12 @@ PROMPTS = {
         "header": ("Below are examples of diverse tasks. Each has an instruction, an optional input "
                    "(<noinput> when there is none) and a correct, helpful output. Continue the list with "
                    "{k} new tasks that differ from these in topic and type, in the same format.{condition}\n\n"),
+        # a teacher that answers each task separately is shown tasks without outputs (a shorter
+        # prompt: on a CPU the prompt is most of a request's cost)
+        "tasks_header": ("Below are examples of diverse tasks. Each has an instruction and an optional input "
+                         "(<noinput> when there is none). Continue the list with {what} from these in topic "
+                         "and type, in the same format.{condition}\n\n"),
+        "what_one": "one new task that differs", "what_many": "{k} new tasks that differ",
         "task": "Task {n}\n", "instruction": "Instruction: ", "input": "Input: ", "output": "Output: ",
         "noinput": "<noinput>",
         "answer_system": "",
@@ -42,6 +48,9 @@ PROMPTS = {
     "zh": {
         "header": ("下面是一些不同类型任务的例子。每个任务有一条指令、一个可选的输入（没有输入时写<无输入>）和一个正确、"
                    "有用的输出。请按照同样的格式继续写{k}个新任务，主题和类型要与这些例子不同。{condition}\n\n"),
+        "tasks_header": ("下面是一些不同类型任务的例子。每个任务有一条指令和一个可选的输入（没有输入时写<无输入>）。"
+                         "请按照同样的格式继续写{what}，主题和类型要与这些例子不同。{condition}\n\n"),
+        "what_one": "一个新任务", "what_many": "{k}个新任务",
         "task": "任务{n}\n", "instruction": "指令：", "input": "输入：", "output": "输出：",
         "noinput": "<无输入>",
         # a small model trained mostly on English answers a Chinese task in English unless told
@@ -49,8 +58,11 @@ PROMPTS = {
     },
 }
 
-# Completion tokens a triple may take in the first reply; the answer request's own limit.
+# Completion tokens a triple may take in the first reply (a task without its output, when the
+# teacher answers separately: ~30 Han characters cost SmolLM2's tokenizer 60-90 tokens); the answer
+# request's own limit.
 TOKENS_PER_TRIPLE = 110
+TOKENS_PER_TASK = 80
 ANSWER_TOKENS = 256
 ANSWER_TEMPERATURE = 0.3          # an answer wants the likely words, the task the varied ones
 
@@ -60,6 +72,10 @@ ANSWER_TEMPERATURE = 0.3          # an answer wants the likely words, the task t
 _END_LABELS = ("Answer", "Response", "Solution", "Result", "Explanation", "Output", "Question", "Title",
                "Task", "Instruction", "答案", "回答", "解答", "输出", "回复", "问题", "标题", "任务", "指令")
 _LABEL_LINE = re.compile(r"^[ \t*#]*(?:" + "|".join(_END_LABELS) + r")\b[ \t*\d]*[:：]", re.M | re.I)
+
+
+# Where a sentence ends (an English full stop only before a space: "3.5", "e.g." go on).
+_SENTENCE_END = re.compile(r"[。？！]|[.?!](?=\s)")
 
 
 @dataclass
@@ -74,15 +90,12 @@ class Block:
 
 def _instruction_only(block: str, truncated: bool) -> Block:
     """A block without an output label: the instruction (and input) when they are whole."""
+    block_text = block.strip()
     if truncated:
-        # the token limit cut the block's last field on its last line: an instruction without its
-        # last line is usually still one (a small model's task is its first line), an input is not
-        whole, _, _ = block.rpartition("\n")
-        if (not re.search(label_re("instruction") + r"[^\n]*\S", whole, re.I)
-                or re.search(r"\n[ \t]*" + label_re("input"), block, re.I)):
-            return Block(instruction=block.strip()[:500], reason="truncated",
+        block = _whole_part(block)
+        if block is None:
+            return Block(instruction=block_text[:500], reason="truncated",
                          detail="the teacher stopped on its token limit")
-        block = whole
     m = re.search(rf"(?s){label_re('instruction')}(.*?)(?:\n[ \t]*{label_re('input')}(.*))?$", block, re.I)
     if not m:
         return Block(instruction=block.strip()[:500], reason="unparseable",
@@ -91,6 +104,24 @@ def _instruction_only(block: str, truncated: bool) -> Block:
     if not inst:
         return Block(instruction=block.strip()[:500], reason="unparseable", detail="an empty instruction")
     return Block(instruction=inst, input=clean_input(_first_paragraph(m.group(2) or "")))
+
+
+def _whole_part(block: str) -> str | None:
+    """What the token limit left whole of a block without an output label (None: nothing).
+
+    The cut is in the block's last field. An input without its end is not whole. An instruction
+    without its last line, or without its unfinished last sentence, usually still is: a small model's
+    task is its first line or sentence, and what it rambles on with afterwards is not the task."""
+    if re.search(r"\n[ \t]*" + label_re("input"), block, re.I):
+        return None
+    has_task = re.compile(label_re("instruction") + r"[^\n]*\S", re.I)
+    whole = block.rpartition("\n")[0]
+    if has_task.search(whole):
+        return whole
+    ends = [m.end() for m in _SENTENCE_END.finditer(block)]
+    if ends and has_task.search(block[: ends[-1]]):
+        return block[: ends[-1]]
+    return None
 
 
 def _first_paragraph(text: str) -> str:
@@ -125,6 +156,9 @@ def answer_request(lang: str, instruction: str, input: str = "") -> Request:
 class AlpacaRecipe(Recipe):
     name = "alpaca"
 
+    # Set by ``bind`` from the teacher: ask for tasks only and answer each through the chat template
+    answers_separately: bool = False
+
     def __init__(self, seeds: Sequence[Record], lang: str, per_request: int = 5, examples: int = 3):
         """``examples``: example triples shown per prompt (one may come from the pool)."""
         super().__init__(seeds, lang, per_request)
@@ -132,22 +166,36 @@ class AlpacaRecipe(Recipe):
             raise UsageError(f"examples must be at least 1 (got {examples})")
         self.examples = examples
 
+    def bind(self, teacher, teacher_flags) -> None:
+        # a small instruction-tuned model (the embedded one) writes a good task in a few-shot list
+        # and a poor few-shot answer: it says so, and its outputs come from the answer step
+        self.answers_separately = bool(getattr(teacher, "answers_separately", False))
+
     def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
         shown = sample_tasks(rng, self.tasks, pool, self.examples, from_pool=1)
         picked = self.condition(rng)
         condition = self.condition_text(picked)
-        text = p["header"].format(k=self.per_request,
-                                  condition=(" " if condition and self.lang == "en" else "") + condition)
+        condition = (" " if condition and self.lang == "en" else "") + condition
+        k, tasks_only = self.per_request, self.answers_separately
+        if tasks_only:
+            what = p["what_one"] if k == 1 else p["what_many"].format(k=k)
+            text = p["tasks_header"].format(what=what, condition=condition)
+        else:
+            text = p["header"].format(k=k, condition=condition)
         for n, r in enumerate(shown, 1):
             text += (p["task"].format(n=n) + p["instruction"] + r.instruction + "\n"
-                     + p["input"] + (r.input or p["noinput"]) + "\n" + p["output"] + r.output + "\n\n")
+                     + p["input"] + (r.input or p["noinput"]) + "\n")
+            text += "\n" if tasks_only else p["output"] + r.output + "\n\n"
         nxt = len(shown) + 1
         text += p["task"].format(n=nxt) + p["instruction"].rstrip()
-        last = nxt + self.per_request
-        stop = (p["task"].format(n=last).strip(),)
-        return Request(prompt=text, max_tokens=TOKENS_PER_TRIPLE * self.per_request, temperature=0.7,
-                       top_p=0.95, stop=stop, seed=rng.randrange(2**31), stage="triples",
+        stop = (p["task"].format(n=nxt + k).strip(),)
+        if tasks_only:
+            # the task ends where the model starts its output, or (one task asked for) at a blank
+            # line: a small model rambles on after its task instead of closing the list
+            stop += ("\n" + p["output"].strip().rstrip(":："),) + (("\n\n",) if k == 1 else ())
+        return Request(prompt=text, max_tokens=(TOKENS_PER_TASK if tasks_only else TOKENS_PER_TRIPLE) * k,
+                       temperature=0.7, top_p=0.95, stop=stop, seed=rng.randrange(2**31), stage="triples",
                        carry=picked or None)
 
     def answer_request(self, instruction: str, input: str = "") -> Request:

@@ -5,6 +5,16 @@ The model samples ~13 tok/s one prompt at a time and ~127 tok/s with 32 prompts 
 so requests are not run one by one: ``complete`` queues the request, and one worker drains the queue
 into batches of up to ``concurrency`` prompts (requests with the same sampling settings only) and runs
 each batch in a thread while the event loop goes on filtering.
+
+On a CPU, reading the prompt costs about as much per token as writing a token, and a static batch
+pads every row to its longest prompt and runs until its longest row ends. So: the recipes ask this
+teacher for one task per request, shown without example outputs, and cut at the end of the task
+(``answers_separately``): each output comes from a short chat request instead; the worker runs the
+shortest prompts first (an answer request finishes a candidate, a new unit's few-shot prompt only
+starts one) and batches prompts of similar length, and a request passed over ``PASSED_OVER_MAX``
+times goes first, so none waits for ever. transformers' continuous batching (``generate_batch``)
+refills a finished row's slot, but it drops the repetition penalty this small model needs and has
+no stop strings; see benchmarks/bench_embedded.py's notes for what it measured.
 """
 from __future__ import annotations
 
@@ -18,6 +28,8 @@ from selfinstruct.model_files import gguf_location
 from selfinstruct.teachers.base import Request, Response, Teacher
 
 GATHER_S = 0.05   # how long the batcher waits for one more request before it runs what it has
+GATHER_MAX_S = 1.0   # ... at most, in all, while requests keep coming
+PASSED_OVER_MAX = 2   # batches a request may be passed over for shorter ones before it goes first
 
 
 def load_model(device: str | None = None):
@@ -75,16 +87,28 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 class _Pending:
     request: Request
     future: asyncio.Future
+    passed_over: int = 0            # batches that ran while this request waited
+
+    def priority(self) -> tuple[int, int]:
+        """Sort key: requests passed over too often first, then the shortest prompts."""
+        return (self.passed_over < PASSED_OVER_MAX, len(self.request.prompt) + len(self.request.system))
+
+
+def _sampling(request: Request) -> tuple:
+    """What one ``model.generate`` call must share."""
+    return request.temperature, request.top_p, request.stop
 
 
 class EmbeddedTeacher(Teacher):
     name = "embedded"
     uses_cache = False        # answers cost seconds of this machine, not money; nothing to replay
     label = "embedded:SmolLM2-135M-Instruct"
-    # SmolLM2-135M writes one or two good tasks, then rambles: ask for two, spend no tokens on the rest
-    tasks_per_request = 2
+    # SmolLM2-135M writes one good task, then rambles: ask for one, spend no tokens on the rest
+    tasks_per_request = 1
+    # ... and it answers a task far better through its chat template than in a few-shot list
+    answers_separately = True
 
-    def __init__(self, concurrency: int = 32, device: str | None = None):
+    def __init__(self, concurrency: int = 16, device: str | None = None):
         """``concurrency``: prompts per batch (and so requests the loop keeps in flight);
         ``device``: cpu, cuda… (default: cuda when there is one)."""
         if concurrency < 1:
@@ -130,11 +154,15 @@ class EmbeddedTeacher(Teacher):
             raise
 
     async def _gather(self, held: list[_Pending]) -> None:
-        """Take requests until a full batch is held or none arrived for ``GATHER_S``: when a batch
-        ends, its units parse, filter and send their next requests a few at a time, and a batch that
-        started on the first of them would run nearly empty (batch 1 is 10x slower per token)."""
+        """Take requests until none arrived for ``GATHER_S`` (for ``GATHER_MAX_S`` at most): when a
+        batch ends, its units parse, filter and send their next requests a few at a time, and a
+        batch that started on the first of them would run nearly empty (batch 1 is 10x slower per
+        token). Everything that arrives is taken, not just a batch's worth: the new units' first
+        requests come before the answer requests of the units that just got their replies, and
+        the batch is chosen from all of them (``_take_batch``)."""
         held.extend(_drain(self._queue))
-        while len(held) < self.concurrency:
+        deadline = time.monotonic() + GATHER_MAX_S
+        while time.monotonic() < deadline:
             try:
                 held.append(await asyncio.wait_for(self._queue.get(), GATHER_S))
             except asyncio.TimeoutError:
@@ -142,17 +170,19 @@ class EmbeddedTeacher(Teacher):
             held.extend(_drain(self._queue))
 
     def _take_batch(self, held: list[_Pending]) -> list[_Pending]:
-        """Up to ``concurrency`` held requests sharing the oldest one's sampling settings (removed
-        from ``held``); requests of cancelled units are dropped."""
+        """Up to ``concurrency`` held requests (removed from ``held``): those sharing the sampling
+        settings of the first by ``priority``, first by priority; requests of cancelled units are
+        dropped."""
         held[:] = [p for p in held if not p.future.done()]
         if not held:
             return []
-        first = held[0].request
-        key = (first.temperature, first.top_p, first.stop)
-        batch = [p for p in held if (p.request.temperature, p.request.top_p, p.request.stop) == key]
-        batch = batch[: self.concurrency]
+        held.sort(key=_Pending.priority)          # stable: equal prompts keep their arrival order
+        key = _sampling(held[0].request)
+        batch = [p for p in held if _sampling(p.request) == key][: self.concurrency]
         taken = {id(p) for p in batch}
         held[:] = [p for p in held if id(p) not in taken]
+        for p in held:
+            p.passed_over += 1
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
