@@ -44,7 +44,7 @@ def test_the_first_run_accepts_examples_answered_through_the_chat_template(teach
 def test_an_answer_request_is_answered_in_the_chat_template_not_continued(teacher):
     """A chat request gets the assistant's reply: not the instruction echoed or continued as text,
     no template markup, ended by the model's end-of-turn (not the token limit)."""
-    req = answer_request("en", "What is the capital of France?")
+    req = answer_request("en", "What is the capital of France?", short=True)
     [resp] = teacher.generate_batch([req])
     assert resp.finish_reason == "stop" and "Paris" in resp.text
     assert "<|im_" not in resp.text and "capital of France?" not in resp.text[:40]
@@ -54,7 +54,7 @@ def test_an_answer_request_is_answered_in_the_chat_template_not_continued(teache
 def test_chinese_answer_requests_are_answered_in_chinese(teacher):
     """The Chinese system turn steers the small model to answer in Han script (what it says is
     capped by the model: the test checks the script, not the content)."""
-    reqs = [answer_request("zh", q) for q in ("请介绍一下长城。", "写一句关于春天的话。", "推荐一种健康的早餐。")]
+    reqs = [answer_request("zh", q, short=True) for q in ("请介绍一下长城。", "写一句关于春天的话。", "推荐一种健康的早餐。")]
     out = teacher.generate_batch(reqs)
     assert len(out) == 3
     assert sum(any("\u4e00" <= ch <= "\u9fff" for ch in r.text) for r in out) >= 2

@@ -226,6 +226,10 @@ def test_the_answer_request_is_a_function_of_the_task_alone():
     b = answer_request("zh", "总结这段话。", "今天天气很好。")
     assert b.prompt == "总结这段话。\n\n今天天气很好。" and b.system and b.kind == "chat"
     assert answer_request("en", "Name a colour.", "x").key() != a.key()
+    # a teacher that answers separately (a small model) is asked for one short paragraph
+    short = answer_request("zh", "总结这段话。", short=True)
+    assert short.stop == ("\n\n",) and "一段" in short.system and short.max_tokens < a.max_tokens
+    assert short.key() != answer_request("zh", "总结这段话。").key()
 
 
 def test_first_request_carries_topic_and_persona_only_when_configured():

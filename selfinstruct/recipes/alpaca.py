@@ -44,6 +44,7 @@ PROMPTS = {
         "task": "Task {n}\n", "instruction": "Instruction: ", "input": "Input: ", "output": "Output: ",
         "noinput": "<noinput>",
         "answer_system": "",
+        "answer_system_short": "Answer in one short paragraph.",
     },
     "zh": {
         "header": ("下面是一些不同类型任务的例子。每个任务有一条指令、一个可选的输入（没有输入时写<无输入>）和一个正确、"
@@ -55,6 +56,7 @@ PROMPTS = {
         "noinput": "<无输入>",
         # a small model trained mostly on English answers a Chinese task in English unless told
         "answer_system": "你是一个乐于助人的助手。请用简体中文回答。",
+        "answer_system_short": "你是一个乐于助人的助手。请用简体中文简短回答，只写一段。",
     },
 }
 
@@ -64,6 +66,10 @@ PROMPTS = {
 TOKENS_PER_TRIPLE = 110
 TOKENS_PER_TASK = 80
 ANSWER_TOKENS = 256
+# A small model asked for one short paragraph, stopped at the blank line after it: its rows end
+# early (a batch runs as long as its longest row), and it has less room to ramble; the limit is for
+# the rows that never write a blank line (a Chinese reply of SmolLM2 seldom does)
+SHORT_ANSWER_TOKENS = 160
 ANSWER_TEMPERATURE = 0.3          # an answer wants the likely words, the task the varied ones
 
 # In a block without an output label, a line that opens with one of these labels ends the
@@ -143,14 +149,19 @@ def parse_block(block: str, truncated: bool) -> Block:
     return _instruction_only(block, truncated)
 
 
-def answer_request(lang: str, instruction: str, input: str = "") -> Request:
+def answer_request(lang: str, instruction: str, input: str = "", short: bool = False) -> Request:
     """The output of a task a reply gave none for, through the teacher's chat template (a function
     of the task alone, so that a resumed unit sends the same request and the journal answers it).
-    The self-instruct recipe asks the same way."""
+    ``short``: one short paragraph, for a teacher that answers separately (a small model). The
+    self-instruct recipe asks the same way."""
     prompt = instruction if not input else f"{instruction}\n\n{input}"
+    p = PROMPTS[lang]
+    if short:
+        return Request(prompt=prompt, max_tokens=SHORT_ANSWER_TOKENS, temperature=ANSWER_TEMPERATURE,
+                       top_p=0.95, stop=("\n\n",), seed=stable_seed(instruction, input), stage="answer",
+                       kind="chat", system=p["answer_system_short"])
     return Request(prompt=prompt, max_tokens=ANSWER_TOKENS, temperature=ANSWER_TEMPERATURE, top_p=0.95,
-                   seed=stable_seed(instruction, input), stage="answer", kind="chat",
-                   system=PROMPTS[lang]["answer_system"])
+                   seed=stable_seed(instruction, input), stage="answer", kind="chat", system=p["answer_system"])
 
 
 class AlpacaRecipe(Recipe):
@@ -199,7 +210,7 @@ class AlpacaRecipe(Recipe):
                        carry=picked or None)
 
     def answer_request(self, instruction: str, input: str = "") -> Request:
-        return answer_request(self.lang, instruction, input)
+        return answer_request(self.lang, instruction, input, short=self.answers_separately)
 
     def parse_reply(self, resp: Response) -> list[Block]:
         # the prompt ended inside "Instruction:", so the reply starts with the instruction text

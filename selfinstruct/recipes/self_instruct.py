@@ -115,6 +115,12 @@ class SelfInstructRecipe(Recipe):
                              f"prompt_tasks={prompt_tasks}, from_pool={from_pool})")
         self.prompt_tasks, self.from_pool = prompt_tasks, from_pool
 
+    # Set by ``bind``: the teacher is a small model that answers best briefly (see the alpaca recipe)
+    answers_separately: bool = False
+
+    def bind(self, teacher, teacher_flags) -> None:
+        self.answers_separately = bool(getattr(teacher, "answers_separately", False))
+
     def first_request(self, rng: random.Random, pool: Sequence[Record]) -> Request:
         p = PROMPTS[self.lang]
         shown = sample_tasks(rng, self.tasks, pool, self.prompt_tasks, self.from_pool)
@@ -221,7 +227,7 @@ class SelfInstructRecipe(Recipe):
         if inp is None:
             return (Record(instruction=task.instruction, output=(reply or "")[:500]), "unparseable",
                     "no input/output labels in the instance reply")
-        answer = await ctx.ask(answer_request(self.lang, task.instruction, inp))
+        answer = await ctx.ask(answer_request(self.lang, task.instruction, inp, short=self.answers_separately))
         rec = Record(instruction=task.instruction, input=inp, output=answer.text.strip(),
                      meta={"is_classification": False, "answered": "separately"})
         rec.most_similar, rec.rouge = task.most_similar, task.rouge
