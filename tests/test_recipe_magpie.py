@@ -399,16 +399,22 @@ def test_an_explicit_chat_api_is_refused_before_anything_is_sent(magpie, error_l
 
 
 @pytest.mark.parametrize("args, message", [
+    (["--model", "qwen2.5-7b-instruct", "--lang", "zh", "--chat-template", "NO_SYSTEM"],
+     "Error: chat template NO_SYSTEM: it leaves out the system turn (needed for --lang zh, --topics and --personas)"),
     (["--model", "gpt-4o-mini"],
      "Error: --recipe magpie cannot tell the chat template of --model gpt-4o-mini: pass --chat-template "
      "(chatml, llama3 or a Jinja file)"),
     (["--model", "gpt-4o-mini", "--chat-template", "vicuna"],
      "Error: --chat-template vicuna: neither a file nor a known template (known: chatml, llama3)"),
 ])
-def test_a_template_that_cannot_be_found_is_one_error_line(magpie, error_line, tmp_path, fake_openai, args,
-                                                           message):
+def test_a_template_that_cannot_be_found_or_cannot_serve_is_one_error_line(magpie, error_line, tmp_path,
+                                                                           fake_openai, args, message):
+    no_system = tmp_path / "user-only.jinja"
+    no_system.write_text("{% for m in messages %}{% if m['role'] == 'user' %}<u>{{ m['content'] }}</u>"
+                         "{% endif %}{% endfor %}", encoding="utf-8")
+    args = [str(no_system) if a == "NO_SYSTEM" else a for a in args]
     r = magpie(fake_openai, tmp_path / "o", *args, "--num", "2")
-    assert error_line(r) == message
+    assert error_line(r) == message.replace("NO_SYSTEM", str(no_system))
     assert not os.path.exists(tmp_path / "o")
     assert fake_openai.requests == []
 

@@ -102,15 +102,25 @@ class MagpieRecipe(Recipe):
         self._teacher = teacher
         # a server that only completes text gets the conversation rendered by us
         self._answer_raw = getattr(teacher, "api", None) == "completions"
-        if self._template is not None or hasattr(teacher, "tokenizer"):
+        if self._template is None and hasattr(teacher, "tokenizer"):
             return             # the embedded model's own template is read once it has loaded
-        model = getattr(teacher, "model", None)
-        family = ct.family_for_model(model) if isinstance(model, str) else None
-        if family is None:
-            what = f"--model {model}" if isinstance(model, str) else f"--teacher {teacher.name}"
-            raise UsageError(f"--recipe magpie cannot tell the chat template of {what}: pass --chat-template "
-                             f"({', '.join(ct.FAMILIES)} or a Jinja file)")
-        self._template = ct.FAMILIES[family]
+        if self._template is None:
+            model = getattr(teacher, "model", None)
+            family = ct.family_for_model(model) if isinstance(model, str) else None
+            if family is None:
+                what = f"--model {model}" if isinstance(model, str) else f"--teacher {teacher.name}"
+                raise UsageError(f"--recipe magpie cannot tell the chat template of {what}: pass --chat-template "
+                                 f"({', '.join(ct.FAMILIES)} or a Jinja file)")
+            self._template = ct.FAMILIES[family]
+        self._check_template()
+
+    def _check_template(self) -> None:
+        """Render the template as the run will, now, so that a template that cannot serve is one
+        error line before --out is touched: it must mark the end of the user's turn, and have a
+        system turn when the run uses one (--lang zh, topics, personas)."""
+        _ = self.markers
+        if self.lang != "en" or self.conditions:
+            ct.query_prefix(self.template, SYSTEM[self.lang]["base"])
 
     @property
     def template(self) -> ct.Renderer:
