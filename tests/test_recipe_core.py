@@ -218,3 +218,18 @@ def test_the_recipe_gets_the_runs_seed_topics_and_flags(openai_teacher, tmp_path
     other = build(Settings(num=1, out=str(tmp_path / "p"), teacher="openai", recipe="evol-instruct",
                            random_seed=4, lang="zh"), openai_teacher())[0]
     assert recipe.order() != other.order() and sorted(recipe.order()) == sorted(other.order())
+
+
+def test_evol_instruct_asks_a_small_teacher_for_short_rewrites_and_answers(openai_teacher):
+    from selfinstruct.recipes.evol_instruct import EvolInstructRecipe, Parent
+    from selfinstruct.seedtasks import load_seeds
+    seeds = load_seeds(None, "en")
+    small, large = openai_teacher(), openai_teacher()
+    small.answers_separately = True
+    short, full = EvolInstructRecipe(seeds, "en"), EvolInstructRecipe(seeds, "en")
+    short.bind(small, {})
+    full.bind(large, {})
+    parent = Parent("p", "Name three rivers.")
+    assert (short.evolve_request(parent, 1, {}).max_tokens, full.evolve_request(parent, 1, {}).max_tokens) == (128, 320)
+    a, b = short.answer_request("Name three rivers.", ""), full.answer_request("Name three rivers.", "")
+    assert a.stop == ("\n\n",) and a.max_tokens < b.max_tokens == 768 and a.kind == b.kind == "chat"

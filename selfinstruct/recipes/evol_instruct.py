@@ -46,6 +46,7 @@ from typing import Any, Sequence
 
 from selfinstruct.errors import InputError, UsageError
 from selfinstruct.readers import read_records
+from selfinstruct.recipes.alpaca import answer_request as short_answer_request
 from selfinstruct.recipes.base import Recipe, UnitContext, stable_seed
 from selfinstruct.recipes.parsing import clean_input, clean_instruction
 from selfinstruct.record import Record
@@ -62,6 +63,8 @@ MIN_NEW_TOKENS = {"en": 2, "zh": 3}
 # The paper's "sorry and relatively short": under 80 words; Chinese counted in characters, where 80
 # words are about 120 of them.
 SHORT_ANSWER = {"en": 80, "zh": 120}
+EVOLVE_TOKENS, ANSWER_TOKENS = 320, 768
+SMALL_EVOLVE_TOKENS = 128        # a small teacher's rewrite (see ``bind``)
 
 PROMPTS = {
     "en": {
@@ -158,15 +161,16 @@ class Parent:
 
 class EvolInstructRecipe(Recipe):
     name = "evol-instruct"
-    random_seed: int = 0          # the run's --seed (set by the loop): the order of the parents
+    short = False                 # set by ``bind``: the teacher is a small model that answers separately
 
     def __init__(self, seeds: Sequence[Record], lang: str, source: str | None = None, rounds: int = 3,
-                 operations: str = ",".join(OPERATIONS), evolve_tokens: int = 320,
-                 answer_tokens: int = 768):
+                 operations: str = ",".join(OPERATIONS), evolve_tokens: int | None = None,
+                 answer_tokens: int | None = None):
         """``source``: the file whose records are evolved (any format ``selfinstruct.readers`` reads;
         default the seed tasks). ``rounds``: evolution depth per parent. ``operations``: the
         operators to draw from, comma-separated (default all six). ``evolve_tokens`` /
-        ``answer_tokens``: the token limits of the rewrite and of the answer."""
+        ``answer_tokens``: the token limits of the rewrite and of the answer (default 320 and 768;
+        for a small teacher that answers separately, 128 and a short answer)."""
         super().__init__(seeds, lang)
         if rounds < 1:
             raise UsageError(f"--rounds must be at least 1 (got {rounds})")
@@ -175,7 +179,7 @@ class EvolInstructRecipe(Recipe):
         if unknown or not ops:
             raise UsageError(f"operations: unknown operation '{(unknown or [''])[0]}' "
                              f"(choose from {', '.join(OPERATIONS)})")
-        if evolve_tokens < 16 or answer_tokens < 16:
+        if (evolve_tokens or 16) < 16 or (answer_tokens or 16) < 16:
             raise UsageError("evolve_tokens and answer_tokens must be at least 16")
         self.source, self.rounds, self.operations = source, rounds, ops
         self.evolve_tokens, self.answer_tokens = evolve_tokens, answer_tokens
@@ -184,6 +188,13 @@ class EvolInstructRecipe(Recipe):
         self._order: list[int] | None = None
 
     # -- the units ---------------------------------------------------------------------------------
+
+    def bind(self, teacher, teacher_flags) -> None:
+        # A small model (the embedded one) rambles until its token limit: a rewrite gets fewer
+        # tokens and the answer is one short paragraph, cut at the blank line after it.
+        self.short = bool(getattr(teacher, "answers_separately", False))
+        if self.evolve_tokens is None:
+            self.evolve_tokens = SMALL_EVOLVE_TOKENS if self.short else EVOLVE_TOKENS
 
     def order(self) -> list[int]:
         """Parent indices in unit order: shuffled once by the run's seed, the same on every resume."""
@@ -223,14 +234,16 @@ class EvolInstructRecipe(Recipe):
             ask = p["ask"]["depth"]
         given = parent.instruction + (p["input"].format(input=parent.input) if parent.input else "")
         prompt = head + p["given"].format(prompt=given) + ask
-        return Request(prompt=prompt, max_tokens=self.evolve_tokens, temperature=0.7, top_p=0.95,
+        return Request(prompt=prompt, max_tokens=self.evolve_tokens or EVOLVE_TOKENS, temperature=0.7, top_p=0.95,
                        seed=stable_seed(parent.instruction, parent.input, op, str(r)), stage="evolve",
                        kind="chat", carry=carry)
 
     def answer_request(self, instruction: str, inp: str) -> Request:
+        if self.short and self.answer_tokens is None:
+            return short_answer_request(self.lang, instruction, inp, short=True)
         p = PROMPTS[self.lang]
         prompt = instruction + ("\n\n" + inp if inp else "")
-        return Request(prompt=prompt, max_tokens=self.answer_tokens, temperature=0.7, top_p=0.95,
+        return Request(prompt=prompt, max_tokens=self.answer_tokens or ANSWER_TOKENS, temperature=0.7, top_p=0.95,
                        seed=stable_seed(instruction, inp), stage="answer", kind="chat",
                        system=p["answer_system"])
 
