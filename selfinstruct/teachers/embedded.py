@@ -108,8 +108,11 @@ class EmbeddedTeacher(Teacher):
     # ... and it answers a task far better through its chat template than in a few-shot list
     answers_separately = True
 
-    def __init__(self, concurrency: int = 16, device: str | None = None):
-        """``concurrency``: prompts per batch (and so requests the loop keeps in flight);
+    def __init__(self, concurrency: int = 8, device: str | None = None):
+        """``concurrency``: prompts per batch (and so requests the loop keeps in flight). On a CPU a
+        batch costs about its rows x positions, so more rows buy little throughput, while a first
+        run of a few examples pays for every row: with 8, README command 1's 5 examples come from
+        one batch of tasks and one of answers (16 made 16 candidates for 5, and took longer);
         ``device``: cpu, cuda… (default: cuda when there is one)."""
         if concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1 (got {concurrency})")
