@@ -26,11 +26,14 @@ _ASSENT_ZH = r"(?:好的|当然(?:可以)?|没问题|可以的|乐意效劳)"
 _ANNOUNCE = r"(?:here(?:['’]s| is| are)|below (?:is|are)|以下是|下面是|如下)"
 # An instruction that announces a task instead of being one; an assent alone opens many human
 # follow-up questions ("OK, and what about…", "好的，那…") and is not enough.
+_GREETING = r"(?:hello|hi|hey|greetings|你好|您好)"
 _INSTRUCTION_RE = re.compile(
-    r"\s*(?:(?:" + _ASSENT + r"|" + _ASSENT_ZH + r")\s*[!,.！，。]?\s*)?"
+    r"\s*(?:" + _GREETING + r"\s*[!,.！，。]?\s*)?"
+    r"(?:(?:" + _ASSENT + r"|" + _ASSENT_ZH + r")\s*[!,.！，。]?\s*)?"
     r"(?:here(?:['’]s| is| are) (?:(?:a|an|another|the|some|your|my)\s+)?(?:new |next |different |sample |possible )?"
     r"(?:task|instruction|question|prompt|example)s?\b"
-    r"|以下是(?:一个|一些|几个)?新?的?(?:任务|指令|问题)|how (?:can|may) i (?:help|assist) you)",
+    r"|以下是(?:一个|一些|几个)?新?的?(?:任务|指令|问题)|how (?:can|may) i (?:help|assist) you"
+    r"|有什么(?:我)?可以帮(?:你|您|助你|助您)的)",
     re.IGNORECASE,
 )
 _OUTPUT_ANNOUNCE_RE = re.compile(
@@ -52,7 +55,7 @@ _ASKS_FOR_GREETING_RE = re.compile(r"(?i:\bgreet\w*|\bhello\b|\bwelcome\b|custom
                                    r"|打招呼|问候|欢迎|客服|开场白|机器人|助手")
 _HINTS = ("sure", "certain", "course", "absolute", "ok", "alright", "problem", "glad", "happy", "here",
           "below", "hope", "let me", "hello", "hi", "hey", "how can", "how may", "好的", "当然", "没问题", "可以的",
-          "乐意", "以下是", "下面是", "如下", "希望", "如果", "你好", "您好")
+          "乐意", "以下是", "下面是", "如下", "希望", "如果", "你好", "您好", "有什么", "greetings")
 
 
 class Chatter(RuleSetFilter):

@@ -125,6 +125,8 @@ def test_prompt_label_keeps_specs_examples_and_recipes(record):
     (Record("Explain photosynthesis.", "", "Hope that helps you!"), "output"),
     (Record("解释光合作用。", "", "希望对你有帮助！"), "output"),
     (Record("Explain photosynthesis.", "", "Hi! How may I assist you today?"), "output"),
+    (Record("Hello! How can I assist you today?", "", "I need help with my essay."), "instruction"),
+    (Record("你好！有什么可以帮你的吗？", "", "我想学做饭。"), "instruction"),
 ])
 def test_chatter_rejects_conversation_instead_of_content(record, field):
     v = verdict(Chatter(), record)
@@ -143,6 +145,10 @@ def test_chatter_rejects_conversation_instead_of_content(record, field):
     Record("Okra: how do you cook it?", "", "Roast it with olive oil and salt."),
     Record("OK, and what about the second option?", "", "The second option costs more."),
     Record("好的，那请再推荐一本科幻小说。", "", "《基地》。"),
+    Record("Hello is the most common English greeting: list five others.", "", "Hi, hey, howdy, greetings, yo."),
+    Record("Hi, I'm planning a trip to Kyoto. What should I see in two days?", "", "Fushimi Inari and Gion."),
+    Record("你好，我想学做红烧肉，需要哪些材料？", "", "五花肉、冰糖、酱油。"),
+    Record("有什么办法可以帮助孩子养成阅读习惯？", "", "每天固定时间一起读书。"),
 ])
 def test_chatter_keeps_content_and_the_dialogue_a_task_asks_for(record):
     assert verdict(Chatter(), record) is None
