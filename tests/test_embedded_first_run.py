@@ -111,3 +111,20 @@ def test_requests_of_cancelled_units_are_dropped():
     held = _held(FIRST, answer_request("en", "Name a colour."))
     held[1].future.cancel()
     assert [p.request for p in teacher._take_batch(held)] == [FIRST] and held == []
+
+
+@pytest.mark.slow
+def test_a_batch_running_when_the_teacher_closes_stops_at_its_next_token(teacher):
+    """The run is over (its units were cancelled): the batch's thread must not keep the process
+    from exiting until the batch would have ended."""
+    import threading
+    long = answer_request("en", "Write a long story about a lighthouse keeper.")
+    long = Request(**{**long.to_dict(), "max_tokens": 2000, "stop": ()})
+    out: list = []
+    worker = threading.Thread(target=lambda: out.extend(teacher.generate_batch([long])))
+    teacher.closing = False
+    worker.start()
+    teacher.closing = True
+    worker.join()
+    teacher.closing = False
+    assert out and out[0].completion_tokens < 2000

@@ -125,8 +125,13 @@ class EmbeddedTeacher(Teacher):
         self.generated_tokens = 0
         self.generate_seconds = 0.0
         self.batch_log: list[list[Request]] | None = None   # set to a list to record every batch (benchmarks)
+        # Set by ``aclose``: a batch still running stops at its next token. The thread running it
+        # cannot be cancelled, and the process would not exit before it ended (the run is over: its
+        # units were cancelled, nobody reads the batch).
+        self.closing = False
 
     async def start(self) -> None:
+        self.closing = False
         if self.model is None:
             self.tokenizer, self.model = await asyncio.to_thread(load_model, self.device)
         self._queue = asyncio.Queue()
@@ -212,6 +217,7 @@ class EmbeddedTeacher(Teacher):
                   padding=True).to(model.device)
         kw = generation_kwargs(requests[0], tok)
         kw["max_new_tokens"] = max(r.max_tokens for r in requests)
+        kw["stopping_criteria"] = _stop_when_closing(self)
         if requests[0].seed is not None:
             torch.manual_seed(requests[0].seed)
         t0 = time.perf_counter()
@@ -238,6 +244,7 @@ class EmbeddedTeacher(Teacher):
         return results
 
     async def aclose(self) -> None:
+        self.closing = True
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -251,6 +258,18 @@ class EmbeddedTeacher(Teacher):
         return {"batches": self.batches, "generate_seconds": round(secs, 2),
                 "tokens_per_second": round(self.generated_tokens / secs, 1) if secs else 0.0,
                 "batch_size": self.concurrency}
+
+
+def _stop_when_closing(teacher: EmbeddedTeacher):
+    """A stopping criterion that ends every row once the teacher is closing."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopWhenClosing(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), teacher.closing, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopWhenClosing()])
 
 
 def _drain(queue: asyncio.Queue) -> list[_Pending]:
