@@ -81,6 +81,7 @@ class Measured:
     requests: Counter = field(default_factory=Counter)     # stage -> responses journaled
     examples: list[dict] = field(default_factory=list)
     load_avg: tuple[float, float] = (0.0, 0.0)             # 1-minute load at start and end
+    teacher: dict = field(default_factory=dict)             # summary.json's teacher stats (batches…)
 
     @property
     def accepted(self) -> int:
@@ -215,7 +216,8 @@ def measure(version: _baseline.Version, lang: str, num: int, cap_s: float, tmp: 
     m.loaded_s, m.accept_s = watcher.first_start, watcher.accepts
     summary = out / "summary.json"
     if m.finished and summary.exists():
-        m.elapsed_seconds = json.loads(summary.read_text(encoding="utf-8")).get("elapsed_seconds")
+        done = json.loads(summary.read_text(encoding="utf-8"))
+        m.elapsed_seconds, m.teacher = done.get("elapsed_seconds"), done.get("teacher", {})
     if (out / "journal.jsonl").exists():
         tokens(m, events(out / "journal.jsonl"))
     return m
@@ -229,8 +231,8 @@ def show(m: Measured) -> None:
           f"({', '.join(f'{t:.0f}' for t in m.accept_s)} s); {m.per_minute:.2f}/min after load; "
           f"tokens {m.useful_tokens}/{m.completion_tokens} useful ({m.useful_share:.1%}); requests "
           f"{dict(m.requests)}; rejects {dict(m.rejects)} ({m.unparseable_share:.0%} of "
-          f"{m.candidates} candidates unparseable); load {m.load_avg[0]:.1f} -> {m.load_avg[1]:.1f}",
-          flush=True)
+          f"{m.candidates} candidates unparseable); load {m.load_avg[0]:.1f} -> {m.load_avg[1]:.1f}; "
+          f"teacher {m.teacher}", flush=True)
     for ex in m.examples:
         print(f"    e.g. {json.dumps(ex, ensure_ascii=False)[:300]}", flush=True)
 
