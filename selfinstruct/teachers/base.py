@@ -119,6 +119,9 @@ class Teacher:
     concurrency: int = 1               # requests the loop should keep in flight
     # New tasks a recipe should ask for per request; None: the recipe's own number.
     tasks_per_request: int | None = None
+    # True for a small instruction-tuned model (the embedded one): recipes ask it for tasks alone and
+    # each task's output separately, briefly, through its chat template
+    answers_separately: bool = False
 
     @property
     def cache_namespace(self) -> str:
