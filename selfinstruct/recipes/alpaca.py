@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from selfinstruct.errors import UsageError
-from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks, stable_seed
+from selfinstruct.recipes.base import Recipe, UnitContext, sample_tasks, stable_seed, take_answer
 from selfinstruct.recipes.parsing import clean_input, clean_instruction, label_re, parse_triple, split_blocks
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request, Response
@@ -245,15 +245,9 @@ class AlpacaRecipe(Recipe):
             return
         if answer is None:
             rec.output = block.output or ""
-        elif answer.error:
-            ctx.reject(rec, key, "teacher_failed", answer.error)
-            return
         else:
-            rec.output = answer.text.strip()
-            rec.meta["answered"] = "separately"          # the output came from the answer request
-            if answer.finish_reason == "length":
-                rec.meta["truncated"] = True
-            if not rec.output:
-                ctx.reject(rec, key, "no_answer", "the answer request came back empty")
+            problem = take_answer(rec, answer, answer.text.strip())
+            if problem is not None:
+                ctx.reject(rec, key, *problem)
                 return
         await ctx.offer(rec, key)

@@ -128,3 +128,18 @@ def sample_tasks(rng: random.Random, seeds: Sequence[Record], pool: Sequence[Rec
     picked += rng.sample(seeds, min(total - len(picked), len(seeds)))
     rng.shuffle(picked)
     return picked
+
+
+def take_answer(record: Record, answer: Response, text: str) -> tuple[str, str] | None:
+    """Make ``text`` (the answer request's reply, cleaned) the record's output, marked as answered
+    separately (and truncated when the answer was cut); the reject reason and detail when the
+    answer cannot be used."""
+    if answer.error:
+        return "teacher_failed", answer.error
+    record.output = text
+    record.meta["answered"] = "separately"          # the output came from the answer request
+    if answer.finish_reason == "length":
+        record.meta["truncated"] = True
+    if not record.output:
+        return "no_answer", "the answer request came back empty"
+    return None

@@ -36,7 +36,7 @@ from typing import Sequence
 
 from selfinstruct.documents import Chunk, load_chunks, split_paths
 from selfinstruct.errors import UsageError
-from selfinstruct.recipes.base import Recipe, UnitContext, stable_seed
+from selfinstruct.recipes.base import Recipe, UnitContext, stable_seed, take_answer
 from selfinstruct.recipes.parsing import NUMBERED_LINE, clean_input, clean_instruction, label_re
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request, Response
@@ -269,15 +269,9 @@ class DocumentsRecipe(Recipe):
             return
         if answer is None:
             rec.output = task.output or ""
-        elif answer.error:
-            ctx.reject(rec, key, "teacher_failed", answer.error)
-            return
         else:
-            rec.output = clean_answer(answer.text)
-            rec.meta["answered"] = "separately"      # the output came from the answer request
-            if answer.finish_reason == "length":
-                rec.meta["truncated"] = True
-            if not rec.output:
-                ctx.reject(rec, key, "no_answer", "the answer request came back empty")
+            problem = take_answer(rec, answer, clean_answer(answer.text))
+            if problem is not None:
+                ctx.reject(rec, key, *problem)
                 return
         await ctx.offer(rec, key)
