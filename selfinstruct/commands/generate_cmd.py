@@ -136,7 +136,7 @@ def generate_command(
       # Evol-Instruct: each seed rewritten harder, 3 rounds deep
       selfinstruct generate --recipe evol-instruct --rounds 3 --num 30 --out out/evol
       # Magpie on a llama.cpp / vLLM server (raw completions)
-      selfinstruct generate --recipe magpie --teacher openai --api completions \
+      selfinstruct generate --recipe magpie --teacher openai --api completions \\
           --base-url http://localhost:8080/v1 --model qwen2.5-7b-instruct --num 100 --out out/magpie
       # tasks grounded in your own documents (.txt, .md, JSONL; folders walked)
       selfinstruct generate --recipe documents --documents notes/ --num 50 --out out/docs
