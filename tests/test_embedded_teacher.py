@@ -66,7 +66,8 @@ def test_the_chinese_prompts_get_chinese_answers_from_the_embedded_teacher(teach
 
     from selfinstruct.recipes.alpaca import AlpacaRecipe
     from selfinstruct.seedtasks import load_seeds
-    recipe = AlpacaRecipe(load_seeds(None, "zh"), "zh", per_request=2)
+    recipe = AlpacaRecipe(load_seeds(None, "zh"), "zh", per_request=teacher.tasks_per_request)
+    recipe.bind(teacher, {})             # as a run does: tasks alone, each answered separately
     reqs = [recipe.first_request(random.Random(i), []) for i in range(4)]
     out = teacher.generate_batch(reqs)
     assert len(out) == 4 and all(r.completion_tokens > 0 for r in out)

@@ -125,13 +125,13 @@ class EmbeddedTeacher(Teacher):
         self.generated_tokens = 0
         self.generate_seconds = 0.0
         self.batch_log: list[list[Request]] | None = None   # set to a list to record every batch (benchmarks)
-        # Set by ``aclose``: a batch still running stops at its next token. The thread running it
-        # cannot be cancelled, and the process would not exit before it ended (the run is over: its
-        # units were cancelled, nobody reads the batch).
-        self.closing = False
+        # Counted up by ``stop_running_batches`` (``aclose``): a batch that started before stops at
+        # its next token. The thread running it cannot be cancelled, and the process would not exit
+        # before it ended (the run is over: its units were cancelled, nobody reads the batch). A
+        # batch started afterwards (the teacher used again) runs normally.
+        self.stops = 0
 
     async def start(self) -> None:
-        self.closing = False
         if self.model is None:
             self.tokenizer, self.model = await asyncio.to_thread(load_model, self.device)
         self._queue = asyncio.Queue()
@@ -217,7 +217,7 @@ class EmbeddedTeacher(Teacher):
                   padding=True).to(model.device)
         kw = generation_kwargs(requests[0], tok)
         kw["max_new_tokens"] = max(r.max_tokens for r in requests)
-        kw["stopping_criteria"] = _stop_when_closing(self)
+        kw["stopping_criteria"] = _stop_when_closing(self, self.stops)
         if requests[0].seed is not None:
             torch.manual_seed(requests[0].seed)
         t0 = time.perf_counter()
@@ -243,8 +243,11 @@ class EmbeddedTeacher(Teacher):
                                     prompt_tokens=int(mask.sum()), completion_tokens=n))
         return results
 
+    def stop_running_batches(self) -> None:
+        self.stops += 1
+
     async def aclose(self) -> None:
-        self.closing = True
+        self.stop_running_batches()
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -260,14 +263,15 @@ class EmbeddedTeacher(Teacher):
                 "batch_size": self.concurrency}
 
 
-def _stop_when_closing(teacher: EmbeddedTeacher):
-    """A stopping criterion that ends every row once the teacher is closing."""
+def _stop_when_closing(teacher: EmbeddedTeacher, stops_at_start: int):
+    """A stopping criterion that ends every row once the teacher stopped the batches running."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class StopWhenClosing(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), teacher.closing, dtype=torch.bool, device=input_ids.device)
+            stop = teacher.stops != stops_at_start
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([StopWhenClosing()])
 
