@@ -27,12 +27,38 @@ class Record:
     teacher: str | None = None          # "embedded:SmolLM2-135M-Instruct", "openai:gpt-4o-mini", …
     request_id: str | None = None       # the teacher request this record came from
     meta: dict[str, Any] = field(default_factory=dict)  # anything else (is_classification, task id…)
+    # A conversation: [{"role": "system"|"user"|"assistant", "content": str}, …], the whole of it.
+    # None for single-turn data. When set, instruction and output mirror its first user and first
+    # assistant turns (input is ""), so every rule written for Alpaca records reads the first exchange.
+    messages: list[dict[str, str]] | None = None
 
     @property
     def where(self) -> str:
         """The place to cite for this record: the ``file:line`` it was first read from, else its
         origin ("machine", "seed"); records.jsonl keeps ``origin`` as generate wrote it."""
         return self.source or self.origin
+
+    @classmethod
+    def from_messages(cls, messages: list[dict[str, str]], **fields_) -> "Record":
+        """A record holding ``messages``, with instruction/output taken from its first exchange."""
+        first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
+        first_reply = next((m["content"] for m in messages if m["role"] == "assistant"), "")
+        return cls(instruction=first_user, output=first_reply, messages=list(messages), **fields_)
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The record as chat turns: its ``messages``, else one user turn (the instruction, then the
+        input after a blank line) and the assistant's output."""
+        if self.messages is not None:
+            return self.messages
+        user = self.instruction + (f"\n\n{self.input}" if self.input.strip() else "")
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": self.output}]
+
+    @property
+    def turns(self) -> int:
+        """Assistant turns: 1 for single-turn data."""
+        if self.messages is None:
+            return 1
+        return sum(m["role"] == "assistant" for m in self.messages)
 
     def to_alpaca(self) -> dict[str, str]:
         return {"instruction": self.instruction, "input": self.input, "output": self.output}
@@ -46,6 +72,10 @@ class Record:
             d["meta"] = dict(self.meta)
         else:
             del d["meta"]
+        if self.messages is None:          # single-turn records serialise as they always have
+            del d["messages"]
+        else:
+            d["messages"] = [dict(m) for m in self.messages]
         return d
 
     @classmethod

@@ -542,7 +542,7 @@ def test_under_torchrun_a_bad_input_is_one_error_line_from_rank_0_and_no_rank_ha
 @pytest.mark.parametrize("bad, message", [
     ("lrr=1", "unknown config key 'lrr' in override 'lrr=1'; did you mean 'lr'?"),
     ("lr=[", dict(MALFORMED)["lr=["]),
-    ("packing", "'packing': one config file only (settings are key=value)"),
+    ("shuffled", "'shuffled': one config file only (settings are key=value)"),
 ], ids=["unknown-key", "unparseable", "no-equals"])
 def test_launch_sh_stops_a_bad_input_before_torchrun_with_one_line_and_exit_2(data_file, tokenizer_dir,
                                                                              tmp_path, bad, message):

@@ -20,7 +20,8 @@ MARKER = "COMPLETE"
 # What decides the weights and the order of the steps: a resume must keep them. The rest (epochs,
 # max_steps, lr, micro_batch_size, the number of ranks, precision…) may change.
 SAME_ON_RESUME = ("model", "gguf_file", "tokenizer", "tiny", "data", "template", "max_length", "too_long",
-                  "seed", "global_batch_size", "group_by_length")
+                  "seed", "global_batch_size", "group_by_length", "peft", "lora_rank", "lora_alpha",
+                  "lora_dropout", "lora_targets")
 _STEP = re.compile(r"^step_(\d+)$")
 
 

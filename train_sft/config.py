@@ -21,6 +21,7 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"
 TEMPLATES = ("alpaca", "chat")
 PRECISIONS = ("auto", "bf16", "fp32", "fp16")
 DEVICES = ("auto", "cuda", "cpu")
+PEFTS = ("none", "lora")
 
 
 @dataclass
@@ -49,7 +50,17 @@ class TrainConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0
     group_by_length: bool = True
+    # Several examples per row, attention kept inside each (position ids restart at every example)
+    packing: bool = False
     seed: int = 42
+    # Parameter-efficient fine-tuning: none (every weight trains) | lora (adapters on lora_targets)
+    peft: str = "none"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    lora_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                        "gate_proj", "up_proj", "down_proj"])
+    lora_export: str = "merged"           # merged (a plain model folder) | adapter (the adapter alone)
     # Hardware
     device: str = "auto"                  # auto | cuda | cpu
     precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32 | fp16
@@ -292,12 +303,12 @@ def validate(c: TrainConfig) -> None:
         if not getattr(c, name):
             raise UsageError(f"{name} is not set (add {name}=... to the command line or the config file)")
     choices = {"template": TEMPLATES, "precision": PRECISIONS, "device": DEVICES,
-               "too_long": ("error", "skip")}
+               "too_long": ("error", "skip"), "peft": PEFTS, "lora_export": ("merged", "adapter")}
     for name, allowed in choices.items():
         if getattr(c, name) not in allowed:
             raise UsageError(f"{name}={getattr(c, name)} is not one of {', '.join(allowed)}")
     positive = ["max_length", "epochs", "global_batch_size", "micro_batch_size", "checkpoint_every",
-                "keep_last", "log_every", "max_steps", "stop_after"]
+                "keep_last", "log_every", "max_steps", "stop_after", "lora_rank"]
     for name in positive:
         value = getattr(c, name)
         if value is not None and value < 1:

@@ -54,11 +54,11 @@ def request_body(request: Request, model: str, api: str) -> bytes:
     body: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens,
                             "temperature": request.temperature, "top_p": request.top_p}
     if api == "chat":
-        system = [{"role": "system", "content": request.system}] if request.system else []
-        body["messages"] = system + [{"role": "user", "content": request.prompt}]
-    elif request.system and request.kind == "chat":
-        # a completions endpoint has no turns: the system text leads the prompt
-        body["prompt"] = request.system + "\n\n" + request.prompt
+        body["messages"] = request.turns() if request.kind == "chat" else [
+            {"role": "user", "content": request.prompt}]
+    elif request.kind == "chat" and (request.system or request.history):
+        # a completions endpoint has no turns: the system text leads, earlier turns as a transcript
+        body["prompt"] = transcript(request)
     else:
         body["prompt"] = request.prompt
     if request.stop:
@@ -66,6 +66,17 @@ def request_body(request: Request, model: str, api: str) -> bytes:
     if request.seed is not None:
         body["seed"] = request.seed
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def transcript(request: Request) -> str:
+    """A chat request as plain text for a completions endpoint."""
+    parts = [request.system] if request.system else []
+    if request.history:
+        parts += [f"{role.capitalize()}: {content}" for role, content in request.history]
+        parts += [f"User: {request.prompt}", "Assistant:"]
+    else:
+        parts.append(request.prompt)
+    return "\n\n".join(parts)
 
 
 def decode_body(body: bytes, api: str) -> Decoded:

@@ -43,6 +43,9 @@ class Request:
     # raw completion even on a chat teacher: the text already holds a chat template's markup)
     kind: str = "text"
     system: str = ""
+    # For kind "chat": the conversation before ``prompt`` (the last user turn), as (role, content)
+    # pairs with roles "user" / "assistant", oldest first; a multi-turn record's next answer
+    history: tuple[tuple[str, str], ...] = ()
     # What the recipe chose for this unit (topic, persona, parent, chunk…): journaled with the unit's
     # first request so a resumed unit gets it back; not part of the key (it changes no answer)
     carry: dict[str, Any] | None = field(default=None, compare=False, hash=False)
@@ -50,6 +53,15 @@ class Request:
     def __post_init__(self):
         if self.kind not in REQUEST_KINDS:
             raise ValueError(f"Request.kind must be one of {', '.join(REQUEST_KINDS)} (got {self.kind!r})")
+        if self.history and self.kind != "chat":
+            raise ValueError("Request.history is for kind 'chat' only")
+
+    def turns(self) -> list[dict[str, str]]:
+        """The chat turns of a "chat" request: the system turn, the history, then ``prompt``."""
+        turns = [{"role": "system", "content": self.system}] if self.system else []
+        turns += [{"role": role, "content": content} for role, content in self.history]
+        turns.append({"role": "user", "content": self.prompt})
+        return turns
 
     def key(self) -> str:
         """Identity of the request for caches and journals: everything that changes the answer.
@@ -68,6 +80,8 @@ class Request:
             d["kind"] = self.kind
         if self.system:
             d["system"] = self.system
+        if self.history:
+            d["history"] = [list(turn) for turn in self.history]
         key = hashlib.sha256(_encode_sorted(d).encode("utf-8")).hexdigest()[:32]
         object.__setattr__(self, "_key", key)      # frozen: the fields it hashes cannot change
         return key
@@ -75,12 +89,14 @@ class Request:
     def to_dict(self) -> dict[str, Any]:
         d = {name: getattr(self, name) for name in _REQUEST_FIELDS}
         d["stop"] = list(self.stop)
+        d["history"] = [list(turn) for turn in self.history]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Request":
         d = {k: v for k, v in d.items() if k in _REQUEST_FIELDS}
         d["stop"] = tuple(d.get("stop") or ())
+        d["history"] = tuple(tuple(turn) for turn in d.get("history") or ())
         return cls(**d)
 
 

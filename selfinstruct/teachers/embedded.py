@@ -72,9 +72,7 @@ def prompt_text(tokenizer, request: Request) -> str:
     (the tokenizer turns template markup in raw text into its special tokens)."""
     if request.kind != "chat":
         return request.prompt
-    turns = [{"role": "system", "content": request.system}] if request.system else []
-    turns.append({"role": "user", "content": request.prompt})
-    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(request.turns(), tokenize=False, add_generation_prompt=True)
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -91,7 +89,8 @@ class _Pending:
 
     def priority(self) -> tuple[int, int]:
         """Sort key: requests passed over too often first, then the shortest prompts."""
-        return (self.passed_over < PASSED_OVER_MAX, len(self.request.prompt) + len(self.request.system))
+        return (self.passed_over < PASSED_OVER_MAX, len(self.request.prompt) + len(self.request.system)
+                + sum(len(content) for _, content in self.request.history))
 
 
 def _sampling(request: Request) -> tuple:

@@ -110,7 +110,8 @@ class OpenAITeacher(Teacher):
         if self._session is None:
             await self.start()
         api = api_for(request, self.api)
-        prompt_estimate = estimate_tokens(request.prompt) + estimate_tokens(request.system)
+        prompt_estimate = (estimate_tokens(request.prompt) + estimate_tokens(request.system)
+                           + sum(estimate_tokens(content) for _, content in request.history))
         if api == "chat":
             prompt_estimate += CHAT_OVERHEAD_TOKENS
         worst_cost = self._accounting.cost(prompt_estimate, request.max_tokens)
