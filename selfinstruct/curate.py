@@ -38,11 +38,13 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
                minhash_threshold: float = 0.8, lang: str = "auto", fields: dict[str, str] | str | None = None,
                only: Iterable[str] = (), skip: Iterable[str] = (), on_bad_record: str = "error",
                progress: bool = True, options: Sequence[str] = (), started: float | None = None,
-               quality: QualitySettings | None = None, cache: str | None = None) -> dict:
+               quality: QualitySettings | None = None, cache: str | None = None,
+               publish: "Publish | None" = None, random_seed: int = 0) -> dict:
     """Filter ``inputs`` into ``out_dir``; returns the summary (also written to summary.json).
     ``options`` are ``--opt NAME=VALUE`` settings; ``started`` is when the command started
     (``time.monotonic()``), for elapsed_seconds; ``quality`` the rule set, decontamination and judge
-    settings; ``cache`` the response cache the judge may answer from (None: no cache)."""
+    settings; ``cache`` the response cache the judge may answer from (None: no cache); ``publish`` the
+    data file's format and the Hugging Face outputs (``random_seed`` draws the test split)."""
     started = time.monotonic() if started is None else started
     quality = quality or QualitySettings()
     inputs, against = [str(p) for p in inputs], [str(p) for p in against]

@@ -204,3 +204,16 @@ def collate(examples: list[Example], pad_id: int):
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def rank_micro_batches(examples: list[Example], step: list[list[int]], rank: int, world: int, pad_id: int,
+                       packing: bool = False, max_length: int = 0) -> list[dict]:
+    """The micro-batches rank ``rank`` computes for one step (``step``: the step's micro-batches of
+    example indices from ``plan_epoch``), as tensors: input_ids, labels, attention_mask and, when
+    packed, position_ids. Every rank gets the same number of micro-batches (FSDP's collectives run
+    once per forward on every rank).
+
+    (Packing is being written for issue 14; without it micro-batch j goes to rank j % world.)"""
+    if packing:
+        raise NotImplementedError("packing")
+    return [collate([examples[i] for i in batch], pad_id) for batch in step[rank::world]]

@@ -69,3 +69,29 @@ def end_of_run_report(out_dir: str, progress: bool) -> None:
                    "pip install 'selfinstruct[report]'", err=True)
         return
     typer.echo(f"report: {path}")
+
+
+Format = Annotated[str, typer.Option(
+    "--format", help="The data file's format: alpaca (data.json; single-turn data only), sharegpt "
+                     "(data.json, conversations of from/value turns) or messages (data.jsonl, OpenAI "
+                     "chat messages). records.jsonl, with every field, is always written.")]
+HfOut = Annotated[Optional[str], typer.Option(
+    "--hf-out", metavar="DIR", help="Also write a Hugging Face dataset (datasets.load_from_disk reads "
+                                    "it).", show_default=False)]
+PushToHub = Annotated[Optional[str], typer.Option(
+    "--push-to-hub", metavar="NAME", help="Push the dataset to the Hugging Face Hub as NAME (private "
+                                          "unless --public; token from HF_TOKEN or `hf auth login`).",
+    show_default=False)]
+TestSize = Annotated[Optional[float], typer.Option(
+    "--test-size", help="Split off a test set: a share (0.05) or a number of records (500), drawn with "
+                        "--seed.", show_default=False)]
+Public = Annotated[bool, typer.Option("--public", help="Make the pushed dataset public.")]
+
+
+def publish_settings(fmt: str, hf_out, push_to_hub, test_size, public: bool):
+    from selfinstruct.publish import Publish
+
+    settings = Publish(format=fmt, hf_out=hf_out, push_to_hub=push_to_hub, test_size=test_size,
+                       private=not public)
+    settings.validate()
+    return settings

@@ -52,6 +52,12 @@ def filter_command(
              "USD.", show_default=False)] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Let the judge reuse answers to identical "
                                         "requests from the on-disk response cache (openai judge).")] = True,
+    fmt: common.Format = "alpaca",
+    hf_out: common.HfOut = None,
+    push_to_hub: common.PushToHub = None,
+    test_size: common.TestSize = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the --test-size split.")] = 0,
+    public: common.Public = False,
     report: common.Report = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")] = True,
 ) -> None:
@@ -101,7 +107,9 @@ def filter_command(
                          quality=common.quality_settings(rules, decontam_against, judge, judge_teacher,
                                                          judge_model, judge_base_url, judge_min_score,
                                                          judge_concurrency, max_cost),
-                         cache=default_cache_path() if cache else None)
+                         cache=default_cache_path() if cache else None,
+                         publish=common.publish_settings(fmt, hf_out, push_to_hub, test_size, public),
+                         random_seed=seed)
     reasons = sorted(summary["rejected"].items(), key=lambda kv: -kv[1])
     top = ", ".join(f"{reason} {n:,}" for reason, n in reasons)
     typer.echo(f"kept {summary['kept']:,} of {summary['input_records']:,} records -> {out}/{DATA} "

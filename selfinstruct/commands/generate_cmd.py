@@ -55,6 +55,9 @@ def generate_command(
                                                   show_default=False)] = None,
     personas: Annotated[Optional[str], typer.Option(help="One persona per line, one drawn per request.",
                                                     show_default=False)] = None,
+    turns: Annotated[int, typer.Option(help="Assistant turns per example: above 1, the teacher plays the "
+                                            "user for each next turn, then answers it (conversations "
+                                            "in `messages`; any recipe).")] = 1,
     teacher: Annotated[str, typer.Option(help="embedded (SmolLM2-135M on this machine, no key) or "
                                               "openai (any OpenAI-compatible endpoint).")] = "embedded",
     model: Annotated[Optional[str], typer.Option(help="Teacher model name (openai; default "
@@ -95,6 +98,11 @@ def generate_command(
     judge_base_url: common.JudgeBaseUrl = None,
     judge_min_score: common.JudgeMinScore = None,
     judge_concurrency: common.JudgeConcurrency = None,
+    fmt: common.Format = "alpaca",
+    hf_out: common.HfOut = None,
+    push_to_hub: common.PushToHub = None,
+    test_size: common.TestSize = None,
+    public: common.Public = False,
     report: common.Report = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
@@ -155,7 +163,8 @@ def generate_command(
                  random_seed=seed, rouge_threshold=rouge_threshold, only=split_names(only),
                  skip=split_names(skip), cache=default_cache_path() if cache else None,
                  teacher_options={k: v for k, v in flags.items() if v is not None},
-                 options=list(opt or []), progress=progress,
+                 options=list(opt or []), progress=progress, turns=turns,
+                 publish=common.publish_settings(fmt, hf_out, push_to_hub, test_size, public),
                  quality=common.quality_settings(rules, decontam_against, judge, judge_teacher, judge_model,
                                                  judge_base_url, judge_min_score, judge_concurrency))
     if lang == "zh" and teacher == "embedded":

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from selfinstruct.errors import UsageError
+from selfinstruct.publish import Publish
 from selfinstruct.quality import QualitySettings
 from selfinstruct.text import LANGS
 
@@ -40,6 +41,8 @@ class Settings:
     topics: str | None = None             # --topics FILE or "builtin"
     personas: str | None = None           # --personas FILE
     quality: QualitySettings = field(default_factory=QualitySettings)   # rules, decontam, judge
+    turns: int = 1                        # assistant turns per record (--turns; > 1: conversations)
+    publish: Publish = field(default_factory=Publish)       # --format, --hf-out, --push-to-hub…
     progress: bool = True
 
     def validate(self) -> None:
@@ -51,7 +54,10 @@ class Settings:
             raise UsageError(f"--out {self.out} is a file; give a folder")
         if not 0 < self.rouge_threshold <= 1:
             raise UsageError(f"--rouge-threshold must be in (0, 1] (got {self.rouge_threshold})")
+        if self.turns < 1:
+            raise UsageError(f"--turns must be at least 1 (got {self.turns})")
         self.quality.validate()
+        self.publish.validate()
 
     def journal_identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (the journal replays
@@ -63,12 +69,16 @@ class Settings:
         # what the recipe works through (--from, --documents, --rounds…): unit n means one thing
         if self.recipe_options:
             identity["recipe_options"] = dict(sorted(self.recipe_options.items()))
+        if self.turns != 1:
+            identity["turns"] = self.turns
         return identity
 
     def shown(self) -> dict[str, Any]:
         """The settings as summary.json shows them (never an API key)."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("teacher_options", "progress", "quality")}
+        out = {k: v for k, v in asdict(self).items()
+               if k not in ("teacher_options", "progress", "quality", "publish")}
         out.update(self.quality.shown())
+        out.update(self.publish.shown())
         out["teacher_options"] = {k: v for k, v in self.teacher_options.items() if "key" not in k}
         out["recipe_options"] = dict(self.recipe_options)
         return out
