@@ -196,6 +196,9 @@ def lengths_html(stats: ReportStats, figs) -> str:
         facts.append(f"classification tasks: {yes:,} of {said:,} that say ({pct(yes / said)})")
     else:
         facts.append("classification: not recorded")
+    if stats.turns is not None:
+        spread = ", ".join(f"{turns}: {count:,}" for turns, count in stats.turns.items())
+        facts.append(f"assistant turns per record: {spread}")
     bins = "".join(f"<details><summary>{esc(name)} ({esc(lang)}) histogram bins</summary>"
                    f"{_hist_table(hist, cls=f'hist-{name}-{lang}')}</details>"
                    for name in FIELDS for lang, hist in stats.lengths[name].items())
@@ -277,7 +280,11 @@ def usage_html(stats: ReportStats, figs) -> str:
 def record_html(r: Record | dict, extra: Sequence[tuple[str, object]] = ()) -> str:
     d = r.to_dict() if isinstance(r, Record) else (r if isinstance(r, dict) else {"instruction": repr(r)})
     rows = [(k, v) for k, v in extra if v not in (None, "")]
-    rows += [(f, d.get(f, "")) for f in FIELDS]
+    messages = d.get("messages")
+    if isinstance(messages, list) and len(messages) > 2:      # a conversation: every turn, in order
+        rows += [(turn.get("role", "?"), turn.get("content", "")) for turn in messages if isinstance(turn, dict)]
+    else:
+        rows += [(f, d.get(f, "")) for f in FIELDS]
     for key in ("lang", "id", "source", "nearest_seed", "nearest_seed_rouge", "judge_score", "judge_reason"):
         if d.get(key) not in (None, ""):
             rows.append((key, d[key]))

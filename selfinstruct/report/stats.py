@@ -167,6 +167,7 @@ class ReportStats:
     samples: list[Record]
     reject_samples: dict[str, list[dict]]
     notes: list[str] = field(default_factory=list)   # what could not be shown, and why
+    turns: dict[int, int] | None = None           # assistant turns -> records, when any is a conversation
 
     @property
     def input_share(self) -> float:
@@ -193,7 +194,8 @@ def compute(source: Source, *, nearest_fn: Callable | None = None, top_pairs_fn:
         classification=_classification(records), lang_mix=dict(Counter(langs).most_common()),
         judge=_judge(records), rouge=rouge, verb_noun=_verb_noun(records, langs, top_pairs_fn),
         usage=usage(source.summary) if source.kind == "generate" else None,
-        samples=_sample(records, sample_size, seed), reject_samples=source.reject_samples, notes=notes)
+        samples=_sample(records, sample_size, seed), reject_samples=source.reject_samples, notes=notes,
+        turns=_turns(records))
 
 
 def funnel(summary: dict[str, Any] | None) -> Funnel | None:
@@ -223,6 +225,12 @@ def _lengths(records: list[Record], langs: list[str]):
     means = {f: {lang: statistics.fmean(v) for lang, v in per.items()} for f, per in values.items()}
     medians = {f: {lang: statistics.median(v) for lang, v in per.items()} for f, per in values.items()}
     return hists, means, medians
+
+
+def _turns(records: list[Record]) -> dict[int, int] | None:
+    if not any(r.messages is not None for r in records):
+        return None
+    return dict(sorted(Counter(r.turns for r in records).items()))
 
 
 def _classification(records: list[Record]) -> tuple[int, int] | None:
