@@ -1,9 +1,13 @@
 """``selfinstruct filter``: stream records from any input format through the filter chain and write
-the kept ones (Alpaca JSON), the rejected ones with their reasons, and a summary.
+the kept ones (in ``--format``: Alpaca JSON, ShareGPT or OpenAI messages; ``selfinstruct.publish``),
+the rejected ones with their reasons, a summary, and the dataset card (README.md) made from it; then,
+when asked, the Hugging Face dataset (``--hf-out``) and the push to the Hub.
 
 Nothing in the output folder changes unless the whole run succeeds: outputs are written to
 temporary files and renamed at the end (``selfinstruct.writers``), so malformed input in error mode
-stops the run (exit 2) with the previous outputs, if any, untouched. Inputs are only ever read.
+stops the run (exit 2) with the previous outputs, if any, untouched; so does the first conversation
+of several assistant turns read while the format is alpaca, which cannot hold it. Inputs are only
+ever read. The Hugging Face outputs come last, once the folder is written: a failed push loses nothing.
 """
 from __future__ import annotations
 
@@ -11,11 +15,13 @@ import asyncio
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from selfinstruct import options as opts
+from selfinstruct import publish as pub
 from selfinstruct.commands.common import split_names
 from selfinstruct.errors import UsageError
 from selfinstruct.filters.base import FilterChain, Rejection
@@ -27,7 +33,7 @@ from selfinstruct.rules import resolve_rules
 from selfinstruct.summary import common_fields
 from selfinstruct.teachers.base import BudgetExhausted
 from selfinstruct.text import FILTER_LANGS
-from selfinstruct.writers import atomic_open, reject_line, to_json, write_alpaca, write_json
+from selfinstruct.writers import atomic_open, reject_line, to_json, write_json
 
 DATA, RECORDS, REJECTS, SUMMARY = "data.json", "records.jsonl", "rejects.jsonl", "summary.json"
 JUDGEMENTS = "judgements.jsonl"      # the judge's answers, kept across runs
@@ -39,7 +45,7 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
                only: Iterable[str] = (), skip: Iterable[str] = (), on_bad_record: str = "error",
                progress: bool = True, options: Sequence[str] = (), started: float | None = None,
                quality: QualitySettings | None = None, cache: str | None = None,
-               publish: "Publish | None" = None, random_seed: int = 0) -> dict:
+               publish: pub.Publish | None = None, random_seed: int = 0) -> dict:
     """Filter ``inputs`` into ``out_dir``; returns the summary (also written to summary.json).
     ``options`` are ``--opt NAME=VALUE`` settings; ``started`` is when the command started
     (``time.monotonic()``), for elapsed_seconds; ``quality`` the rule set, decontamination and judge
@@ -51,6 +57,8 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     only, skip = split_names(only), split_names(skip)
     fields = parse_fields(fields)
     _check_options(inputs, out_dir, rouge_threshold, minhash_threshold, lang, on_bad_record)
+    publish = publish or pub.Publish()
+    publish.validate(out=out_dir)
     quality.validate()
     classes = select(only, skip, quality.default_off())
     per_filter = opts.resolve(components(classes), options)
@@ -75,8 +83,11 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
             chain.on_reject = write_reject
             with _progress_bar(progress) as bar:
                 records = _read_all(inputs, fields, on_bad_record, rejects, counts, chain, bar)
-                kept = _also_to(records_file, chain.run(records, run_async=run_async))
-                counts.kept = write_alpaca(out / DATA, kept)
+                if publish.format == "alpaca":
+                    records = _single_turn(records)
+                kept = _also_to(records_file, chain.run(records, run_async=run_async), counts)
+                counts.splits = pub.write_data(out, kept, publish, random_seed)
+                counts.kept = sum(counts.splits.values())
                 if bar is not None:
                     bar.set_postfix_str(f"kept {counts.kept:,} | " + _postfix(chain))
     except BudgetExhausted:
@@ -95,7 +106,11 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
         only=only, skip=skip, on_bad_record=on_bad_record, options=list(options), **quality.shown()))
     if judging is not None:
         summary.update(judging.summary())
+    summary["outputs"].update(pub.outputs_fields(publish, counts.splits, counts.languages, counts.teachers))
+    summary["command"] = pub.command_line()
     write_json(out / SUMMARY, summary)
+    pub.write_card(out, summary)
+    pub.publish_hf(out, publish, summary)
     return summary
 
 
@@ -165,10 +180,22 @@ class Judging:
                 "judge_teacher": {"name": self.teacher.label, **self.teacher.stats()}}
 
 
-def _also_to(records_file, records: Iterable[Record]) -> Iterator[Record]:
-    """``records``, each also written to records.jsonl (every field, the one serialisation)."""
+def _also_to(records_file, records: Iterable[Record], counts: "_Counts") -> Iterator[Record]:
+    """``records``, each also written to records.jsonl (every field, the one serialisation), their
+    languages and teachers counted for the dataset card."""
     for r in records:
         records_file.write(to_json(r.to_dict()) + "\n")
+        counts.languages[r.lang] += 1
+        if r.teacher:
+            counts.teachers[r.teacher] += 1
+        yield r
+
+
+def _single_turn(records: Iterable[Record]) -> Iterator[Record]:
+    """``records``, stopping at the first conversation the alpaca format cannot hold, where it was read."""
+    for r in records:
+        if r.turns > 1:
+            raise UsageError(f"{r.where}: {pub.alpaca_refusal(r)}")
         yield r
 
 
@@ -213,7 +240,10 @@ class _Counts:
     def __init__(self) -> None:
         self.read = 0            # input records, malformed rows included
         self.malformed = 0
-        self.kept = 0            # written to data.json (known once it is written)
+        self.kept = 0            # written to the data file and the test file (known once they are)
+        self.splits: dict[str, int] = {}      # split -> records
+        self.languages: Counter = Counter()   # of the kept records
+        self.teachers: Counter = Counter()
         self.per_input: dict[str, int] = {}
         self.read_seconds = 0.0
 

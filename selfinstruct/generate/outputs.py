@@ -1,18 +1,26 @@
-"""What a ``generate`` run writes: data.json, records.jsonl, rejects.jsonl and summary.json, each
-replaced atomically, and the progress bar."""
+"""What a ``generate`` run writes: the data file in ``--format`` (data.json or data.jsonl, and the
+test file with ``--test-size``), records.jsonl, rejects.jsonl, summary.json and the dataset card
+README.md, each replaced atomically, and the progress bar; at the end of a run that did not fail,
+the Hugging Face dataset (``--hf-out``) and the push to the Hub (``selfinstruct.publish``).
+
+The outputs are rendered again every ``RENDER_EVERY_S`` while the run goes on. A test split that the
+records so far cannot fill yet (``--test-size 100`` with 40 accepted) is left out of those
+intermediate renders; at the end it is drawn, or its error is the run's."""
 from __future__ import annotations
 
 import os
 import sys
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from selfinstruct import journal as jr
+from selfinstruct import publish as pub
 from selfinstruct.errors import UsageError
 from selfinstruct.generate.settings import Settings
 from selfinstruct.record import Record
 from selfinstruct.summary import Tally, common_fields
-from selfinstruct.writers import atomic_open, reject_row, to_json, write_alpaca, write_json
+from selfinstruct.writers import atomic_open, reject_row, to_json, write_json
 
 RENDER_EVERY_S = 30.0
 
@@ -20,7 +28,7 @@ RENDER_EVERY_S = 30.0
 class Outputs:
     def __init__(self, s: Settings, state: jr.JournalState, tally: Tally):
         self.s, self.tally = s, tally
-        self.records: list[Record] = list(state.accepted[: s.num])     # what data.json holds
+        self.records: list[Record] = list(state.accepted[: s.num])     # what the data file holds
         # records.jsonl's lines, encoded once when accepted (each render rewrites the file whole)
         self.record_lines: list[str] = [to_json(r.to_dict()) for r in self.records]
         tally.rejected.update(state.rejected)
@@ -61,23 +69,47 @@ class Outputs:
             self.pbar.close()
             self.pbar = None
 
+    def publishing(self, final: bool) -> pub.Publish:
+        """The publish settings this render writes with: without the test split while the records so
+        far cannot fill it, unless this is the end of the run."""
+        p = self.s.publish
+        if p.test_size is not None and not final:
+            try:
+                pub.test_count(self.accepted, p.test_size)
+            except UsageError:
+                return replace(p, test_size=None)
+        return p
+
+    def splits(self, final: bool) -> dict[str, int]:
+        p = self.publishing(final)
+        if p.test_size is None:
+            return {"train": self.accepted}
+        test = pub.test_count(self.accepted, p.test_size)
+        return {"train": self.accepted - test, "test": test}
+
     def render(self, summary: dict[str, Any], journal_path: str | None = None) -> None:
-        """data.json, records.jsonl and summary.json (and, given the journal, rejects.jsonl)."""
+        """The data file, records.jsonl, summary.json and README.md (and, given the journal, which
+        only the end of a run passes, rejects.jsonl; then, unless the run failed, the Hugging Face
+        outputs)."""
         out = self.s.out
+        final = journal_path is not None
         try:
-            if journal_path is not None:
+            if final:
                 with atomic_open(os.path.join(out, "rejects.jsonl")) as rf:
                     for ev in jr.iter_events(journal_path, kinds=("reject",)):
                         rf.write(reject_row(ev["record"], ev["reason"], ev["detail"], source=ev["key"]))
-            write_alpaca(os.path.join(out, "data.json"), self.records)
             with atomic_open(os.path.join(out, "records.jsonl")) as f:
                 for line in self.record_lines:
                     f.write(line + "\n")
+            pub.write_data(out, self.records, self.publishing(final), self.s.random_seed)
             write_json(os.path.join(out, "summary.json"), summary)
+            pub.write_card(out, summary)
         except OSError as e:
             raise UsageError(f"cannot write the outputs in {out} ({e.strerror or e}); the journal "
                              "holds everything: free the space or fix the folder, then rerun the "
                              "same command") from None
+        if final and not summary["stopped"].startswith("error"):
+            pub.publish_hf(out, self.s.publish, summary)
 
 
 def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stopped: str,
@@ -100,6 +132,10 @@ def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stop
         **({"judge_teacher": {"name": judge_teacher.label, "cost_usd": judge_teacher.cost_usd(),
                               **judge_teacher.stats()}} if judge_teacher else {}),
         "settings": s.shown(),
+        "outputs": pub.outputs_fields(s.publish, outputs.splits(final=stopped != "running"),
+                                      Counter(r.lang for r in outputs.records),
+                                      Counter(r.teacher for r in outputs.records if r.teacher)),
+        "command": pub.command_line(),
     }
 
 

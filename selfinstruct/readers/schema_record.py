@@ -15,12 +15,17 @@ Unknown keys (a row written by a newer version) are not dropped: each goes to ``
 name, so nothing is lost and an older install still filters and trains on the file. A row whose
 ``meta`` already holds that name is refused rather than have one value overwrite the other. A known
 field of the wrong type (``"rouge": "x"``) is a bad record, reported with its ``file:line``.
+
+``messages`` (a conversation, written only when set) reads back as written, each turn checked like
+an OpenAI messages row's (``schema_messages.checked_turns``); the row's ``instruction`` and ``output``
+are kept as written rather than derived again, so a row reads back exactly.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from selfinstruct.readers.base import BadRecord, Schema, type_name
+from selfinstruct.readers.schema_messages import ROLES, checked_turns
 from selfinstruct.record import Record
 
 SIGNATURE = ("instruction", "origin", "teacher", "request_id")
@@ -30,7 +35,8 @@ _TEXT = ("instruction", "input", "output", "id", "lang", "origin", "source")    
 _OPTIONAL_TEXT = ("most_similar", "nearest_seed", "judge_reason", "teacher", "request_id")
 _OPTIONAL_FLOAT = ("rouge", "nearest_seed_rouge")
 _OPTIONAL_INT = ("judge_score",)
-_KNOWN = frozenset(_TEXT + _OPTIONAL_TEXT + _OPTIONAL_FLOAT + _OPTIONAL_INT + ("meta",))
+_KNOWN = frozenset(_TEXT + _OPTIONAL_TEXT + _OPTIONAL_FLOAT + _OPTIONAL_INT + ("meta", "messages"))
+_ROLE_OF = {role: role for role in ROLES}
 
 
 class OwnRecords(Schema):
@@ -74,6 +80,9 @@ def _checked(row: dict) -> Record:
             raise _wrong(key, value, "an integer or null")
         values[key] = value
     values["meta"] = _meta(row)
+    messages = row.get("messages")
+    if messages is not None:
+        values["messages"] = checked_turns(messages, "messages", _ROLE_OF)
     return Record(**values)
 
 
