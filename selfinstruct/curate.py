@@ -32,7 +32,7 @@ from selfinstruct.record import Record
 from selfinstruct.rules import resolve_rules
 from selfinstruct.summary import common_fields
 from selfinstruct.teachers.base import BudgetExhausted
-from selfinstruct.text import FILTER_LANGS
+from selfinstruct.text import FILTER_LANGS, script_lang
 from selfinstruct.writers import atomic_open, reject_line, to_json, write_json
 
 DATA, RECORDS, REJECTS, SUMMARY = "data.json", "records.jsonl", "rejects.jsonl", "summary.json"
@@ -185,7 +185,7 @@ def _also_to(records_file, records: Iterable[Record], counts: "_Counts") -> Iter
     languages and teachers counted for the dataset card."""
     for r in records:
         records_file.write(to_json(r.to_dict()) + "\n")
-        counts.languages[r.lang] += 1
+        counts.languages[r.lang or script_lang(r.instruction)] += 1
         if r.teacher:
             counts.teachers[r.teacher] += 1
         yield r

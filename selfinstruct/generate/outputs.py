@@ -20,6 +20,7 @@ from selfinstruct.errors import UsageError
 from selfinstruct.generate.settings import Settings
 from selfinstruct.record import Record
 from selfinstruct.summary import Tally, common_fields
+from selfinstruct.text import script_lang
 from selfinstruct.writers import atomic_open, reject_row, to_json, write_json
 
 RENDER_EVERY_S = 30.0
@@ -133,7 +134,7 @@ def summary(s: Settings, outputs: Outputs, counts, teacher, started: float, stop
                               **judge_teacher.stats()}} if judge_teacher else {}),
         "settings": s.shown(),
         "outputs": pub.outputs_fields(s.publish, outputs.splits(final=stopped != "running"),
-                                      Counter(r.lang for r in outputs.records),
+                                      Counter(r.lang or script_lang(r.instruction) for r in outputs.records),
                                       Counter(r.teacher for r in outputs.records if r.teacher)),
         "command": pub.command_line(),
     }
