@@ -6,6 +6,10 @@
 A folder without COMPLETE (a crash mid-save leaves ``.tmp``) is never resumed from. Besides the
 model and optimiser shards a checkpoint holds ``train_state.pt`` (step, data position, scheduler,
 grad scaler) and each rank's RNG state, so a resumed run replays the uninterrupted one.
+
+Frozen parameters (the base model under ``peft=lora``) are not saved: they never change, and a
+resume rebuilds them from ``model=`` as the first run did (``model`` must stay the same; see
+SAME_ON_RESUME). A LoRA checkpoint is the adapters and their optimiser state, megabytes for a 7B model.
 """
 from __future__ import annotations
 
@@ -99,6 +103,7 @@ def save(root: str, step: int, model, optimizer, train_state: dict, rank: int, k
         os.makedirs(tmp)
     dist.barrier()
     model_state, optim_state = get_state_dict(model, optimizer)
+    model_state = _without_frozen(model, model_state)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp)
     torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
     dist.barrier()                                    # every rank's shards are on disk
@@ -122,13 +127,23 @@ def load(folder: str, model, optimizer, rank: int) -> dict:
     RNG; returns train_state."""
     import torch
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
     model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optim": optim_state}
+    trainable_state = _without_frozen(model, model_state)
+    state = {"model": trainable_state, "optim": optim_state}
     dcp.load(state, checkpoint_id=folder)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=StateDictOptions(strict=len(trainable_state) == len(model_state)))
     rng_file = os.path.join(folder, f"rng_rank{rank}.pt")
     if os.path.isfile(rng_file):                      # absent when resuming on more ranks than saved
         set_rng_state(torch.load(rng_file, weights_only=False))
     return torch.load(os.path.join(folder, "train_state.pt"), weights_only=False)
+
+
+def _without_frozen(model, model_state: dict) -> dict:
+    """``model_state`` less the frozen parameters, under every name they have: a tied output layer is
+    the embedding under a second name, which torch's own ignore_frozen_params keeps (it visits each
+    parameter once, by its first name)."""
+    frozen = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    return {key: value for key, value in model_state.items() if key not in frozen}

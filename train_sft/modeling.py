@@ -3,6 +3,8 @@
 Only rank 0 ever holds the whole model in memory (on CPU): every rank builds the model on the meta
 device, shards it with ``fully_shard`` (each decoder block, then the root), allocates its own shards,
 and receives its slices of rank 0's weights by broadcast. A 7B model costs one host copy, not eight.
+With ``peft=lora`` the adapters go into the meta model before sharding, and rank 0's copy carries
+their seeded init (see ``lora.py``).
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ def check_sources(c) -> None:
         gguf_location()
     elif c.tokenizer and not os.path.isdir(c.tokenizer):
         raise UsageError(f"tokenizer folder not found: {c.tokenizer}")
+    if c.peft == "lora":
+        from selfinstruct.train_sft import lora
+
+        lora.check_settings(c)
+        lora.check_targets(meta_model(shape_config(c)), c.lora_targets)
 
 
 def load_tokenizer(c):
@@ -64,26 +71,52 @@ def model_config(c, tokenizer):
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(c.model, gguf_file=c.gguf_file)
+    return _tiny_config(c, len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def shape_config(c):
+    """The model's config before the tokenizer is loaded: its layers and their names are right (what
+    the checks need); tiny-llama's vocabulary size is not (it comes from the tokenizer)."""
+    return model_config(c, None) if c.model != TINY else _tiny_config(c, vocab_size=256)
+
+
+def _tiny_config(c, vocab_size: int, **special_tokens):
     from transformers import LlamaConfig
 
     t = c.tiny
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=t["hidden"], intermediate_size=t["intermediate"],
+        vocab_size=vocab_size, hidden_size=t["hidden"], intermediate_size=t["intermediate"],
         num_hidden_layers=t["layers"], num_attention_heads=t["heads"], num_key_value_heads=t["heads"],
-        max_position_embeddings=max(2048, c.max_length), tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
+        max_position_embeddings=max(2048, c.max_length), tie_word_embeddings=True, **special_tokens)
+
+
+def meta_model(config):
+    """The model on the meta device: its structure, no memory, no init."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
 def load_full_model(c, config):
-    """The whole model in fp32 on CPU (rank 0 only): the pretrained weights, or a seeded init."""
+    """The whole model in fp32 on CPU (rank 0 only): the pretrained weights, or a seeded init; with
+    peft=lora, wrapped with adapters drawn from the seed (the same on every run of the config)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     if c.model == TINY:
         torch.manual_seed(c.seed)
-        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    return AutoModelForCausalLM.from_pretrained(c.model, gguf_file=c.gguf_file, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(c.model, gguf_file=c.gguf_file, dtype=torch.float32)
+    if c.peft == "lora":
+        from selfinstruct.train_sft import lora
+
+        torch.manual_seed(c.seed)
+        model = lora.wrap(model, c)
+    return model
 
 
 def block_class(model, name: str | None) -> str:
@@ -112,10 +145,8 @@ def build_sharded_model(c, config, rank: int, device, mp_policy):
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.fsdp import fully_shard
-    from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = meta_model(config)
     architecture = type(model).__name__            # fully_shard renames the class to FSDP<name>
     model.config.use_cache = False                 # no KV cache while training
     if c.activation_checkpointing:
@@ -124,6 +155,12 @@ def build_sharded_model(c, config, rank: int, device, mp_policy):
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     name = block_class(model, c.shard_layer)
+    adapters = ""
+    if c.peft == "lora":
+        from selfinstruct.train_sft import lora
+
+        model = lora.wrap(model, c)                # on meta: rank 0's seeded init arrives below
+        adapters = f"; {lora.describe(model, c)}"
     blocks = [m for m in model.modules() if type(m).__name__ == name]
     for block in blocks:
         fully_shard(block, mp_policy=mp_policy)
@@ -140,5 +177,5 @@ def build_sharded_model(c, config, rank: int, device, mp_policy):
             buffer.copy_(reference[buffer_name])
         dist.broadcast(buffer, src=0)
     del full, reference
-    return model, f"{architecture}, fully_shard on {len(blocks)} x {name} then the root"
+    return model, f"{architecture}, fully_shard on {len(blocks)} x {name} then the root{adapters}"
 
