@@ -1,7 +1,10 @@
-"""Supervised fine-tuning of a causal LM on Alpaca records with FSDP2: one recipe, top to bottom.
+"""Supervised fine-tuning of a causal LM on Alpaca records or conversations with FSDP2: one recipe,
+top to bottom.
 
-Setup → data → model → loop → checkpoint → export. The config is a YAML file (train_sft/configs/)
-plus ``key=value`` overrides; the resolved config is logged at start and saved as out/config.yaml.
+``train()`` reads in order: ``setup`` (process group, device, out folder) → ``build`` (model, optimiser,
+schedule, resume) → the loop (``optimisation_step`` per step, ``save_checkpoint`` every
+checkpoint_every) → ``export_model``. The config is a YAML file (train_sft/configs/) plus ``key=value``
+overrides; the resolved config is logged at start and saved as out/config.yaml.
 
     # 1 GPU
     torchrun --standalone --nproc_per_node 1 -m selfinstruct.train_sft.train \\
@@ -20,22 +23,35 @@ plus ``key=value`` overrides; the resolved config is logged at start and saved a
     torchrun --standalone --nproc_per_node 2 -m selfinstruct.train_sft.train \\
         train_sft/configs/tiny-cpu.yaml data=data.json out=runs/tiny
 
+    # conversations (a file of `messages` records: ShareGPT, OpenAI messages, records.jsonl), the
+    # model's chat template, loss on every assistant turn; several examples per row; LoRA adapters
+    torchrun --standalone --nproc_per_node 2 -m selfinstruct.train_sft.train \\
+        train_sft/configs/tiny-cpu.yaml data=chats.jsonl template=chat packing=true peft=lora out=runs/chat
+
     # any of the above, continued from its latest complete checkpoint: add resume=true (or --resume)
 
 ``bash train_sft/launch.sh CONFIG key=value...`` picks the process count and multi-node settings for
 you and checks the config and data first (``--check``: everything but the training, one process).
 Without torchrun, ``python -m selfinstruct.train_sft.train CONFIG ...`` trains as one rank.
 
-Out folder: config.yaml, metrics.jsonl (per step: step, loss, lr, tokens, tokens_per_s…),
-checkpoints/step_N/ (sharded, keep_last), final/ (save_pretrained folder with the tokenizer).
+Habits from nanoGPT: the next step's tensors are built on a thread while the current step computes;
+the loss and gradient norm stay on the device until a log, checkpoint or the end (no host sync per
+step); a rank's gradients are reduced once per step, after its last micro-batch.
+
+Out folder: config.yaml, metrics.jsonl (per step: step, loss, lr, grad_norm, tokens, tokens_per_s over
+the log window; mfu and peak_memory_gib on a GPU), checkpoints/step_N/ (sharded, keep_last), final/
+(save_pretrained folder with the tokenizer), final_check.json (the loss of the trained model and of
+the exported one on a fixed batch: the export holds what was trained).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from selfinstruct.errors import UsageError, user_errors
 from selfinstruct.train_sft import checkpoint, config as config_module, data, modeling, runtime
@@ -140,18 +156,54 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train(plan: Plan) -> None:
+# --- the recipe's steps, in the order train() calls them ------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """This rank's place in the process group."""
+    rank: int
+    world: int
+    device: object                   # torch.device
+    log: Callable[[str], None]       # rank 0 prints, the other ranks stay silent
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Run:
+    """What the loop changes as it goes: the model, its optimiser and schedule, the step reached."""
+    model_config: object
+    model: object
+    optimizer: object
+    scheduler: object
+    scaler: object
+    step: int                        # optimiser steps done (the next step's index)
+    trainable: int                   # parameters the optimiser updates (LoRA: the adapters)
+    total: int                       # every parameter, frozen or not
+    peak_flops: float | None         # the GPU's bf16 peak, for MFU; None on CPU or an unknown GPU
+
+
+@dataclass
+class StepBatch:
+    """One optimiser step as this rank sees it: its micro-batches (host tensors) and the step's totals
+    over every rank, known from the examples without any communication."""
+    index: int                       # 0-based step
+    epoch: int
+    micro_batches: list[dict]
+    supervised: int                  # unmasked tokens of the whole step, every rank's micro-batches
+    tokens: int                      # tokens of the whole step (padding left out)
+
+
+def setup(plan: Plan) -> Runtime:
+    """Process group, device, the out folder and its config.yaml."""
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
-    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
     from tqdm import tqdm
 
-    from selfinstruct.train_sft.export import export
-
     c = plan.config
-
-    # --- setup --------------------------------------------------------------------------------
     if "RANK" not in os.environ:                     # plain `python -m …`: a world of one
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
@@ -163,111 +215,316 @@ def train(plan: Plan) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     else:
         device = torch.device("cpu")
-    master = rank == 0
-    log = (lambda msg: tqdm.write(msg)) if master else (lambda msg: None)
+    log = (lambda msg: tqdm.write(msg)) if rank == 0 else (lambda msg: None)
     for line in describe(plan):
         log(line)
     os.makedirs(os.path.join(c.out, "checkpoints"), exist_ok=True)
-    if master:
+    if rank == 0:
         with open(os.path.join(c.out, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(config_module.dump(c))
+    return Runtime(rank, world, device, log)
 
-    # --- model ----------------------------------------------------------------------------------
+
+def build(plan: Plan, rt: Runtime) -> Run:
+    """The sharded model (LoRA applied inside when peft=lora), AdamW on the trainable parameters, the
+    learning-rate schedule, the fp16 grad scaler, and the checkpoint's state when resuming."""
+    import torch
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    c = plan.config
     model_config = modeling.model_config(c, plan.tokenizer)
     model, sharding = modeling.build_sharded_model(
-        c, model_config, rank, device, runtime.mixed_precision(plan.precision))
-    torch.manual_seed(c.seed + rank)                  # dropout differs across ranks, repeats across runs
-    n_params = sum(p.numel() for p in model.parameters())   # DTensor numel is the global size
-    log(f"model: {n_params / 1e6:.1f}M parameters, {sharding}, {world} ranks")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, betas=tuple(c.betas),
-                                  weight_decay=c.weight_decay)
+        c, model_config, rt.rank, rt.device, runtime.mixed_precision(plan.precision))
+    torch.manual_seed(c.seed + rt.rank)               # dropout differs across ranks, repeats across runs
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    total = sum(p.numel() for p in model.parameters())     # DTensor numel is the global size
+    trainable = sum(p.numel() for p in trainable_params)
+    rt.log(f"model: {trainable / 1e6:.1f}M trainable / {total / 1e6:.1f}M parameters, {sharding}, "
+           f"{rt.world} ranks")
+    optimizer = torch.optim.AdamW(trainable_params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
     warmup = math.ceil(c.warmup_ratio * plan.total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, plan.total_steps, warmup, c.min_lr_ratio))
-    scaler = ShardedGradScaler(device=device.type, enabled=plan.precision == "fp16")
+    scaler = ShardedGradScaler(device=rt.device.type, enabled=plan.precision == "fp16")
     step = 0
     if plan.resume_from:
-        state = checkpoint.load(plan.resume_from, model, optimizer, rank)
+        state = checkpoint.load(plan.resume_from, model, optimizer, rt.rank)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step = state["step"]
-        log(f"resumed at step {step} (epoch {state['epoch']}, step {state['position']} of it)")
-    peak = runtime.peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+        rt.log(f"resumed at step {step} (epoch {state['epoch']}, step {state['position']} of it)")
+    peak = runtime.peak_flops(torch.cuda.get_device_name(rt.device)) if rt.device.type == "cuda" else None
+    return Run(model_config, model, optimizer, scheduler, scaler, step, trainable, total, peak)
 
-    # --- loop -----------------------------------------------------------------------------------
-    examples, pad_id = plan.examples, plan.tokenizer.pad_token_id
-    lengths = [len(e.input_ids) for e in examples]
-    metrics = MetricsLog(os.path.join(c.out, "metrics.jsonl"), step if plan.resume_from else None) \
-        if master else None
-    bar = tqdm(total=plan.total_steps, initial=step, disable=not master, unit="step", dynamic_ncols=True)
-    epoch_plan, planned_epoch = None, None
-    while step < plan.total_steps:
-        epoch, position = divmod(step, plan.steps_per_epoch)
-        if planned_epoch != epoch:
-            epoch_plan = data.plan_epoch(lengths, epoch, c.seed, c.global_batch_size, c.micro_batch_size,
-                                         c.group_by_length)
-            planned_epoch = epoch
-        batches = epoch_plan[position]
-        # Sum of token losses / supervised tokens of the whole step: every token weighs the same
-        # whatever its micro-batch or rank. FSDP averages gradients over ranks, hence x world.
-        supervised = sum(examples[i].supervised for batch in batches for i in batch)
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for batch in batches[rank::world]:
-            tensors = data.collate([examples[i] for i in batch], pad_id)
-            input_ids, labels = tensors["input_ids"].to(device), tensors["labels"].to(device)
-            # Right padding + causal attention: real tokens never attend to the padding after them,
-            # so no attention mask is passed (SDPA keeps its fused kernels); padding has label -100.
-            logits = model(input_ids=input_ids).logits
-            token_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                         ignore_index=data.IGNORE, reduction="sum")
-            scaler.scale(token_loss * world / supervised).backward()
-            loss_sum += token_loss.detach()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        dist.all_reduce(loss_sum)
-        elapsed = time.perf_counter() - started
-        tokens = sum(lengths[i] for batch in batches for i in batch)
-        row = {"step": step, "epoch": epoch, "loss": loss_sum.item() / supervised, "lr": lr,
-               "grad_norm": _full(grad_norm).item(), "tokens": tokens, "tokens_per_s": tokens / elapsed}
-        if peak:
-            row["mfu"] = 6 * n_params * row["tokens_per_s"] / (peak * world)
-        if master:
-            metrics.write(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{row['tokens_per_s']:.0f}",
-                            **({"mfu": f"{row['mfu']:.1%}"} if peak else {}))
+
+class StepLoader:
+    """The tensors of step N+1 are built on a thread while step N computes (one slot: at most one
+    step ahead). Tensor building releases the GIL, so the thread costs the compute almost nothing;
+    on CUDA the tensors are pinned so the copy to the GPU does not block the host."""
+
+    def __init__(self, plan: Plan, rt: Runtime):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.plan, self.rt = plan, rt
+        self.lengths = [len(e.input_ids) for e in plan.examples]
+        self.pin = rt.device.type == "cuda"
+        self.epoch_plan: tuple[int, list] | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self.upcoming = None
+
+    def steps_of_epoch(self, epoch: int) -> list:
+        if self.epoch_plan is None or self.epoch_plan[0] != epoch:
+            c = self.plan.config
+            self.epoch_plan = (epoch, data.plan_epoch(self.lengths, epoch, c.seed, c.global_batch_size,
+                                                      c.micro_batch_size, c.group_by_length))
+        return self.epoch_plan[1]
+
+    def build(self, index: int) -> StepBatch:
+        c, examples = self.plan.config, self.plan.examples
+        epoch, position = divmod(index, self.plan.steps_per_epoch)
+        step = self.steps_of_epoch(epoch)[position]
+        micro_batches = data.rank_micro_batches(examples, step, self.rt.rank, self.rt.world,
+                                                self.plan.tokenizer.pad_token_id, packing=c.packing,
+                                                max_length=c.max_length)
+        if self.pin:
+            micro_batches = [{k: v.pin_memory() for k, v in batch.items()} for batch in micro_batches]
+        members = [i for batch in step for i in batch]
+        return StepBatch(index, epoch, micro_batches, sum(examples[i].supervised for i in members),
+                         sum(self.lengths[i] for i in members))
+
+    def get(self, index: int) -> StepBatch:
+        """Step ``index``'s batch (the prefetched one when it is that step), and starts on the next."""
+        ready = self.upcoming.result() if self.upcoming is not None else None
+        if ready is None or ready.index != index:
+            ready = self.build(index)
+        self.upcoming = self.pool.submit(self.build, index + 1) if index + 1 < self.plan.total_steps else None
+        return ready
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def to_device(tensors: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+
+
+def micro_batch_loss(model, tensors: dict):
+    """Sum of the token losses of one micro-batch (fp32). Right padding + causal attention: real
+    tokens never attend to the padding after them, so no attention mask is passed (SDPA keeps its
+    fused kernels; padding has label -100). Packed rows carry position_ids, from which transformers
+    finds the examples' boundaries and keeps attention inside each."""
+    import torch.nn.functional as F
+
+    inputs = {"input_ids": tensors["input_ids"]}
+    if "position_ids" in tensors:
+        inputs["position_ids"] = tensors["position_ids"]
+    logits = model(**inputs).logits
+    labels = tensors["labels"]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                           ignore_index=data.IGNORE, reduction="sum")
+
+
+def optimisation_step(plan: Plan, rt: Runtime, run: Run, batch: StepBatch):
+    """The micro-batches of one step, then clip, step, zero_grad. Returns this rank's summed token loss
+    and the gradient norm as device tensors (read only when logging: no host sync here) and the lr.
+
+    The loss is the sum of token losses / the step's supervised tokens: every token weighs the same
+    whatever its micro-batch or rank (not a mean of micro-batch means). FSDP averages gradients over
+    ranks, hence x world. Gradients are reduced only after a rank's last micro-batch: the earlier
+    ones accumulate unsharded, with no communication."""
+    import torch
+
+    c, model = plan.config, run.model
+    loss_sum = torch.zeros((), device=rt.device)
+    last = len(batch.micro_batches) - 1
+    for j, host_tensors in enumerate(batch.micro_batches):
+        model.set_requires_gradient_sync(j == last)
+        token_loss = micro_batch_loss(model, to_device(host_tensors, rt.device))
+        run.scaler.scale(token_loss * rt.world / batch.supervised).backward()
+        loss_sum += token_loss.detach()
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], c.grad_clip)
+    lr = run.scheduler.get_last_lr()[0]
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.step += 1
+    return loss_sum, grad_norm, lr
+
+
+class StepRows:
+    """The metrics rows of the steps since the last flush, held as device tensors: the loss and the
+    gradient norm reach the host once per flush (log_every, a checkpoint, the end), not once per step.
+    Every rank flushes at the same steps (the all-reduce of the losses is a collective); rank 0
+    writes. Throughput is measured over the whole window, after the device has finished it."""
+
+    def __init__(self, rt: Runtime, run: Run, metrics: MetricsLog | None):
+        self.rt, self.run, self.metrics = rt, run, metrics
+        # Training FLOPs per token: 2N forward, 2N for the activations' gradients, 2N for the weights'
+        # gradients of the trainable parameters only (LoRA: the adapters).
+        self.flops_per_token = 4 * run.total + 2 * run.trainable
+        self.pending: list[tuple[dict, object, object]] = []
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new timing window (after a flush, and after a checkpoint's save)."""
+        self.started, self.tokens = time.perf_counter(), 0
+
+    def add(self, batch: StepBatch, loss_sum, grad_norm, lr: float) -> None:
+        row = {"step": batch.index + 1, "epoch": batch.epoch, "lr": lr, "tokens": batch.tokens,
+               "supervised": batch.supervised}
+        self.pending.append((row, loss_sum, grad_norm))
+        self.tokens += batch.tokens
+
+    def flush(self) -> list[dict]:
+        import torch
+        import torch.distributed as dist
+
+        if not self.pending:
+            return []
+        losses = torch.stack([loss for _, loss, _ in self.pending])
+        dist.all_reduce(losses)
+        norms = torch.stack([_full(norm) for _, _, norm in self.pending]).tolist()
+        losses = losses.tolist()
+        elapsed = time.perf_counter() - self.started      # .tolist() waited for the device
+        tokens_per_s = self.tokens / elapsed
+        rows = []
+        for (row, _, _), loss, norm in zip(self.pending, losses, norms):
+            row.update(loss=loss / row["supervised"], grad_norm=norm, tokens_per_s=tokens_per_s)
+            if self.run.peak_flops:
+                row["mfu"] = self.flops_per_token * tokens_per_s / (self.run.peak_flops * self.rt.world)
+            if self.rt.device.type == "cuda":
+                row["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.rt.device) / 2**30
+            rows.append(row)
+            if self.metrics:
+                self.metrics.write(row)
+        self.pending = []
+        self.restart()
+        return rows
+
+
+def save_checkpoint(plan: Plan, rt: Runtime, run: Run) -> None:
+    """Model and optimiser shards, the data position, schedule and RNG: a resumed run replays this one."""
+    c = plan.config
+    train_state = {"step": run.step, "epoch": run.step // plan.steps_per_epoch,
+                   "position": run.step % plan.steps_per_epoch, "scheduler": run.scheduler.state_dict(),
+                   "scaler": run.scaler.state_dict(), "world_size": rt.world, "config": c.to_dict()}
+    folder = checkpoint.save(os.path.join(c.out, "checkpoints"), run.step, run.model, run.optimizer,
+                             train_state, rt.rank, c.keep_last)
+    rt.log(f"checkpoint: {folder}")
+
+
+def check_batch(plan: Plan, loader: StepLoader) -> dict:
+    """The fixed batch the export is checked on: rank 0's first micro-batch of the first step, the same
+    tensors on every rank (each rank runs the forward: FSDP's all-gathers are collectives)."""
+    c = plan.config
+    first_step = loader.steps_of_epoch(0)[0]
+    return data.rank_micro_batches(plan.examples, first_step, 0, loader.rt.world,
+                                   plan.tokenizer.pad_token_id, packing=c.packing, max_length=c.max_length)[0]
+
+
+def batch_loss(model, tensors: dict, device) -> float:
+    """Mean token loss of one batch in eval mode (no dropout), as transformers computes it with labels."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        loss_sum = micro_batch_loss(model, to_device(tensors, device))
+    model.train(was_training)
+    return loss_sum.item() / int((tensors["labels"][:, 1:] != data.IGNORE).sum())
+
+
+def export_model(plan: Plan, rt: Runtime, run: Run, check: dict) -> None:
+    """final/: a save_pretrained folder with the tokenizer. Then rank 0 checks it: the exported model,
+    loaded with transformers, must give the training model's loss on the fixed batch (computed just
+    before, after the last step); both numbers go to final_check.json and the log."""
+    import torch
+
+    from selfinstruct.train_sft.export import export
+
+    c = plan.config
+    final = os.path.join(c.out, "final")
+    dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
+    export(run.model, run.model_config, plan.tokenizer, final, dtype, rt.rank)
+    rt.log(f"exported: {final} (AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
+    if not rt.master:
+        return
+    result = dict(check["result"])
+    if run.total > EXPORT_CHECK_MAX_PARAMS:
+        rt.log(f"export check: skipped ({run.total / 1e9:.1f}B parameters to load on the CPU); the training "
+               f"loss on the check batch is in final_check.json")
+    else:
+        from transformers import AutoModelForCausalLM
+
+        exported = AutoModelForCausalLM.from_pretrained(final, dtype=dtype)
+        result["export_loss"] = batch_loss(exported, check["tensors"], "cpu")
+        tolerance = EXPORT_TOLERANCE[plan.precision]
+        result["export_ok"] = abs(result["export_loss"] - result["loss"]) <= tolerance * abs(result["loss"])
+        rt.log(f"export check: {'ok' if result['export_ok'] else 'MISMATCH'}: training model loss "
+               f"{result['loss']:.6f}, exported model loss {result['export_loss']:.6f} on the check batch "
+               f"(relative tolerance {tolerance:g})")
+    with open(os.path.join(c.out, "final_check.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    torch.save(check["tensors"], os.path.join(c.out, "final_check.pt"))
+
+
+# The loop's own check of the export loads the model on rank 0's CPU: done up to this size.
+EXPORT_CHECK_MAX_PARAMS = 2e9
+# fp32: the same arithmetic, only the order of a few sums may differ. bf16: the exported weights
+# are the training weights rounded as the bf16 compute saw them, but kernels may differ.
+EXPORT_TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2, "fp16": 2e-2}
+
+
+def log_rows(rt: Runtime, bar, rows: list[dict], log_every: int, total: int) -> None:
+    """The progress bar's figures from the newest row; a log line for each row at log_every or the end."""
+    if not rows:
+        return
+    newest = rows[-1]
+    bar.set_postfix(loss=f"{newest['loss']:.4f}", lr=f"{newest['lr']:.2e}", tok_s=f"{newest['tokens_per_s']:.0f}",
+                    **({"mfu": f"{newest['mfu']:.1%}"} if "mfu" in newest else {}))
+    for row in rows:
+        if row["step"] % log_every == 0 or row["step"] == total:
+            rt.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def train(plan: Plan) -> None:
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    c = plan.config
+    rt = setup(plan)
+    run = build(plan, rt)
+    metrics = MetricsLog(os.path.join(c.out, "metrics.jsonl"), run.step if plan.resume_from else None) \
+        if rt.master else None
+    rows = StepRows(rt, run, metrics)
+    loader = StepLoader(plan, rt)
+    bar = tqdm(total=plan.total_steps, initial=run.step, disable=not rt.master, unit="step", dynamic_ncols=True)
+    try:
+        while run.step < plan.total_steps:
+            batch = loader.get(run.step)
+            rows.add(batch, *optimisation_step(plan, rt, run, batch))
             bar.update()
-            if step % c.log_every == 0 or step == plan.total_steps:
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-
-        # --- checkpoint -------------------------------------------------------------------------
-        stopping = step == c.stop_after and step < plan.total_steps
-        if step % c.checkpoint_every == 0 or step == plan.total_steps or stopping:
-            train_state = {"step": step, "epoch": step // plan.steps_per_epoch,
-                           "position": step % plan.steps_per_epoch, "scheduler": scheduler.state_dict(),
-                           "scaler": scaler.state_dict(), "world_size": world, "config": c.to_dict()}
-            folder = checkpoint.save(os.path.join(c.out, "checkpoints"), step, model, optimizer,
-                                     train_state, rank, c.keep_last)
-            log(f"checkpoint: {folder}")
-        if stopping:
-            log(f"stopped after step {step} (stop_after={c.stop_after}); continue with resume=true")
-            break
-    bar.close()
-    if metrics:
-        metrics.close()
-
-    # --- export ---------------------------------------------------------------------------------
-    if c.export and step == plan.total_steps:
-        final = os.path.join(c.out, "final")
-        export(model, model_config, plan.tokenizer, final,
-               torch.bfloat16 if plan.precision == "bf16" else torch.float32, rank)
-        log(f"exported: {final} (AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
+            stopping = run.step == c.stop_after and run.step < plan.total_steps
+            checkpointing = run.step % c.checkpoint_every == 0 or run.step == plan.total_steps or stopping
+            if run.step % c.log_every == 0 or checkpointing:
+                log_rows(rt, bar, rows.flush(), c.log_every, plan.total_steps)
+            if checkpointing:
+                save_checkpoint(plan, rt, run)
+                rows.restart()
+            if stopping:
+                rt.log(f"stopped after step {run.step} (stop_after={c.stop_after}); continue with resume=true")
+                break
+    finally:
+        loader.close()
+        bar.close()
+        if metrics:
+            metrics.close()
+    if c.export and run.step == plan.total_steps:
+        tensors = check_batch(plan, loader)
+        check = {"tensors": tensors, "result": {"step": run.step, "loss": batch_loss(run.model, tensors, rt.device)}}
+        export_model(plan, rt, run, check)
     dist.barrier()
     dist.destroy_process_group()
 
