@@ -12,6 +12,17 @@ what ``check`` decides.
 ``FilterChain`` runs the filters in stage order, stops at the first rejection and returns it,
 counts and times what it decides in a ``Tally``, and hands each rejection to an optional sink (the
 rejects writer of ``selfinstruct filter``).
+
+Conversations (``record.messages``) are judged turn by turn. The record's own fields mirror its
+first exchange (first user turn, first assistant turn), so every filter judges that exchange as it
+judges single-turn data: novelty and duplicates are about the task, and the first user turn sets it.
+Each later exchange is then checked, as a record of its own (the user turn as the instruction, the
+reply as the output), by the filters that judge every turn: by default the synchronous filters that
+remember nothing (the quality rules, the language check, decontamination); a filter says otherwise
+with ``per_turn``. A later user turn leans on the conversation before it ("Why?", "And in
+French?", "Summarise it."), so the rules that ask whether an instruction stands on its own
+(``FOLLOW_UP_EXEMPT``) do not apply to it; an empty user turn is rejected instead. A rejection of a
+later exchange keeps the filter's reason and names the turn in its detail ("turn 3: …").
 """
 from __future__ import annotations
 
@@ -29,6 +40,11 @@ from selfinstruct.teachers.base import BudgetExhausted
 # a record a cheap one rejects. A filter names its stage; a new stage is one entry here.
 STAGES = ("exact", "quality", "decontam", "minhash", "rouge", "judge")
 
+# The reasons that say an instruction does not stand on its own (too few words, a fragment that
+# continues something, a pointer at material it does not carry): a follow-up turn of a conversation
+# stands on the turns before it, so these do not reject it.
+FOLLOW_UP_EXEMPT = frozenset({"too_short", "bad_start", "missing_material"})
+
 
 @dataclass(frozen=True)
 class Rejection:
@@ -44,6 +60,10 @@ class Filter:
     # Record fields the filter reads. The self-instruct recipe checks instruction-only filters as soon as
     # an instruction is parsed (before paying for its instances) and the rest once instances exist.
     fields: ClassVar[tuple[str, ...]] = ("instruction", "input", "output")
+    # Whether the filter also judges each later exchange of a conversation. None: it does when it is
+    # synchronous and remembers nothing (``add`` not overridden); a filter that remembers records is
+    # about novelty, which the first user turn decides.
+    per_turn: ClassVar[bool | None] = None
 
     def check(self, record: Record) -> Rejection | None:
         raise NotImplementedError
@@ -59,6 +79,32 @@ class Filter:
 
 
 RejectSink = Callable[[Record, Rejection], None]
+
+
+def judges_each_turn(f: Filter) -> bool:
+    if f.per_turn is not None:
+        return f.per_turn
+    return type(f).add is Filter.add and not inspect.iscoroutinefunction(f.check)
+
+
+def exchanges(messages: Sequence[dict[str, str]]) -> list[tuple[str, str]]:
+    """A conversation's (user turn, assistant reply) pairs in order, system turns left out. A user
+    turn that no reply follows pairs with "" (two user turns in a row: the first is unanswered),
+    and a reply without a user turn before it with ""."""
+    pairs: list[tuple[str, str]] = []
+    user: str | None = None
+    for m in messages:
+        role, content = m.get("role"), m.get("content") or ""
+        if role == "user":
+            if user is not None:
+                pairs.append((user, ""))
+            user = content
+        elif role == "assistant":
+            pairs.append((user or "", content))
+            user = None
+    if user is not None:
+        pairs.append((user, ""))
+    return pairs
 
 
 async def gather_or_cancel(coros: list) -> list:
@@ -96,6 +142,7 @@ class FilterChain:
         self.head = [f for f in self.filters if not inspect.iscoroutinefunction(f.check)]
         self.tail = [f for f in self.filters if inspect.iscoroutinefunction(f.check)]
         self.filters = self.head + self.tail
+        self.turn_filters = [f for f in self.head if judges_each_turn(f)]
         self.is_async = bool(self.tail)
         self._tail_busy, self._tail_since = 0, 0.0
 
@@ -117,15 +164,51 @@ class FilterChain:
         return self.settle_tail(record, await self.judge_tail(record))
 
     def check_head(self, record: Record) -> Rejection | None:
-        """The synchronous filters' verdict; on pass they remember ``record``."""
+        """The synchronous filters' verdict (on a conversation: its first exchange, then each later
+        one); on pass they remember ``record``."""
         for f in self.head:
             t0 = time.perf_counter()
             verdict = f.check(record)
             self.tally.seconds[f.stage] += time.perf_counter() - t0
             if verdict is not None:
                 return self._rejected(record, verdict, f.stage)
+        if record.messages is not None:
+            verdict = self.check_turns(record)
+            if verdict is not None:
+                return verdict
         for f in self.head:
             f.add(record)
+        return None
+
+    def check_turns(self, record: Record, first: int = 2, last: int | None = None) -> Rejection | None:
+        """The per-turn filters' verdict on exchanges ``first`` .. ``last`` (counted from 1; the
+        first is the record's own fields, which ``check_head`` judges) of ``record.messages``,
+        counted. Remembers nothing."""
+        outcome = self.judge_turns(record, first, last)
+        if outcome is None:
+            return None
+        stage, verdict = outcome
+        return self._rejected(record, verdict, stage)
+
+    def judge_turns(self, record: Record, first: int = 2, last: int | None = None) -> tuple[str, Rejection] | None:
+        """``check_turns`` with nothing counted: (the stage, the rejection) or None. The generate
+        loop counts a rejection when it decides, in unit order. ``record.meta["truncated_turns"]``
+        lists the turns the teacher cut off at its token limit (a generated conversation)."""
+        pairs = exchanges(record.messages or [])
+        cut = set(record.meta.get("truncated_turns") or ())
+        for k in range(max(first, 2), min(len(pairs), last or len(pairs)) + 1):
+            user, reply = pairs[k - 1]
+            if not user.strip():
+                return "quality", Rejection("empty_turn", f"turn {k}: the user's message is empty")
+            turn = Record(instruction=user, output=reply, lang=record.lang,
+                          meta={"truncated": True} if k in cut else {})
+            for f in self.turn_filters:
+                t0 = time.perf_counter()
+                verdict = f.check(turn)
+                self.tally.seconds[f.stage] += time.perf_counter() - t0
+                if verdict is not None and verdict.reason not in FOLLOW_UP_EXEMPT:
+                    return f.stage, Rejection(verdict.reason, f"turn {k}: {verdict.detail}" if verdict.detail
+                                              else f"turn {k}")
         return None
 
     async def judge_tail(self, record: Record) -> tuple[Filter, Rejection] | None:

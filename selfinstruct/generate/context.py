@@ -1,6 +1,13 @@
 """What a running unit of work is offered (the recipes' ``UnitContext``): the teacher's answers,
 replayed from the journal or the response cache when they exist, and the decisions on candidates,
-each journaled before it counts."""
+each journaled before it counts.
+
+A candidate that passes the synchronous filters may still have work ahead of it: turns to grow
+(``--turns K``, ``conversation``) and the judge. It then waits (``_awaiting``) and counts for
+novelty meanwhile, and ``settle`` — which runs outside any turn, so that many units' candidates are
+continued and judged at once — grows the conversations, checks each new turn, judges the
+survivors, and decides in unit order (lane "judged"). No unit waits for another's continuation,
+and the decisions are the same in every run with the same answers."""
 from __future__ import annotations
 
 import contextvars
@@ -14,6 +21,7 @@ from selfinstruct.cache import complete_cached
 from selfinstruct.errors import TeacherError
 from selfinstruct.filters import FilterChain
 from selfinstruct.filters.base import gather_or_cancel
+from selfinstruct.generate.conversation import Continuation, Stopped
 from selfinstruct.generate.ordering import Lanes, Turn
 from selfinstruct.generate.settings import MAX_CONSECUTIVE_FAILURES, Settings
 from selfinstruct.record import Record
@@ -62,8 +70,12 @@ class Context:
         self.seed_nearest = None      # a SeedNearest over the seed instructions (set by the run)
         # unit -> request stage -> seconds its paid requests took (each record's meta["seconds"])
         self._seconds: dict[int, Counter] = {}
-        # unit -> its candidates that passed the other filters and await the judge
+        # unit -> its candidates that passed the synchronous filters and await their turns, the judge
         self._awaiting: dict[int, list[tuple[Record, str]]] = {}
+        # how candidates grow into conversations (None: single-turn data)
+        self.continuation: Continuation | None = None
+        if s.turns > 1:
+            self.continuation = Continuation.for_recipe(scheduler.recipe, teacher, s.lang, s.turns)
 
     # -- the pool a unit's first prompt sees ----------------------------------------------------
 
@@ -125,9 +137,9 @@ class Context:
         return Turn(self.lanes, lane, current_unit.get())
 
     async def offer(self, record: Record, key: str) -> bool:
-        """Decide on a whole candidate. With a judge, a candidate that passes the other filters
-        awaits its judgement (``settle``) and counts for novelty meanwhile; True then means "not
-        rejected yet"."""
+        """Decide on a whole candidate. With turns to grow or a judge, a candidate that passes the
+        synchronous filters awaits them (``settle``) and counts for novelty meanwhile; True then
+        means "not rejected yet"."""
         if key in self.state.decided:
             return self.state.decided[key]
         self._stamp(record, key)
@@ -139,26 +151,40 @@ class Context:
         if verdict is not None:
             self._rejected(record, key, verdict.reason, verdict.detail)
             return False
-        if chain.tail:
+        if chain.tail or self.continuation is not None:
             self._awaiting.setdefault(current_unit.get(), []).append((record, key))
             return True
         self._accept(record, key)
         return True
 
     async def settle(self, n: int) -> None:
-        """Judge unit ``n``'s candidates (all at once, outside any turn, so that the judgements of
-        many units are in flight together), then decide on them in unit order: a candidate joins
-        the data and the pool once judged."""
+        """Grow unit ``n``'s candidates into conversations, then judge those that passed every turn
+        (each step for all of them at once, outside any turn, so that the requests of many units
+        are in flight together), then decide on them in unit order: a candidate joins the data and
+        the pool once judged."""
         waiting = self._awaiting.pop(n, None)
         if not waiting:
             return
+        stopped: list[Stopped | None] = [None] * len(waiting)
+        if self.continuation is not None:
+            # every turn is judged by the whole chain's per-turn rules: in a two-phase recipe the
+            # instruction-only ones too (they judged only the first user turn so far)
+            stopped = await gather_or_cancel([self.continuation.grow(record, self.ask, self.chain)
+                                              for record, _ in waiting])
         chain = self.example_filters if self.two_phase else self.chain
-        outcomes = await gather_or_cancel([chain.judge_tail(record) for record, _ in waiting])
+        whole = [record for (record, _), why in zip(waiting, stopped) if why is None]
+        judged = iter(await gather_or_cancel([chain.judge_tail(record) for record in whole]) if chain.tail
+                      else [None] * len(whole))
         async with Turn(self.lanes, "judged", n):
-            for (record, key), outcome in zip(waiting, outcomes):
-                verdict = chain.settle_tail(record, outcome)
+            for (record, key), why in zip(waiting, stopped):
+                self._refresh_seconds(record, key)
+                if why is not None:
+                    self.tally.reject(why.reason, why.stage)
+                    self._rejected(record, key, why.reason, why.detail, passed_head=True)
+                    continue
+                verdict = chain.settle_tail(record, next(judged))
                 if verdict is not None:
-                    self._rejected(record, key, verdict.reason, verdict.detail)
+                    self._rejected(record, key, verdict.reason, verdict.detail, passed_head=True)
                 elif self.outputs.accepted >= self.s.num:
                     self.reject(record, key, "over_quota", f"{self.s.num} examples were already accepted")
                 else:
@@ -196,10 +222,15 @@ class Context:
         self.tally.reject(reason, "generate")
         self._rejected(record, key, reason, detail)
 
-    def _rejected(self, record: Record, key: str, reason: str, detail: str) -> None:
+    def _rejected(self, record: Record, key: str, reason: str, detail: str, passed_head: bool = False) -> None:
+        """``passed_head``: the record passed the synchronous filters, which remember it (it counts
+        for novelty), before its turns or the judge rejected it; a resumed run remembers it too."""
         self.state.decided[key] = False
-        self.journal.write({"ev": "reject", "key": key, "reason": reason, "detail": detail,
-                            "stage": self.tally.stage_of.get(reason, "generate"), "record": record.to_dict()})
+        event = {"ev": "reject", "key": key, "reason": reason, "detail": detail,
+                 "stage": self.tally.stage_of.get(reason, "generate"), "record": record.to_dict()}
+        if passed_head:
+            event["passed_head"] = True
+        self.journal.write(event)
         self.outputs.rejected()
 
     def _pool_add(self, record: Record, key: str) -> None:
@@ -211,6 +242,10 @@ class Context:
         record.origin = record.origin or "machine"
         record.teacher = self.teacher.label
         record.request_id = key
+        self._refresh_seconds(record, key)
+
+    def _refresh_seconds(self, record: Record, key: str) -> None:
+        """The seconds the unit's paid requests took so far (a conversation's turns come later)."""
         spent = self._seconds.get(unit_number(key))
         if spent:
             record.meta["seconds"] = {stage: round(s, 3) for stage, s in spent.items()}
