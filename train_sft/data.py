@@ -1,11 +1,16 @@
-"""Alpaca records → token ids and labels → length-grouped batches.
+"""Records (Alpaca or conversations) → token ids and labels → length-grouped or packed batches.
 
-A training example is the prompt (the Alpaca template, or the tokenizer's chat template) followed by
-the response and EOS. Labels are the token ids on the response and -100 on every prompt token (and
-later on padding), so the loss is computed on the response only, as in Stanford Alpaca's train.py.
-Prompt and response are tokenised separately and concatenated, so the boundary between them is
-exact. The batch order of an epoch is a pure function of (seed, epoch): resuming at step N of an
-epoch replays the same order and skips the first N steps.
+A training example is the prompt followed by the response, labels being the token ids on the
+response and -100 on every prompt token (and later on padding), so the loss is computed on the
+response only, as in Stanford Alpaca's train.py. template=alpaca: Stanford Alpaca's prompt, the
+output and EOS. template=chat: the conversation (a record's ``messages``, or its single exchange)
+through the tokenizer's chat template, rendered turn by turn so that every assistant turn and its
+end-of-turn token are supervised and the system turn, user turns and role headers are not. Prompt
+and response pieces are tokenised separately and concatenated, so the boundaries are exact.
+
+The batch order of an epoch is a pure function of (seed, epoch): resuming at step N of an epoch
+replays the same order and skips the first N steps. With packing, the same examples of a step go
+into rows of up to max_length tokens, position ids restarting at each example (see ``pack_rows``).
 
 Records come through ``selfinstruct.readers`` (Alpaca JSON, our own records.jsonl with its metadata,
 parquet, datasets…), so every format trains the same. Each example remembers where it is in the data
@@ -54,44 +59,133 @@ def alpaca_prompt(record: Record) -> str:
     return template.format(instruction=record.instruction, input=record.input)
 
 
+def chat_segments(record: Record, tokenizer) -> list[tuple[str, bool]]:
+    """The record's conversation rendered by the tokenizer's chat template as consecutive pieces of
+    text, each with whether it is an assistant turn: [(prompt, False), (reply, True), (next user
+    turn…, False), (reply, True), …]. Their concatenation is the conversation rendered through its
+    last assistant turn (user turns after it teach nothing and are left out).
+
+    Rendered incrementally: the prompt up to each assistant turn with the generation prompt, then the
+    conversation through that turn; each render must start with the one before, so the pieces are
+    exactly what the template adds and the role headers fall in the prompt pieces. A template that
+    rewrites earlier turns once later ones follow (some drop past reasoning) fails that check and is
+    a UsageError: its turns cannot be masked one by one."""
+    messages = record.conversation()
+    replies = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+    segments: list[tuple[str, bool]] = []
+    rendered = ""
+    for k in replies:
+        prompt = _render(tokenizer, messages[:k], record, generation_prompt=True)
+        through = _render(tokenizer, messages[:k + 1], record, generation_prompt=False)
+        if not prompt.startswith(rendered) or not through.startswith(prompt):
+            raise UsageError(
+                f"template=chat: this tokenizer's chat template renders a conversation's earlier turns "
+                f"differently once later turns follow (assistant turn {replies.index(k) + 1} of the record "
+                f"at {record.where or '?'}), so its turns cannot be masked one by one; "
+                + ("use template=alpaca" if record.messages is None else
+                   "use a tokenizer folder whose chat template keeps earlier turns as they were"))
+        segments += [(prompt[len(rendered):], False), (through[len(prompt):], True)]
+        rendered = through
+    return segments
+
+
+def _render(tokenizer, messages: list[dict], record: Record, generation_prompt: bool) -> str:
+    try:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+    except Exception as e:          # jinja's raise_exception: roles that do not alternate, a system turn…
+        raise _at(record.where, f"the tokenizer's chat template refuses this conversation: {e}") from e
+
+
 def chat_texts(record: Record, tokenizer) -> tuple[str, str]:
-    """(prompt, response) rendered by the tokenizer's chat template; the response is what the
-    template adds for the assistant turn (its end-of-turn token included)."""
-    user = record.instruction + (f"\n\n{record.input}" if record.input.strip() else "")
-    messages = [{"role": "user", "content": user}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": record.output}],
-                                         tokenize=False)
-    if not full.startswith(prompt):
-        raise UsageError("template=chat: this tokenizer's chat template does not render the prompt as the "
-                         "start of the conversation; use template=alpaca")
-    return prompt, full[len(prompt):]
+    """(prompt, response) of a single-turn record rendered by the tokenizer's chat template; the
+    response is what the template adds for the assistant turn."""
+    (prompt, _), (response, _) = chat_segments(record, tokenizer)[:2]
+    return prompt, response
+
+
+def _end_of_turn_ids(tokenizer) -> frozenset[int]:
+    """Ids that can close an assistant turn: EOS and the tokenizer's other special tokens
+    (<|im_end|>, <|eot_id|>, <end_of_turn>…)."""
+    special = {i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special}
+    return frozenset(special | set(tokenizer.all_special_ids) | {tokenizer.eos_token_id})
+
+
+def _conversation_ids(pieces: list[list[int]], is_reply: list[bool], end_of_turn: frozenset[int],
+                      eos: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of one rendered conversation from its tokenised pieces.
+
+    A reply is supervised through its end-of-turn token (the last special token the template put in
+    it); what follows that token (the template's separator, "\n" in ChatML) stays in the input for
+    the next turn but is -100, and after the last reply it is dropped: nothing learns from it. A
+    template that closes replies with no special token gets EOS appended to each reply, so that every
+    supervised reply ends in a token that stops generation."""
+    ids: list[int] = []
+    labels: list[int] = []
+    last_reply = max(k for k, reply in enumerate(is_reply) if reply)
+    for k, (piece, reply) in enumerate(zip(pieces, is_reply)):
+        if not reply:
+            ids += piece
+            labels += [IGNORE] * len(piece)
+            continue
+        closing = max((j for j, t in enumerate(piece) if t in end_of_turn), default=None)
+        if closing is None:
+            supervised, separator = piece + [eos], []
+        else:
+            supervised, separator = piece[:closing + 1], piece[closing + 1:]
+        if k == last_reply:
+            separator = []
+        ids += supervised + separator
+        labels += supervised + [IGNORE] * len(separator)
+    return ids, labels
 
 
 def encode_batch(records: list[Record], tokenizer, template: str, max_length: int,
                  origins: list[str] | None = None) -> list[Example]:
     """Token ids and labels of each record, truncated to ``max_length``. ``origins``: where each
-    record is in the data file (default: where it was first read)."""
-    eos = tokenizer.eos_token_id
+    record is in the data file (default: where it was first read).
+
+    template=alpaca: Stanford Alpaca's prompt, then the response and EOS. A record holding more
+    than one user/assistant exchange (or a system turn) is an InputError: Alpaca has no place for
+    it. template=chat: the conversation (``Record.conversation()``: a single-turn record is one
+    exchange) through the tokenizer's chat template, loss on every assistant turn and nothing else."""
+    if origins is None:
+        origins = [r.where for r in records]
     if template == "chat":
-        prompts, responses = zip(*(chat_texts(r, tokenizer) for r in records))
-        prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        response_ids = [ids if eos in ids else ids + [eos]
-                        for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+        encoded = _encode_chats(records, tokenizer)
     else:
+        for record, origin in zip(records, origins):
+            if record.messages is not None and [m["role"] for m in record.messages] != ["user", "assistant"]:
+                raise _at(origin, f"this record is a conversation ({record.turns} assistant turns"
+                                  f"{', a system turn' if any(m['role'] == 'system' for m in record.messages) else ''}"
+                                  f"); template=alpaca holds one instruction and one response: train it with "
+                                  f"template=chat" + _first_read(_elsewhere(record, origin)))
+        eos = tokenizer.eos_token_id
         # The prompt starts the sequence, so it gets the tokenizer's BOS (when it uses one).
         prompt_ids = tokenizer([alpaca_prompt(r) for r in records])["input_ids"]
         response_ids = [ids + [eos] for ids in
                         tokenizer([r.output for r in records], add_special_tokens=False)["input_ids"]]
-    if origins is None:
-        origins = [r.where for r in records]
+        encoded = [(p + r, [IGNORE] * len(p) + r, len(p)) for p, r in zip(prompt_ids, response_ids)]
     examples = []
-    for record, origin, prompt, response in zip(records, origins, prompt_ids, response_ids):
-        ids = (prompt + response)[:max_length]
-        labels = ([IGNORE] * len(prompt) + response)[:max_length]
-        examples.append(Example(ids, labels, origin, len(prompt), len(prompt) + len(response) > max_length,
-                                _elsewhere(record, origin)))
+    for record, origin, (ids, labels, prompt_tokens) in zip(records, origins, encoded):
+        examples.append(Example(ids[:max_length], labels[:max_length], origin, prompt_tokens,
+                                len(ids) > max_length, _elsewhere(record, origin)))
     return examples
+
+
+def _encode_chats(records: list[Record], tokenizer) -> list[tuple[list[int], list[int], int]]:
+    """(input_ids, labels, prompt tokens before the first reply) of each record, untruncated. The
+    pieces of every record are tokenised in one call (fast tokenizers batch in Rust), each piece on
+    its own so that the boundary between prompt and reply is exact."""
+    rendered = [chat_segments(r, tokenizer) for r in records]
+    texts = [text for segments in rendered for text, _ in segments]
+    pieces = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
+    end_of_turn, eos = _end_of_turn_ids(tokenizer), tokenizer.eos_token_id
+    encoded = []
+    for segments in rendered:
+        own = [next(pieces) for _ in segments]
+        ids, labels = _conversation_ids(own, [reply for _, reply in segments], end_of_turn, eos)
+        encoded.append((ids, labels, len(own[0])))
+    return encoded
 
 
 def load_examples(path: str, tokenizer, template: str, max_length: int,
@@ -109,9 +203,10 @@ def load_examples(path: str, tokenizer, template: str, max_length: int,
     chunk: list[Record] = []
     origins: list[str] = []
     for origin, record in read_located(path):
-        if not record.output.strip():
-            raise _at(origin, "record has no output to train on (expected Alpaca records: instruction, "
-                              "input, output)" + _first_read(_elsewhere(record, origin)))
+        if not _has_reply(record):
+            raise _at(origin, ("conversation has no assistant turn to train on" if record.messages is not None
+                               else "record has no output to train on (expected Alpaca records: "
+                                    "instruction, input, output)") + _first_read(_elsewhere(record, origin)))
         chunk.append(record)
         origins.append(origin)
         if len(chunk) == _CHUNK:
@@ -131,6 +226,10 @@ def load_examples(path: str, tokenizer, template: str, max_length: int,
                                    f"tokens to train on; raise max_length, shorten this record, or set "
                                    f"too_long=skip" + _first_read(empty[0].source))
     return [e for e in examples if e.supervised], [e.origin for e in empty]
+
+
+def _has_reply(record: Record) -> bool:
+    return any(m["role"] == "assistant" and m["content"].strip() for m in record.conversation())
 
 
 def _elsewhere(record: Record, origin: str) -> str:
@@ -213,7 +312,113 @@ def rank_micro_batches(examples: list[Example], step: list[list[int]], rank: int
     packed, position_ids. Every rank gets the same number of micro-batches (FSDP's collectives run
     once per forward on every rank).
 
-    (Packing is being written for issue 14; without it micro-batch j goes to rank j % world.)"""
-    if packing:
-        raise NotImplementedError("packing")
-    return [collate([examples[i] for i in batch], pad_id) for batch in step[rank::world]]
+    Unpacked, micro-batch j goes to rank j % world. Packed, the step's examples (the same ones) go
+    into rows of at most ``max_length`` tokens (``pack_rows``) and the rows are dealt to the ranks
+    (``rank_rows``). Pass position_ids and NO attention_mask to the model with packed rows: the
+    position ids restarting at 0 are what tell transformers where each example ends; given an
+    attention_mask it ignores them and the examples of a row attend to each other; the same with a
+    KV cache (``model.config.use_cache`` must be False, as for any training)."""
+    if not packing:
+        return [collate([examples[i] for i in batch], pad_id) for batch in step[rank::world]]
+    rows = step_rows(step, {i: len(examples[i].input_ids) for batch in step for i in batch}, max_length)
+    return [collate_packed([[examples[i] for i in row] for row in batch], pad_id)
+            for batch in rank_rows(rows, rank, world, len(step[0]))]
+
+
+# --- packing -----------------------------------------------------------------------------------
+# Several whole examples per row, each with position ids from 0, so that transformers' mask (sdpa,
+# eager, flex; flash-attention's varlen path) is block-diagonal causal: no token attends to another
+# example. The examples of a step are the ones plan_epoch chose, so the step's loss is the same
+# mean over its supervised tokens whether packed or not; only the rows and their padding change.
+
+
+def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
+    """First-fit decreasing: indices into ``lengths`` grouped into rows whose lengths sum to at most
+    ``max_length``, fullest rows first. Deterministic (ties broken by index), so every rank computes
+    the same rows without talking to the others."""
+    if lengths and max(lengths) > max_length:
+        raise ValueError(f"an example of {max(lengths)} tokens does not fit a packed row of max_length={max_length}")
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        row = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
+        if row is None:
+            rows.append([i])
+            room.append(max_length - lengths[i])
+        else:
+            rows[row].append(i)
+            room[row] -= lengths[i]
+    return rows
+
+
+def step_rows(step: list[list[int]], lengths, max_length: int) -> list[list[int]]:
+    """The packed rows of one step, as example indices (``lengths[i]``: example i's token count)."""
+    if max_length < 1:
+        raise ValueError("packing needs max_length, the length of a packed row")
+    members = [i for batch in step for i in batch]
+    return [[members[k] for k in row] for row in pack_rows([lengths[i] for i in members], max_length)]
+
+
+def rank_rows(rows: list, rank: int, world: int, micro: int) -> list[list]:
+    """The micro-batches (lists of at most ``micro`` rows) of rank ``rank``: rows are dealt round
+    robin (the fullest first, so ranks get similar token counts), and every rank splits its rows
+    into the same number of micro-batches, ceil(rows / (micro x world)). A rank with fewer rows than
+    that gets an empty micro-batch (``collate_packed`` makes it one padding row): it must still run a
+    forward and backward, or the other ranks would wait forever in FSDP's all-gather."""
+    count = max(1, math.ceil(len(rows) / (micro * world)))
+    mine = rows[rank::world]
+    size, extra = divmod(len(mine), count)
+    batches, start = [], 0
+    for j in range(count):                      # sizes differ by at most one row
+        end = start + size + (j < extra)
+        batches.append(mine[start:end])
+        start = end
+    return batches
+
+
+def collate_packed(rows: list[list[Example]], pad_id: int):
+    """Rows of concatenated examples, right-padded to the longest row: input_ids, labels (-100 on
+    padding), attention_mask (1 on real tokens: for counting, not for the model) and position_ids
+    (0, 1, … within each example; the padding counts from 0 too, a segment of its own, so no real
+    token's mask changes). No rows at all: one row of two padding tokens, which carries no loss."""
+    import torch
+
+    widths = [sum(len(e.input_ids) for e in row) for row in rows]
+    longest = max(widths, default=0) or 2
+    count = max(len(rows), 1)
+    ids = torch.full((count, longest), pad_id, dtype=torch.long)
+    labels = torch.full((count, longest), IGNORE, dtype=torch.long)
+    mask = torch.zeros((count, longest), dtype=torch.long)
+    positions = torch.zeros((count, longest), dtype=torch.long)
+    for r, (row, width) in enumerate(zip(rows, widths)):
+        start = 0
+        for e in row:
+            n = len(e.input_ids)
+            ids[r, start:start + n] = torch.tensor(e.input_ids)
+            labels[r, start:start + n] = torch.tensor(e.labels)
+            # An example's first token is never a target (nothing before it in its own sequence);
+            # packed, the previous example's last token would otherwise be trained to predict it.
+            labels[r, start] = IGNORE
+            positions[r, start:start + n] = torch.arange(n)
+            start += n
+        mask[r, :width] = 1
+        positions[r, width:] = torch.arange(longest - width)
+    if not rows:
+        positions[0] = torch.arange(longest)
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "position_ids": positions}
+
+
+def packed_padding_waste(lengths: list[int], steps: list[list[list[int]]], max_length: int, micro: int,
+                         world: int) -> float:
+    """Share of the tokens in packed micro-batches that are padding (row ends, rows shorter than
+    their micro-batch's longest, the padding rows of ranks short of rows): comparable with
+    ``padding_waste`` of the same steps unpacked."""
+    padded = real = 0
+    for step in steps:
+        rows = step_rows(step, lengths, max_length)
+        for rank in range(world):
+            for batch in rank_rows(rows, rank, world, micro):
+                widths = [sum(lengths[i] for i in row) for row in batch]
+                padded += (max(widths, default=0) or 2) * max(len(batch), 1)
+                real += sum(widths)
+    return 1 - real / padded if padded else 0.0
