@@ -79,8 +79,8 @@ def chat_segments(record: Record, tokenizer) -> list[tuple[str, bool]]:
         through = _render(tokenizer, messages[:k + 1], record, generation_prompt=False)
         if not prompt.startswith(rendered) or not through.startswith(prompt):
             raise UsageError(
-                f"template=chat: this tokenizer's chat template renders a conversation's earlier turns "
-                f"differently once later turns follow (assistant turn {replies.index(k) + 1} of the record "
+                f"template=chat: this tokenizer's chat template does not render a conversation as its "
+                f"earlier turns followed by the next ones (assistant turn {replies.index(k) + 1} of the record "
                 f"at {record.where or '?'}), so its turns cannot be masked one by one; "
                 + ("use template=alpaca" if record.messages is None else
                    "use a tokenizer folder whose chat template keeps earlier turns as they were"))
