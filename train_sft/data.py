@@ -333,14 +333,37 @@ def rank_micro_batches(examples: list[Example], step: list[list[int]], rank: int
 
 
 def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
-    """First-fit decreasing: indices into ``lengths`` grouped into rows whose lengths sum to at most
-    ``max_length``, fullest rows first. Deterministic (ties broken by index), so every rank computes
-    the same rows without talking to the others."""
+    """Indices into ``lengths`` grouped into rows whose lengths sum to at most ``max_length``, few
+    and even, fullest first.
+
+    Even rows matter because a micro-batch pads its rows to the longest one: first-fit decreasing
+    needs few rows but leaves them full and one short tail row per step, padded to a full row. So the
+    examples are also dealt longest first, each to the emptiest row (LPT scheduling: rows end within
+    one example of each other), into as many rows as first-fit needed and into one more; of the
+    layouts where every row fits, the one with the fewest padded tokens (rows x longest row) wins,
+    the fewer rows on a tie. Deterministic (ties broken by index), so every rank computes the same
+    rows without talking to the others."""
     if lengths and max(lengths) > max_length:
         raise ValueError(f"an example of {max(lengths)} tokens does not fit a packed row of max_length={max_length}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    layouts = [_first_fit(order, lengths, max_length)]
+    for count in {len(layouts[0]), len(layouts[0]) + 1}:
+        even = _emptiest_first(order, lengths, max_length, min(count, len(lengths)))
+        if even is not None:
+            layouts.append(even)
+
+    def padded(rows: list[list[int]]) -> tuple[int, int]:
+        return len(rows) * max((sum(lengths[i] for i in row) for row in rows), default=0), len(rows)
+
+    best = min(layouts, key=padded)
+    loads = [sum(lengths[i] for i in row) for row in best]
+    return [best[r] for r in sorted(range(len(best)), key=lambda r: (-loads[r], r))]
+
+
+def _first_fit(order: list[int], lengths: list[int], max_length: int) -> list[list[int]]:
     rows: list[list[int]] = []
     room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    for i in order:
         row = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
         if row is None:
             rows.append([i])
@@ -349,6 +372,19 @@ def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
             rows[row].append(i)
             room[row] -= lengths[i]
     return rows
+
+
+def _emptiest_first(order: list[int], lengths: list[int], max_length: int, count: int) -> list[list[int]] | None:
+    """``order`` dealt to ``count`` rows, each example to the emptiest; None when one does not fit."""
+    rows: list[list[int]] = [[] for _ in range(count)]
+    load = [0] * count
+    for i in order:
+        row = min(range(count), key=lambda r: (load[r], r))
+        if load[row] + lengths[i] > max_length:
+            return None
+        rows[row].append(i)
+        load[row] += lengths[i]
+    return [row for row in rows if row]
 
 
 def step_rows(step: list[list[int]], lengths, max_length: int) -> list[list[int]]:
