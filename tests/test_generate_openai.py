@@ -1,17 +1,15 @@
 """`selfinstruct generate --teacher openai` end to end, from the real CLI in a subprocess, against the
 loopback OpenAI-compatible server: output, cache, auth errors, budget, and SIGKILL in mid-run."""
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from selfinstruct.cache import ResponseCache
 from selfinstruct.teachers.base import Request
 from tests.fake_openai_server import FakeOpenAI, api_error, prompt_of, serve_in_thread
+from tests.kill_resume import assert_nothing_journaled_was_sent_again, kill_and_resume
 from tests.sim_teacher import reply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,53 +104,15 @@ def request_key(body: dict) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twice(server, tmp_path, read_json,
-                                                                                    read_jsonl):
+def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twice(server, tmp_path, read_json):
     out = str(tmp_path / "o")
-    journal = os.path.join(out, "journal.jsonl")
     n = 100
     cmd, env = cli(server, out, "--num", str(n), "--concurrency", "4", "--no-cache", "--recipe", "self-instruct")
-    rng = random.Random(7)
-
-    def events(kind):
-        return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
-
-    seen: list[str] = []
-    journaled_by: list[tuple[float, set[str]]] = []   # (when the next run was started, resp keys by then)
-    kills = 0
-    for _ in range(6):
-        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Kill only once this run has accepted something new (a bounded wait), a moment later.
-        deadline = time.monotonic() + 120
-        while p.poll() is None and len(events("accept")) <= len(seen) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.1))
-        if p.poll() is not None:
-            break                                # it finished on its own: no kill to count
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-        assert p.returncode == -signal.SIGKILL
-        kills += 1
-        now = [ev["record"]["instruction"] for ev in events("accept")]
-        assert now[: len(seen)] == seen          # nothing accepted before was lost
-        assert len(seen) < len(now) < n          # killed while under way: it had accepted more, not all
-        seen = now
-        time.sleep(0.2)                          # what the dead process had sent reaches the server
-        journaled_by.append((time.monotonic(), {ev["key"] for ev in events("resp")}))
-    assert kills >= 3
-
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    runs = kill_and_resume(cmd, out, env, seed=7, num=n)
     data = read_json(os.path.join(out, "data.json"))
     assert len(data) == n
     assert len({(d["instruction"], d["input"]) for d in data}) == n
-    assert [d["instruction"] for d in data][: len(seen)] == seen
-
-    # No answer is paid for twice: once a response is in the journal, no later run sends its request
-    # again. (A request in flight when the process was killed has no journaled answer, and is sent
-    # again by the run that resumes its unit: that is the one repeat there may be.)
+    assert [d["instruction"] for d in data][: len(runs.seen)] == runs.seen
     sent = [(r.t, request_key(r.json)) for r in server.requests]
-    assert {ev["key"] for ev in events("resp")} <= {key for _, key in sent}    # keys map to the bodies
-    for started, journaled in journaled_by:
-        assert [key for t, key in sent if t > started and key in journaled] == []
-    assert sum(t > journaled_by[-1][0] for t, _ in sent) > 0                 # the last run did send
+    assert_nothing_journaled_was_sent_again(runs, out, sent)
+    assert sum(t > runs.journaled_by[-1][0] for t, _ in sent) > 0      # the last run did send

@@ -7,20 +7,18 @@ again. The parsing of blocks is tested on its own too."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from selfinstruct.recipes.alpaca import AlpacaRecipe, answer_request, parse_block
 from selfinstruct.teachers.base import Request
 from tests.fake_openai_server import FakeOpenAI, length, ok, serve_in_thread
+from tests.kill_resume import assert_nothing_journaled_was_sent_again, journal_events, kill_and_resume
 from tests.sim_teacher import VERBS, WORDS, ZH
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -336,48 +334,15 @@ def test_sigkill_then_resume_sends_no_journaled_answer_request_again(tmp_path, r
         assert ref.returncode == 0, ref.stderr
         srv.requests.clear()
         out = tmp_path / "o"
-        journal = out / "journal.jsonl"
-
-        def events(kind):
-            return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
-
-        rng = random.Random(11)
-        seen: list[str] = []
-        journaled_by: list[tuple[float, set[str]]] = []
-        kills = 0
-        for _ in range(6):
-            p = subprocess.Popen(command(srv.url, out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 120
-            while p.poll() is None and len(events("accept")) <= len(seen) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 0.1))
-            if p.poll() is not None:
-                break
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-            assert p.returncode == -signal.SIGKILL
-            kills += 1
-            now = [ev["record"]["instruction"] for ev in events("accept")]
-            assert now[: len(seen)] == seen            # nothing accepted before was lost
-            seen = now
-            time.sleep(0.2)                            # what the dead process sent reaches the server
-            journaled_by.append((time.monotonic(), {ev["key"] for ev in events("resp")}))
-        assert kills >= 3
-        r = subprocess.run(command(srv.url, out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+        runs = kill_and_resume(command(srv.url, out), out, env, seed=11)
         sent = [(q.t, request_key(q.json)) for q in srv.requests]
     data = read_json(out / "data.json")
     assert len(data) == num and data == read_json(tmp_path / "ref" / "data.json")
     records = read_jsonl(out / "records.jsonl")
     assert [rec.get("meta", {}).get("answered") for rec in records] == \
         [rec.get("meta", {}).get("answered") for rec in read_jsonl(tmp_path / "ref" / "records.jsonl")]
-    resp_stages = {ev["key"]: ev["stage"] for ev in events("resp")}
-    assert "answer" in resp_stages.values()
-    # no answer paid twice: once journaled, a request is never sent again
-    assert set(resp_stages) <= {key for _, key in sent}
-    for started, journaled in journaled_by:
-        assert [key for t, key in sent if t > started and key in journaled] == []
+    assert "answer" in {ev["stage"] for ev in journal_events(out, "resp")}
+    assert_nothing_journaled_was_sent_again(runs, out, sent)
 
 
 def _slow(behaviour):

@@ -9,16 +9,15 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from selfinstruct.recipes.documents import DocumentsRecipe, clean_answer, parse_tasks
 from selfinstruct.teachers.base import Request
 from tests.fake_openai_server import FakeOpenAI, length, ok, prompt_of, serve_in_thread
+from tests.kill_resume import assert_nothing_journaled_was_sent_again, kill_and_resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -404,37 +403,7 @@ def test_sigkill_in_mid_run_then_resume_ends_with_the_uninterrupted_runs_data(tm
         server.requests.clear()
 
         out = tmp_path / "o"
-        journal = out / "journal.jsonl"
-
-        def events(kind):
-            return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
-
-        rng = random.Random(3)
-        seen: list[str] = []
-        journaled_by: list[tuple[float, set[str]]] = []
-        kills = 0
-        for _ in range(6):
-            p = subprocess.Popen(command(server, out), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 120
-            while p.poll() is None and len(events("accept")) <= len(seen) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 0.1))
-            if p.poll() is not None:
-                break
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-            assert p.returncode == -signal.SIGKILL
-            kills += 1
-            now = [ev["record"]["instruction"] for ev in events("accept")]
-            assert now[: len(seen)] == seen
-            seen = now
-            time.sleep(0.2)
-            journaled_by.append((time.monotonic(), {ev["key"] for ev in events("resp")}))
-        assert kills >= 3
-        r = subprocess.run(command(server, out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
-
+        runs = kill_and_resume(command(server, out), out, env, seed=3)
         sent = [(q.t, request_key(q.json)) for q in server.requests]
     data, ref_data = read_json(out / "data.json"), read_json(tmp_path / "ref" / "data.json")
     assert len(data) == num and data == ref_data
@@ -443,7 +412,4 @@ def test_sigkill_in_mid_run_then_resume_ends_with_the_uninterrupted_runs_data(tm
         return [(rec["meta"]["chunk"], rec["meta"].get("answered")) for rec in rows]
     assert cited(records) == cited(read_jsonl(tmp_path / "ref" / "records.jsonl"))
     assert any(rec["meta"].get("answered") for rec in records)     # answer requests were part of it
-    # no answer paid twice: once journaled, a request is never sent again
-    assert {ev["key"] for ev in events("resp")} <= {key for _, key in sent}
-    for started, journaled in journaled_by:
-        assert [key for t, key in sent if t > started and key in journaled] == []
+    assert_nothing_journaled_was_sent_again(runs, out, sent)

@@ -12,10 +12,7 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -28,6 +25,7 @@ from selfinstruct.recipes.evol_instruct import (OPERATIONS, PROMPTS, EvolInstruc
 from selfinstruct.teachers.base import Request
 from selfinstruct.text import tokens
 from tests.fake_openai_server import FakeOpenAI, api_error, ok, serve_in_thread, server_error
+from tests.kill_resume import assert_nothing_journaled_was_sent_again, kill_and_resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -618,51 +616,19 @@ def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_sends_no_journ
     source = write_from(tmp_path / "tasks.jsonl", many_tasks(150))
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS_EN)
     out = str(tmp_path / "o")
-    journal = os.path.join(out, "journal.jsonl")
-    rng = random.Random(11)
-
-    def events(kind):
-        return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
-
     with serve_in_thread(FakeOpenAI(responder=stateless(0.1))) as server:
         cmd = [sys.executable, "cli.py", "generate", "--teacher", "openai", "--base-url", server.url,
                "--model", "fake-model", "--out", out, "--no-progress", "--no-report", "--no-cache",
                "--recipe", "evol-instruct", "--from", source, "--seeds", seeds, "--num", str(n),
                "--concurrency", "4"]
-        env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
-        seen: list[str] = []
-        journaled_by: list[tuple[float, set[str]]] = []
-        kills = 0
-        for _ in range(6):
-            p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 120
-            while p.poll() is None and len(events("accept")) <= len(seen) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 0.1))
-            if p.poll() is not None:
-                break
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-            kills += 1
-            now = [ev["record"]["instruction"] for ev in events("accept")]
-            assert now[: len(seen)] == seen
-            assert len(seen) < len(now) < n
-            seen = now
-            time.sleep(0.2)                      # what the dead process sent reaches the server
-            journaled_by.append((time.monotonic(), {ev["key"] for ev in events("resp")}))
-        assert kills >= 3
-
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+        runs = kill_and_resume(cmd, out, {**os.environ, "OPENAI_API_KEY": "sk-test"}, seed=11, num=n)
         sent = [(q.t, request_key(q.json)) for q in server.requests]
 
     data = read_json(os.path.join(out, "data.json"))
     assert len(data) == n and len({d["instruction"] for d in data}) == n
-    assert [d["instruction"] for d in data][: len(seen)] == seen
+    assert [d["instruction"] for d in data][: len(runs.seen)] == runs.seen
     assert read_json(os.path.join(out, "summary.json"))["stopped"] == "done"
     records = read_jsonl(os.path.join(out, "records.jsonl"))
     assert all(rec["meta"]["lineage"]["round"] in (1, 2, 3) for rec in records)
-    assert {ev["key"] for ev in events("resp")} <= {key for _, key in sent}     # keys map to the bodies
-    for started, journaled in journaled_by:
-        assert [key for t, key in sent if t > started and key in journaled] == []
-    assert sum(t > journaled_by[-1][0] for t, _ in sent) > 0
+    assert_nothing_journaled_was_sent_again(runs, out, sent)
+    assert sum(t > runs.journaled_by[-1][0] for t, _ in sent) > 0

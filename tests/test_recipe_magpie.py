@@ -5,10 +5,7 @@ SIGKILL, and one run on the real embedded model."""
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +16,7 @@ from selfinstruct.recipes.magpie import MagpieRecipe
 from selfinstruct.teachers.base import Request
 from selfinstruct.teachers.openai import OpenAITeacher
 from tests.fake_openai_server import FakeOpenAI, default_text, hang, ok, serve_in_thread
+from tests.kill_resume import assert_nothing_journaled_was_sent_again, journal_events, kill_and_resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHATML_USER = "<|im_start|>user\n"
@@ -439,59 +437,25 @@ def unique_instruction(body, n):
 
 
 @pytest.mark.slow
-def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twice(tmp_path, read_json,
-                                                                                    read_jsonl):
+def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twice(tmp_path, read_json):
     out = str(tmp_path / "o")
-    journal = os.path.join(out, "journal.jsonl")
     n = 150
-    rng = random.Random(11)
-
-    def events(kind):
-        return [ev for ev in read_jsonl(journal, torn_ok=True) if ev["ev"] == kind]
-
     with serve_in_thread(FakeOpenAI(responder=unique_instruction)) as server:
         cmd = [sys.executable, "cli.py", "generate", "--teacher", "openai", "--base-url", server.url,
                "--model", "qwen2.5-7b-instruct", "--recipe", "magpie", "--topics", "builtin", "--out", out,
                "--no-progress", "--no-report", "--no-cache", "--num", str(n), "--concurrency", "4"]
-        env = {**os.environ, "OPENAI_API_KEY": ""}
-        seen: list[str] = []
-        journaled_by: list[tuple[float, set[str]]] = []
-        interrupted: set[str] = set()             # units started, not ended, when a run was killed
-        kills = 0
-        for _ in range(6):
-            p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 120
-            while p.poll() is None and len(events("accept")) <= len(seen) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 0.1))
-            if p.poll() is not None:
-                break
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
-            kills += 1
-            now = [ev["record"]["instruction"] for ev in events("accept")]
-            assert now[: len(seen)] == seen
-            assert len(seen) < len(now) < n
-            seen = now
-            time.sleep(0.2)
-            journaled_by.append((time.monotonic(), {ev["key"] for ev in events("resp")}))
-            interrupted |= {ev["uid"] for ev in events("start")} - {ev["uid"] for ev in events("end")}
-        assert kills >= 3
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+        runs = kill_and_resume(cmd, out, {**os.environ, "OPENAI_API_KEY": ""}, seed=11, num=n)
         sent = [(q.t, request_key(q.json)) for q in server.requests]
     data = read_json(os.path.join(out, "data.json"))
     assert len(data) == n and len({d["instruction"] for d in data}) == n
-    assert [d["instruction"] for d in data][: len(seen)] == seen
-    assert {ev["key"] for ev in events("resp")} <= {key for _, key in sent}
-    for started, journaled in journaled_by:
-        assert [key for t, key in sent if t > started and key in journaled] == []
+    assert [d["instruction"] for d in data][: len(runs.seen)] == runs.seen
+    assert_nothing_journaled_was_sent_again(runs, out, sent)
     # a unit's topic stays with it across the kills: in its record, in its first request, and in the
     # system turn its answer was asked with (rebuilt from the journaled carry by a resumed unit)
-    first_of = {ev["uid"]: ev["req"] for ev in events("start")}
+    first_of = {ev["uid"]: ev["req"] for ev in journal_events(out, "start")}
     systems = {q.json["messages"][-1]["content"]: q.json["messages"][0]["content"]
                for q in server.requests if "messages" in q.json}
-    accepted = [ev["record"] for ev in events("accept")]
+    accepted = [ev["record"] for ev in journal_events(out, "accept")]
     for rec in accepted:
         topic = rec["meta"]["topic"]
         first = first_of[rec["request_id"].split(":")[0]]
@@ -499,7 +463,7 @@ def test_sigkill_in_mid_run_then_resume_ends_with_exactly_num_and_never_pays_twi
         assert f"The user asks about {topic}." in first["prompt"]
         assert systems[rec["instruction"]] == f"You are a helpful assistant. The user asks about {topic}."
     # some of them were units a kill interrupted
-    assert interrupted & {rec["request_id"].split(":")[0] for rec in accepted}
+    assert runs.interrupted & {rec["request_id"].split(":")[0] for rec in accepted}
 
 
 # -- the real embedded model --------------------------------------------------------------------

@@ -550,3 +550,22 @@ def test_without_the_cjk_font_a_chinese_report_still_draws_and_says_why_labels_a
     assert (tmp_path / "out" / "report_verbnoun_zh.png").read_bytes().startswith(PNG_MAGIC)
     english = write_run(tmp_path / "en", records_of(EN))
     assert "No CJK font" not in report([english], tmp_path / "out_en").read_text(encoding="utf-8")
+
+
+def test_a_run_of_conversations_shows_its_turns_and_every_turn_of_a_sample(tmp_path):
+    def conversation(first: str, turns: int) -> dict:
+        messages = []
+        for k in range(turns):
+            messages += [{"role": "user", "content": first if k == 0 else f"追问 {k}：再具体一点？"},
+                         {"role": "assistant", "content": f"reply {k + 1} to {first}"}]
+        return Record.from_messages(messages, lang="en", origin="machine", teacher="t", request_id=f"u{turns}",
+                                    nearest_seed="Name a fruit.", nearest_seed_rouge=0.2).to_dict()
+
+    rows = [conversation("Plan a picnic.", 3), conversation("Name a bird.", 3), conversation("Sort 3, 1, 2.", 2)]
+    html = report([write_run(tmp_path / "run", rows, reasons={})], tmp_path / "r").read_text(encoding="utf-8")
+    assert "assistant turns per record: 2: 1, 3: 2" in page_text(html)[0]
+    assert "reply 3 to Plan a picnic." in html and "追问 2：再具体一点？" in html
+
+
+def test_single_turn_data_says_nothing_about_turns(en_run, en_page):
+    assert "assistant turns per record" not in en_page[1] and "classification" in en_page[1]
