@@ -44,7 +44,9 @@ def export(model, config, tokenizer, folder: str, dtype, rank: int, c=None) -> N
             if c is not None and c.lora_export == "adapter":
                 write_adapter(peft_model, c, tokenizer, tmp, folder, dtype)
             else:
-                write_plain(peft_model.merge_and_unload(), tokenizer, tmp, dtype)
+                # safe_merge: each merged weight is a new tensor. In a world of one rank the gathered
+                # state is the training parameters themselves, which must not change.
+                write_plain(peft_model.merge_and_unload(safe_merge=True), tokenizer, tmp, dtype)
         else:
             write_plain(plain_model(config, full), tokenizer, tmp, dtype)
         if os.path.isdir(folder):
@@ -99,7 +101,9 @@ def write_adapter(peft_model, c, tokenizer, folder: str, final: str, dtype) -> N
     base_path = os.path.abspath(os.path.join(final, BASE)) if own_base else os.path.abspath(c.model)
     peft_model.peft_config[lora.ADAPTER].base_model_name_or_path = base_path
     peft_model.to(dtype)
-    peft_model.save_pretrained(folder)
+    # save_embedding_layers=False: the vocabulary never changes here, and peft's "auto" would look the
+    # base up on the Hub when its folder is not written yet.
+    peft_model.save_pretrained(folder, save_embedding_layers=False)
     tokenizer.save_pretrained(folder)
     if own_base:
         write_plain(peft_model.unload(), tokenizer, os.path.join(folder, BASE), dtype)
