@@ -550,3 +550,35 @@ def test_launch_sh_stops_a_bad_input_before_torchrun_with_one_line_and_exit_2(da
                             cwd=ROOT, capture_output=True, text=True, timeout=120, env={**_env(), "NPROC": "2"})
     assert (result.returncode, result.stderr) == (2, f"Error: {message}\n")
     assert not (tmp_path / "o").exists()
+
+
+# --- the loop's prefetch ----------------------------------------------------------------------------
+
+
+def test_the_prefetched_step_tensors_are_the_ones_the_step_asks_for(tokenizer_dir, data_file, tmp_path):
+    import torch
+
+    from selfinstruct.train_sft.train import Runtime, StepLoader, prepare
+
+    plan, _ = prepare(["tiny-cpu", f"data={data_file}", f"out={tmp_path}", f"tokenizer={tokenizer_dir}",
+                       "global_batch_size=4", "micro_batch_size=1", "epochs=3", "max_steps=5"])
+    rt = Runtime(rank=1, world=2, device=torch.device("cpu"), log=lambda msg: None)
+    loader = StepLoader(plan, rt)
+    lengths = [len(e.input_ids) for e in plan.examples]
+    try:
+        for index in [0, 1, 2, 4, 3]:            # in order, then out of order (a resume starts anywhere)
+            batch = loader.get(index)
+            epoch, position = divmod(index, plan.steps_per_epoch)
+            step = data.plan_epoch(lengths, epoch, 42, 4, 1, True)[position]
+            expected = data.rank_micro_batches(plan.examples, step, 1, 2, plan.tokenizer.pad_token_id)
+            assert (batch.index, batch.epoch) == (index, epoch)
+            assert len(batch.micro_batches) == len(expected) == 2
+            for got, want in zip(batch.micro_batches, expected):
+                assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+            assert batch.supervised == sum(plan.examples[i].supervised for mb in step for i in mb)
+            assert batch.tokens == sum(lengths[i] for mb in step for i in mb)
+            # the next step is already being built; none after the last
+            assert (loader.upcoming.result().index if loader.upcoming else None) == (
+                index + 1 if index + 1 < plan.total_steps else None)
+    finally:
+        loader.close()

@@ -259,8 +259,8 @@ def build(plan: Plan, rt: Runtime) -> Run:
 
 class StepLoader:
     """The tensors of step N+1 are built on a thread while step N computes (one slot: at most one
-    step ahead). Tensor building releases the GIL, so the thread costs the compute almost nothing;
-    on CUDA the tensors are pinned so the copy to the GPU does not block the host."""
+    step ahead). The forward and backward kernels release the GIL, so the thread's Python runs beside
+    them; on CUDA the tensors are pinned so that their copy to the GPU does not block the host."""
 
     def __init__(self, plan: Plan, rt: Runtime):
         from concurrent.futures import ThreadPoolExecutor
