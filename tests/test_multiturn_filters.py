@@ -202,3 +202,18 @@ def test_single_turn_records_are_judged_as_before():
     rec = Record("Name three rivers in Europe.", output="The Danube, the Rhine and the Loire.")
     assert c.check(rec) is None
     assert c.judge_turns(rec) is None and c.check_turns(rec) is None
+
+
+def test_selfinstruct_filter_applies_the_per_turn_rules_to_a_messages_file(invoke_cli, tmp_path, write_jsonl,
+                                                                          read_jsonl):
+    bad = [m for m in EN_GOOD[1] if m["role"] != "system"]
+    bad[3] = {"role": "assistant", "content": "As an AI language model, I cannot explain it to a child."}
+    bad[0] = {"role": "user", "content": "Which three inventions changed farming most in the last century?"}
+    path = write_jsonl(tmp_path / "chats.jsonl", [{"messages": m} for m in EN_GOOD + [bad] + ZH_GOOD])
+    r = invoke_cli("filter", "--no-progress", "--no-report", path, "--out", tmp_path / "o", "--format", "messages",
+                   "--lang", "auto")
+    assert r.exit_code == 0, r.output + r.stderr
+    kept = read_jsonl(tmp_path / "o" / "records.jsonl")
+    assert [rec["messages"] for rec in kept] == EN_GOOD + ZH_GOOD
+    rejects = read_jsonl(tmp_path / "o" / "rejects.jsonl")
+    assert [(x["reason"], x["detail"][:7]) for x in rejects] == [("refusal", "turn 2:")]
