@@ -28,6 +28,7 @@ from tests.sim_teacher import WORDS, ZH
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMULATOR_SYSTEMS = {p["system"] for p in USER_SIMULATOR.values()}
+JUDGE_MARK = re.compile(r"<<<(example-[0-9a-f]+)>>>")
 
 
 # -- cleaning the simulated user's reply ---------------------------------------------------------
@@ -149,6 +150,11 @@ class Teacher:
             return self.ok(f"Explain how the {words(str(body['seed']), k=4)} fit together in plain words.")
         turns = [m for m in messages if m["role"] != "system"]
         system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        judged = JUDGE_MARK.search(prompt_of(body))
+        if judged:                                              # the judge: a score from the instruction
+            instruction = prompt_of(body).split("[Instruction]\n", 1)[1].split("\n", 1)[0]
+            low = digest(instruction, "judge").random() < 0.4
+            return self.ok("Score: 3\nReason: vague" if low else "Score: 8\nReason: clear and correct")
         if system in SIMULATOR_SYSTEMS:
             return self.follow_up(turns[-1]["content"])
         if len(turns) > 1:
@@ -361,6 +367,31 @@ def test_teacher_failures_and_unusable_follow_ups_are_rejects_counted_per_reason
     assert summary["requests_per_stage"]["user_turn"]["failed"] == by_reason["turn_failed"]
 
 
+def test_the_judge_judges_whole_conversations_after_their_turns(invoke_cli, tmp_path, read_json, read_jsonl):
+    def answer_for(turns):
+        if len(turns) == 3 and digest(turns[0]["content"]).random() < 0.3:
+            return ok("As an AI language model, I cannot give more examples.")
+        return None
+
+    with serve_in_thread(FakeOpenAI(responder=Teacher(answer_for=answer_for))) as server:
+        r = generate(invoke_cli, server, tmp_path / "o", "alpaca", "--turns", "2", "--num", "6",
+                     "--concurrency", "2", "--judge", "--judge-min-score", "5")
+        assert r.exit_code == 0, r.output + r.stderr
+        judged = [prompt_of(q.json).split("[Instruction]\n", 1)[1].split("\n", 1)[0] for q in server.requests
+                  if "messages" in q.json and JUDGE_MARK.search(prompt_of(q.json))]
+    records = read_jsonl(tmp_path / "o" / "records.jsonl")
+    assert len(records) == 6 and all(len(rec["messages"]) == 4 for rec in records)
+    assert all(rec["judge_score"] == 8 for rec in records)
+    rejects = read_jsonl(tmp_path / "o" / "rejects.jsonl")
+    low = [x for x in rejects if x["reason"] == "judge_low_score"]
+    refused = [x for x in rejects if x["reason"] == "refusal"]
+    assert low and refused
+    # the judge saw every whole conversation, and none that a turn had rejected
+    assert {rec["instruction"] for rec in records} | {x["record"]["instruction"] for x in low} <= set(judged)
+    assert not {x["record"]["instruction"] for x in refused} & set(judged)
+    assert all(len(x["record"]["messages"]) == 4 for x in low)
+
+
 def test_a_rerun_with_the_cache_pays_nothing_and_makes_the_same_conversations(invoke_cli, tmp_path, read_jsonl):
     with serve_in_thread(FakeOpenAI(responder=Teacher())) as server:
         args = ("--turns", "3", "--num", "6", "--concurrency", "3")
@@ -377,7 +408,7 @@ def test_a_rerun_with_the_cache_pays_nothing_and_makes_the_same_conversations(in
 def test_a_run_into_a_folder_made_with_other_turns_is_refused(invoke_cli, tmp_path, fake_openai):
     r = generate(invoke_cli, fake_openai, tmp_path / "o", "alpaca", "--turns", "2", "--num", "1")
     assert r.exit_code == 0, r.output + r.stderr
-    again = generate(invoke_cli, fake_openai, tmp_path / "o", "alpaca", "--num", "1", "--format", "messages")
+    again = generate(invoke_cli, fake_openai, tmp_path / "o", "alpaca", "--num", "1")
     assert again.exit_code != 0 and "--turns 2" in again.stderr
 
 
