@@ -257,6 +257,34 @@ def test_the_adapters_train_and_the_frozen_base_does_not_move(sharded):
     assert mean_token_loss(sharded["model"], sharded["batch"]) < sharded["init_loss"] - 0.05
 
 
+def adapter_gradients(c, tokenizer, batch) -> dict:
+    """The adapters' gradients of one forward and backward of a freshly built sharded model."""
+    import torch
+    import torch.nn.functional as F
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    from selfinstruct.train_sft import modeling
+
+    model, _ = modeling.build_sharded_model(c, modeling.model_config(c, tokenizer), 0, torch.device("cpu"),
+                                            MixedPrecisionPolicy())
+    model.train()
+    logits = model(input_ids=batch["input_ids"]).logits
+    F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100).backward()
+    return {name: p.grad.full_tensor() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_activation_checkpointing_with_adapters_gives_the_same_gradients(sharded, tokenizer):
+    import torch
+
+    plain = adapter_gradients(sharded["c"], tokenizer, sharded["batch"])
+    recomputed = adapter_gradients(dataclasses.replace(sharded["c"], activation_checkpointing=True), tokenizer,
+                                   sharded["batch"])
+    assert plain.keys() == recomputed.keys()
+    assert any(g.abs().max() > 0 for g in plain.values())
+    for name, grad in plain.items():
+        torch.testing.assert_close(recomputed[name], grad, rtol=1e-5, atol=1e-8)
+
+
 def test_a_lora_checkpoint_holds_the_adapters_alone_and_restores_them(sharded, tmp_path):
     import torch
     import torch.distributed.checkpoint as dcp

@@ -63,11 +63,6 @@ def check_settings(c) -> None:
                          f"e.g. lora_targets=[q_proj,v_proj]")
 
 
-def scale(c) -> float:
-    """What B·A is multiplied by in the forward pass and in the merge."""
-    return c.lora_alpha / c.lora_rank
-
-
 def lora_config(c):
     from peft import LoraConfig
 
