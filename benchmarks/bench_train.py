@@ -1,12 +1,15 @@
-"""train_sft on CPU: padding waste and training tokens/s, with and without length grouping.
+"""train_sft on CPU: padding waste and training tokens/s, random order vs length grouping vs packing.
 
     python benchmarks/bench_train.py                 # 2 ranks, 12 steps per run
     python benchmarks/bench_train.py --ranks 1 --steps 20
 
 Data: the 175 Self-Instruct seed tasks from ../shared/data when present (real instruction lengths),
-else 400 synthetic Alpaca records with lengths spread like Alpaca's. Both runs train the tiny LLaMA of
-configs/tiny-cpu.yaml under torchrun (gloo) in this same invocation; tokens/s counts real (non-padding)
-tokens, the median over the steps after the first two. Prints ``RESULT`` lines with the ratios.
+else 400 synthetic Alpaca records with lengths spread like Alpaca's. The three runs train the tiny
+LLaMA of configs/tiny-cpu.yaml under torchrun (gloo) in this same invocation, on the same steps'
+examples: random order (micro-batches of examples padded to their longest), length-grouped, and
+packed (packing=true: the step's examples in rows of up to max_length, in random order, which mixes
+lengths and packs best). Tokens/s counts real (non-padding) tokens, the median over the steps after
+the first two. Prints ``RESULT`` lines with the ratios.
 """
 from __future__ import annotations
 
@@ -48,27 +51,33 @@ def tokenizer_folder() -> str:
     return folder
 
 
-def padding(data_path: str, tokenizer_dir: str, global_batch: int, micro: int) -> dict[bool, float]:
+def padding(data_path: str, tokenizer_dir: str, global_batch: int, micro: int, ranks: int) -> dict[str, float]:
+    """Padding waste of each mode, the mean over three epochs' plans (no training needed)."""
     from transformers import AutoTokenizer
 
     from selfinstruct.train_sft import data
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    examples, _ = data.load_examples(data_path, tokenizer, "alpaca", 512, too_long="skip")
+    examples, _ = data.load_examples(data_path, tokenizer, "alpaca", MAX_LENGTH, too_long="skip")
     lengths = [len(e.input_ids) for e in examples]
-    waste = {}
-    for grouped in (True, False):
-        per_epoch = [data.padding_waste(lengths, data.plan_epoch(lengths, epoch, 42, global_batch, micro,
-                                                                 grouped)) for epoch in range(3)]
-        waste[grouped] = statistics.mean(per_epoch)
+    waste: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for epoch in range(3):
+        for mode in MODES:
+            steps = data.plan_epoch(lengths, epoch, 42, global_batch, micro, mode == "grouped")
+            waste[mode].append(data.packed_padding_waste(lengths, steps, MAX_LENGTH, micro, ranks)
+                               if mode == "packed" else data.padding_waste(lengths, steps))
     print(f"data: {len(examples)} examples, mean length {statistics.mean(lengths):.0f}, "
           f"max {max(lengths)} tokens")
-    return waste
+    return {mode: statistics.mean(values) for mode, values in waste.items()}
 
 
-def train(data_path: str, tokenizer_dir: str, ranks: int, steps: int, grouped: bool, micro: int,
+MODES = ("random", "grouped", "packed")
+MAX_LENGTH = 512
+
+
+def train(data_path: str, tokenizer_dir: str, ranks: int, steps: int, mode: str, micro: int,
           global_batch: int) -> float:
-    out = os.path.join(WORK, f"run-{'grouped' if grouped else 'random'}-{ranks}")
+    out = os.path.join(WORK, f"run-{mode}-{ranks}")
     subprocess.run(["rm", "-rf", out], check=True)
     from selfinstruct.train_sft.train import free_port
 
@@ -76,9 +85,9 @@ def train(data_path: str, tokenizer_dir: str, ranks: int, steps: int, grouped: b
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "selfinstruct.train_sft.train",
                "train_sft/configs/tiny-cpu.yaml", f"data={data_path}", f"out={out}",
                f"tokenizer={tokenizer_dir}", f"max_steps={steps}", "epochs=100", f"micro_batch_size={micro}",
-               f"global_batch_size={global_batch}",
-               f"group_by_length={str(grouped).lower()}", "checkpoint_every=100000", "export=false",
-               "log_every=100000", "max_length=512", "too_long=skip"]
+               f"global_batch_size={global_batch}", f"group_by_length={str(mode == 'grouped').lower()}",
+               f"packing={str(mode == 'packed').lower()}", "checkpoint_every=100000", "export=false",
+               "log_every=100000", f"max_length={MAX_LENGTH}", "too_long=skip"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode:
@@ -100,14 +109,18 @@ def main() -> None:
     tokenizer_dir = tokenizer_folder()
     print(f"dataset: {what} ({data_path})")
 
-    waste = padding(data_path, tokenizer_dir, args.global_batch, args.micro)
-    print(f"RESULT padding_waste grouped={waste[True]:.3f} random={waste[False]:.3f} "
-          f"ratio_random_over_grouped={waste[False] / max(waste[True], 1e-9):.1f}x")
+    waste = padding(data_path, tokenizer_dir, args.global_batch, args.micro, args.ranks)
+    print(f"RESULT padding_waste grouped={waste['grouped']:.3f} random={waste['random']:.3f} "
+          f"ratio_random_over_grouped={waste['random'] / max(waste['grouped'], 1e-9):.1f}x")
+    print(f"RESULT padding_waste_packed ranks={args.ranks} packed={waste['packed']:.3f} "
+          f"grouped={waste['grouped']:.3f} ratio_grouped_over_packed={waste['grouped'] / max(waste['packed'], 1e-9):.2f}x")
 
-    speed = {grouped: train(data_path, tokenizer_dir, args.ranks, args.steps, grouped, args.micro,
-                            args.global_batch) for grouped in (False, True)}
-    print(f"RESULT tokens_per_s ranks={args.ranks} grouped={speed[True]:.0f} random={speed[False]:.0f} "
-          f"ratio_grouped_over_random={speed[True] / speed[False]:.2f}x")
+    speed = {mode: train(data_path, tokenizer_dir, args.ranks, args.steps, mode, args.micro, args.global_batch)
+             for mode in MODES}
+    print(f"RESULT tokens_per_s ranks={args.ranks} grouped={speed['grouped']:.0f} random={speed['random']:.0f} "
+          f"ratio_grouped_over_random={speed['grouped'] / speed['random']:.2f}x")
+    print(f"RESULT tokens_per_s_packed ranks={args.ranks} packed={speed['packed']:.0f} "
+          f"grouped={speed['grouped']:.0f} ratio_packed_over_grouped={speed['packed'] / speed['grouped']:.2f}x")
 
 
 if __name__ == "__main__":

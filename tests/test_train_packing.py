@@ -96,6 +96,18 @@ def test_an_example_longer_than_a_row_or_a_missing_max_length_is_refused():
         data.rank_micro_batches([example(4, 1, 0)], [[0]], 0, 1, PAD, packing=True, max_length=0)
 
 
+def test_rows_are_shared_evenly_by_the_ranks_that_compute_them():
+    # First-fit needs 5 rows of ~480 for these 16 examples: 3 rows on one rank, 2 on the other, which
+    # would wait. For 2 ranks the rows are 6 (or 4) even ones: the same work on both.
+    lengths = [260, 250, 240, 230, 220, 180, 170, 160, 130, 110, 100, 90, 80, 70, 60, 50]
+    assert first_fit_rows(lengths, 512) == 5
+    rows = data.pack_rows(lengths, 512, ranks=2)
+    assert len(rows) % 2 == 0
+    work = [len(rows[r::2]) * max(sum(lengths[i] for i in row) for row in rows[r::2]) for r in range(2)]
+    assert max(work) <= 1.1 * sum(lengths) / 2 < 3 * 510        # first-fit: 3 rows of up to 510 on rank 0
+    assert len(data.pack_rows(lengths, 512)) == 5          # one rank: fewest rows
+
+
 # --- tensors ---------------------------------------------------------------------------------------
 
 

@@ -320,7 +320,7 @@ def rank_micro_batches(examples: list[Example], step: list[list[int]], rank: int
     KV cache (``model.config.use_cache`` must be False, as for any training)."""
     if not packing:
         return [collate([examples[i] for i in batch], pad_id) for batch in step[rank::world]]
-    rows = step_rows(step, {i: len(examples[i].input_ids) for batch in step for i in batch}, max_length)
+    rows = step_rows(step, {i: len(examples[i].input_ids) for batch in step for i in batch}, max_length, world)
     return [collate_packed([[examples[i] for i in row] for row in batch], pad_id)
             for batch in rank_rows(rows, rank, world, len(step[0]))]
 
@@ -332,32 +332,40 @@ def rank_micro_batches(examples: list[Example], step: list[list[int]], rank: int
 # mean over its supervised tokens whether packed or not; only the rows and their padding change.
 
 
-def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
+def pack_rows(lengths: list[int], max_length: int, ranks: int = 1) -> list[list[int]]:
     """Indices into ``lengths`` grouped into rows whose lengths sum to at most ``max_length``, few
-    and even, fullest first.
+    and even, fullest first, for ``ranks`` ranks to share (row r goes to rank r % ranks).
 
-    Even rows matter because a micro-batch pads its rows to the longest one: first-fit decreasing
-    needs few rows but leaves them full and one short tail row per step, padded to a full row. So the
-    examples are also dealt longest first, each to the emptiest row (LPT scheduling: rows end within
-    one example of each other), into as many rows as first-fit needed and into one more; of the
-    layouts where every row fits, the one with the fewest padded tokens (rows x longest row) wins,
-    the fewer rows on a tie. Deterministic (ties broken by index), so every rank computes the same
-    rows without talking to the others."""
+    Even rows matter twice: a micro-batch pads its rows to the longest one, and a step lasts as long
+    as its slowest rank. First-fit decreasing needs few rows but leaves them full and one short tail
+    row per step (padded to a full row), and a number of rows that may not divide among the ranks.
+    So the examples are also dealt longest first, each to the emptiest row (LPT scheduling: rows end
+    within one example of each other), into as many rows as first-fit needed, one more, and those
+    counts rounded up to a multiple of ``ranks``. Of the layouts where every row fits, the one whose
+    busiest rank computes the fewest token slots (its rows x its longest row) wins, the fewer rows on
+    a tie. Deterministic (ties broken by index), so every rank computes the same rows alone."""
     if lengths and max(lengths) > max_length:
         raise ValueError(f"an example of {max(lengths)} tokens does not fit a packed row of max_length={max_length}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    layouts = [_first_fit(order, lengths, max_length)]
-    for count in {len(layouts[0]), len(layouts[0]) + 1}:
+    first_fit = _fullest_first(_first_fit(order, lengths, max_length), lengths)
+    layouts = [first_fit]
+    fewest = len(first_fit)
+    for count in sorted({n for rows in (fewest, fewest + 1) for n in (rows, math.ceil(rows / ranks) * ranks)}):
         even = _emptiest_first(order, lengths, max_length, min(count, len(lengths)))
         if even is not None:
-            layouts.append(even)
+            layouts.append(_fullest_first(even, lengths))
 
-    def padded(rows: list[list[int]]) -> tuple[int, int]:
-        return len(rows) * max((sum(lengths[i] for i in row) for row in rows), default=0), len(rows)
+    def cost(rows: list[list[int]]) -> tuple[int, int]:
+        loads = [sum(lengths[i] for i in row) for row in rows]
+        busiest = max((len(loads[r::ranks]) * max(loads[r::ranks], default=0) for r in range(ranks)), default=0)
+        return busiest, len(rows)
 
-    best = min(layouts, key=padded)
-    loads = [sum(lengths[i] for i in row) for row in best]
-    return [best[r] for r in sorted(range(len(best)), key=lambda r: (-loads[r], r))]
+    return min(layouts, key=cost)
+
+
+def _fullest_first(rows: list[list[int]], lengths: list[int]) -> list[list[int]]:
+    loads = [sum(lengths[i] for i in row) for row in rows]
+    return [rows[r] for r in sorted(range(len(rows)), key=lambda r: (-loads[r], r))]
 
 
 def _first_fit(order: list[int], lengths: list[int], max_length: int) -> list[list[int]]:
@@ -387,12 +395,12 @@ def _emptiest_first(order: list[int], lengths: list[int], max_length: int, count
     return [row for row in rows if row]
 
 
-def step_rows(step: list[list[int]], lengths, max_length: int) -> list[list[int]]:
+def step_rows(step: list[list[int]], lengths, max_length: int, ranks: int = 1) -> list[list[int]]:
     """The packed rows of one step, as example indices (``lengths[i]``: example i's token count)."""
     if max_length < 1:
         raise ValueError("packing needs max_length, the length of a packed row")
     members = [i for batch in step for i in batch]
-    return [[members[k] for k in row] for row in pack_rows([lengths[i] for i in members], max_length)]
+    return [[members[k] for k in row] for row in pack_rows([lengths[i] for i in members], max_length, ranks)]
 
 
 def rank_rows(rows: list, rank: int, world: int, micro: int) -> list[list]:
@@ -451,7 +459,7 @@ def packed_padding_waste(lengths: list[int], steps: list[list[list[int]]], max_l
     ``padding_waste`` of the same steps unpacked."""
     padded = real = 0
     for step in steps:
-        rows = step_rows(step, lengths, max_length)
+        rows = step_rows(step, lengths, max_length, world)
         for rank in range(world):
             for batch in rank_rows(rows, rank, world, micro):
                 widths = [sum(lengths[i] for i in row) for row in batch]
