@@ -88,16 +88,25 @@ def test_an_accumulated_step_over_two_ranks_is_the_mean_over_all_its_tokens(data
 
 # --- the export holds what was trained ---------------------------------------------------------------
 
+# Full fine-tuning, LoRA merged, packed rows, and LoRA saved as an adapter on packed rows.
+EXPORT_VARIANTS = {"full": [], "lora": ["peft=lora", "lora_dropout=0.1"], "packed": ["packing=true"],
+                   "lora-adapter-packed": ["peft=lora", "lora_export=adapter", "packing=true"]}
 
-@pytest.fixture(scope="module")
-def exported_run(tmp_path_factory, data_file, tokenizer_dir):
+
+@pytest.fixture(scope="module", params=list(EXPORT_VARIANTS))
+def exported_run(request, tmp_path_factory, data_file, tokenizer_dir):
     """7 steps (two epochs and a bit) with 2 ranks, 2 micro-batches each, then the export."""
-    out = tmp_path_factory.mktemp("exported") / "out"
+    out = tmp_path_factory.mktemp(f"exported-{request.param}") / "out"
     args = th.tiny_args(data_file, tokenizer_dir, out, "global_batch_size=8", "micro_batch_size=2", "epochs=5",
-                        "max_steps=7", "lr=3e-3", "checkpoint_every=100", "log_every=100")
+                        "max_steps=7", "lr=3e-3", "checkpoint_every=100", "log_every=100",
+                        *EXPORT_VARIANTS[request.param])
     result = th.torchrun(args)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, args, result.stderr + result.stdout
+
+
+def test_every_export_variant_is_a_different_run():
+    assert len({tuple(v) for v in EXPORT_VARIANTS.values()}) == len(EXPORT_VARIANTS)
 
 
 @pytest.mark.slow
@@ -106,44 +115,76 @@ def test_the_exported_weights_are_the_gathered_training_state_after_the_last_ste
     import torch
     from safetensors.torch import load_file
 
-    from selfinstruct.train_sft import checkpoint
+    from selfinstruct.train_sft import checkpoint, lora
 
     out, args, _ = exported_run
+    c = th.load_config(args)
     [(step, last)] = checkpoint.complete_steps(out / "checkpoints")
     assert step == 7
     trained = th.gathered_state(last, tmp_path)
-    exported = load_file(out / "final" / "model.safetensors")
-    assert set(exported) <= set(trained)
-    # Only the tied output projection is left out of the file (it is the embedding matrix).
-    assert set(trained) - set(exported) <= {"lm_head.weight"}
+    initial = th.base_state(c, tokenizer)
+    if c.peft == "none":
+        expected = trained
+        exported = load_file(out / "final" / "model.safetensors")
+    elif c.lora_export == "merged":
+        # The checkpoint holds the adapters alone (the base is frozen): merge them by hand on the seeded base.
+        assert trained and all("lora_" in name for name in trained)
+        expected = th.merged_by_hand(initial, trained, lora.scale(c))
+        exported = load_file(out / "final" / "model.safetensors")
+    else:
+        # An adapter file (peft drops the adapter's name from the keys) and the seeded base beside it.
+        assert load_file(out / "final" / "base" / "model.safetensors").keys() <= initial.keys()
+        assert all(torch.equal(w, initial[n]) for n, w in load_file(out / "final" / "base" / "model.safetensors").items())
+        expected = {n.replace(f".{lora.ADAPTER}.", "."): w for n, w in trained.items()}
+        exported = load_file(out / "final" / "adapter_model.safetensors")
+        initial = {}
+    # Only the tied output projection is left out of a model file (it is the embedding matrix).
+    assert set(exported) <= set(expected) and set(expected) - set(exported) <= {"lm_head.weight"}
+    exact = c.peft == "none" or c.lora_export == "adapter"
     for name, tensor in exported.items():
         assert tensor.dtype == torch.float32
-        assert torch.equal(tensor, trained[name]), name
-    # The weights did move away from the seeded init, in every trained matrix.
-    initial = th.initial_model(th.load_config(args), tokenizer).state_dict()
-    assert all(not torch.equal(initial[name], tensor) for name, tensor in exported.items() if tensor.dim() == 2)
+        if exact:
+            assert torch.equal(tensor, expected[name]), name
+        else:                     # the merge's own rounding: W + scale·B·A computed in another order
+            assert torch.allclose(tensor, expected[name], rtol=0, atol=1e-6), name
+    # The weights did move away from the seeded init: every one, or every adapted one.
+    moved = [name for name, tensor in exported.items() if name in initial and not torch.equal(initial[name], tensor)]
+    if c.peft == "none":
+        assert set(moved) == set(exported)
+    elif c.lora_export == "merged":
+        assert {name.split(".")[-2] for name in moved} == set(c.lora_targets)
+
+
+def load_exported(out, c):
+    from transformers import AutoModelForCausalLM
+
+    if c.lora_export == "adapter" and c.peft == "lora":
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "final" / "base"),
+                                         out / "final").eval()
+    return AutoModelForCausalLM.from_pretrained(out / "final").eval()
 
 
 @pytest.mark.slow
 def test_the_exported_model_reproduces_the_training_models_loss_after_the_last_step(exported_run, tokenizer):
     import torch
-    from transformers import AutoModelForCausalLM
 
     out, args, log = exported_run
+    c = th.load_config(args)
     check = json.loads((out / "final_check.json").read_text())
     assert check["step"] == 7 and check["export_ok"] is True
     assert "export check: ok" in log
 
     # The check batch is rank 0's first micro-batch of step 1, rebuilt here from the data file.
-    c = th.load_config(args)
     batch = th.step_micro_batches(c, tokenizer, th.examples(c, tokenizer), 0, rank=0, world=2)[0]
+    assert ("position_ids" in batch) == c.packing
     saved = torch.load(out / "final_check.pt")
-    assert all(torch.equal(saved[k], batch[k]) for k in batch)
+    assert saved.keys() == batch.keys() and all(torch.equal(saved[k], batch[k]) for k in batch)
 
-    exported = AutoModelForCausalLM.from_pretrained(out / "final").eval()
-    assert th.hf_loss(exported, batch) == pytest.approx(check["loss"], rel=1e-5)
+    assert th.hf_loss(load_exported(out, c), batch) == pytest.approx(check["loss"], rel=1e-5)
     # The number is the trained model's: the seeded init gives another loss on the same batch.
-    assert th.hf_loss(th.initial_model(c, tokenizer), batch) > check["loss"] + 0.5
+    assert abs(th.hf_loss(th.initial_model(c, tokenizer), batch) - check["loss"]) > 0.05
 
 
 # --- SIGKILL, then resume -----------------------------------------------------------------------------

@@ -191,8 +191,8 @@ def initial_model(c, tokenizer):
 
 def _hf_inputs(tensors: dict, num_items_in_batch=None) -> dict:
     inputs = {"input_ids": tensors["input_ids"], "labels": tensors["labels"]}
-    if "position_ids" in tensors:
-        inputs["position_ids"] = tensors["position_ids"]
+    if "position_ids" in tensors:              # packed rows: found from the positions, without a cache
+        inputs.update(position_ids=tensors["position_ids"], use_cache=False)
     else:
         inputs["attention_mask"] = tensors["attention_mask"]
     if num_items_in_batch is not None:
@@ -236,3 +236,29 @@ def gathered_state(checkpoint_folder, scratch) -> dict:
     path = os.path.join(scratch, "gathered.pt")
     dcp_to_torch_save(checkpoint_folder, path)
     return torch.load(path, weights_only=False)["model"]
+
+
+def base_state(c, tokenizer) -> dict:
+    """The seeded init of the base model (without adapters), fp32, as a plain state dict."""
+    import dataclasses
+
+    from selfinstruct.train_sft import modeling
+
+    plain = dataclasses.replace(c, peft="none")
+    return modeling.load_full_model(plain, modeling.model_config(plain, tokenizer)).state_dict()
+
+
+PEFT_PREFIX = "base_model.model."        # where peft puts the wrapped model in its parameter names
+
+
+def merged_by_hand(base: dict, adapters: dict, scale: float) -> dict:
+    """W + scale · B·A for every adapted layer, W for the rest (``adapters``: peft's parameter names,
+    as in a checkpoint): the merge written out, not peft's."""
+    merged = dict(base)
+    for name, a in adapters.items():
+        if ".lora_A." not in name:
+            continue
+        layer = name[len(PEFT_PREFIX):].split(".lora_A.")[0]
+        b = adapters[name.replace(".lora_A.", ".lora_B.")]
+        merged[layer + ".weight"] = base[layer + ".weight"] + scale * (b @ a)
+    return merged

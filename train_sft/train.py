@@ -312,10 +312,11 @@ def micro_batch_loss(model, tensors: dict):
     """Sum of the token losses of one micro-batch (fp32). Right padding + causal attention: real
     tokens never attend to the padding after them, so no attention mask is passed (SDPA keeps its
     fused kernels; padding has label -100). Packed rows carry position_ids, from which transformers
-    finds the examples' boundaries and keeps attention inside each."""
+    finds the examples' boundaries and keeps attention inside each, but only without a KV cache
+    (with one it attends across them): use_cache=False is passed, for a loaded model too."""
     import torch.nn.functional as F
 
-    inputs = {"input_ids": tensors["input_ids"]}
+    inputs = {"input_ids": tensors["input_ids"], "use_cache": False}
     if "position_ids" in tensors:
         inputs["position_ids"] = tensors["position_ids"]
     logits = model(**inputs).logits
@@ -447,8 +448,9 @@ def export_model(plan: Plan, rt: Runtime, run: Run, check: dict) -> None:
     c = plan.config
     final = os.path.join(c.out, "final")
     dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
-    export(run.model, run.model_config, plan.tokenizer, final, dtype, rt.rank)
-    rt.log(f"exported: {final} (AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
+    export(run.model, run.model_config, plan.tokenizer, final, dtype, rt.rank, c)
+    loader = "PeftModel.from_pretrained(base, folder)" if adapter_export(c) else "AutoModelForCausalLM.from_pretrained"
+    rt.log(f"exported: {final} ({loader} / AutoTokenizer.from_pretrained)")
     if not rt.master:
         return
     result = dict(check["result"])
@@ -456,9 +458,7 @@ def export_model(plan: Plan, rt: Runtime, run: Run, check: dict) -> None:
         rt.log(f"export check: skipped ({run.total / 1e9:.1f}B parameters to load on the CPU); the training "
                f"loss on the check batch is in final_check.json")
     else:
-        from transformers import AutoModelForCausalLM
-
-        exported = AutoModelForCausalLM.from_pretrained(final, dtype=dtype)
+        exported = load_export(c, final, dtype)
         result["export_loss"] = batch_loss(exported, check["tensors"], "cpu")
         tolerance = EXPORT_TOLERANCE[plan.precision]
         result["export_ok"] = abs(result["export_loss"] - result["loss"]) <= tolerance * abs(result["loss"])
@@ -468,6 +468,25 @@ def export_model(plan: Plan, rt: Runtime, run: Run, check: dict) -> None:
     with open(os.path.join(c.out, "final_check.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     torch.save(check["tensors"], os.path.join(c.out, "final_check.pt"))
+
+
+def adapter_export(c) -> bool:
+    return c.peft == "lora" and c.lora_export == "adapter"
+
+
+def load_export(c, final: str, dtype):
+    """The exported model as a user loads it: a plain folder with transformers; an adapter with peft,
+    on the base written beside it (a seeded or GGUF base) or on the model= folder."""
+    from transformers import AutoModelForCausalLM
+
+    if not adapter_export(c):
+        return AutoModelForCausalLM.from_pretrained(final, dtype=dtype)
+    from peft import PeftModel
+
+    from selfinstruct.train_sft.export import BASE
+
+    base = os.path.join(final, BASE) if os.path.isdir(os.path.join(final, BASE)) else c.model
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype), final)
 
 
 # The loop's own check of the export loads the model on rank 0's CPU: done up to this size.
