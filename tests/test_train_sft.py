@@ -582,3 +582,40 @@ def test_the_prefetched_step_tensors_are_the_ones_the_step_asks_for(tokenizer_di
                 index + 1 if index + 1 < plan.total_steps else None)
     finally:
         loader.close()
+
+
+# --- metrics.jsonl on resume --------------------------------------------------------------------------
+
+
+def test_on_resume_metrics_keep_the_rows_up_to_the_checkpoint_and_drop_a_torn_last_line(tmp_path):
+    from selfinstruct.train_sft.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "loss": 10.0 / s, "note": "第" + str(s) + "步"} for s in range(1, 6)]
+    # killed while writing step 6: the line has no end
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo', encoding="utf-8")
+    log = MetricsLog(str(path), resume_step=4)
+    log.write({"step": 5, "loss": 0.5})
+    log.close()
+    assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == rows[:4] + [
+        {"step": 5, "loss": 0.5}]
+
+
+def test_on_resume_a_damaged_metrics_line_before_the_last_is_an_error_naming_it(tmp_path):
+    from selfinstruct.train_sft.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n', encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        MetricsLog(str(path), resume_step=3)
+    assert str(e.value).startswith(f"{path}:2: not a metrics row (")
+    assert path.read_text(encoding="utf-8").count("\n") == 3            # left as it was
+
+
+def test_a_fresh_run_starts_an_empty_metrics_file(tmp_path):
+    from selfinstruct.train_sft.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n', encoding="utf-8")
+    MetricsLog(str(path), resume_step=None).close()
+    assert path.read_text(encoding="utf-8") == ""
