@@ -66,9 +66,9 @@ class Publish:
     test_size: float | None = None       # a share (0 < x < 1) or a count (>= 1) split off as "test"
     private: bool = True                 # a pushed dataset is private unless --public
 
-    def validate(self, turns: int = 1, out: str | None = None) -> None:
-        """Everything wrong with these settings, found before any work: ``turns`` is generate's
-        ``--turns``, ``out`` its or filter's ``--out``."""
+    def validate(self, turns: int = 1, out: str | None = None, num: int | None = None) -> None:
+        """Everything wrong with these settings, found before any work: ``turns`` and ``num`` are
+        generate's ``--turns`` and ``--num``, ``out`` its or filter's ``--out``."""
         if self.format not in FORMATS:
             raise UsageError(f"--format {self.format} is not one of {', '.join(FORMATS)}")
         if self.test_size is not None and (self.test_size <= 0 or (self.test_size >= 1
@@ -78,6 +78,8 @@ class Publish:
         if turns > 1 and self.format == "alpaca":
             raise UsageError(f"--turns {turns} makes conversations, which the alpaca format cannot hold: "
                              "add --format messages or --format sharegpt")
+        if self.test_size is not None and num is not None:
+            test_count(num, self.test_size)
         if self.push_to_hub is not None and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", self.push_to_hub):
             raise UsageError(f"--push-to-hub {self.push_to_hub} is not a dataset name (NAME or USER/NAME)")
         if self.hf_out is not None:
@@ -164,8 +166,8 @@ def test_count(n: int, test_size: float) -> int:
     ``train_test_split`` does); an error when that leaves no training record."""
     k = int(test_size) if test_size >= 1 else math.ceil(n * test_size)
     if k >= n:
-        raise UsageError(f"--test-size {test_size:g} takes {k} of the {n} records written, leaving none to "
-                         "train on: give a smaller share or count")
+        raise UsageError(f"--test-size {test_size:g} takes {k} of {n} records, leaving none to train on: "
+                         "give a smaller share or count")
     return k
 
 
