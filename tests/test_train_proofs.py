@@ -133,8 +133,8 @@ def test_the_exported_weights_are_the_gathered_training_state_after_the_last_ste
         exported = load_file(out / "final" / "model.safetensors")
     else:
         # An adapter file (peft drops the adapter's name from the keys) and the seeded base beside it.
-        assert load_file(out / "final" / "base" / "model.safetensors").keys() <= initial.keys()
-        assert all(torch.equal(w, initial[n]) for n, w in load_file(out / "final" / "base" / "model.safetensors").items())
+        base = load_file(out / "final" / "base" / "model.safetensors")
+        assert base.keys() <= initial.keys() and all(torch.equal(w, initial[n]) for n, w in base.items())
         expected = {n.replace(f".{lora.ADAPTER}.", "."): w for n, w in trained.items()}
         exported = load_file(out / "final" / "adapter_model.safetensors")
         initial = {}

@@ -129,8 +129,14 @@ def describe(plan: Plan) -> list[str]:
     c, examples = plan.config, plan.examples
     lengths = [len(e.input_ids) for e in examples]
     supervised = sum(e.supervised for e in examples)
-    waste = {grouped: data.padding_waste(lengths, data.plan_epoch(
-        lengths, 0, c.seed, c.global_batch_size, c.micro_batch_size, grouped)) for grouped in (True, False)}
+    steps = {grouped: data.plan_epoch(lengths, 0, c.seed, c.global_batch_size, c.micro_batch_size, grouped)
+             for grouped in (True, False)}
+    waste = {grouped: data.padding_waste(lengths, steps[grouped]) for grouped in (True, False)}
+    packed = ""
+    if c.packing:
+        packed = data.packed_padding_waste(lengths, steps[c.group_by_length], c.max_length, c.micro_batch_size,
+                                           plan.world_size)
+        packed = f"{packed:.1%} packed; "
     accum = c.global_batch_size // (c.micro_batch_size * plan.world_size)
     return [
         "config:\n" + config_module.dump(c).rstrip(),
@@ -139,8 +145,9 @@ def describe(plan: Plan) -> list[str]:
         f"{sum(e.truncated for e in examples)} (max_length={c.max_length})"
         + (f", skipped {len(plan.skipped)} whose prompt fills max_length (first: {plan.skipped[0]})"
            if plan.skipped else ""),
-        f"padding waste: {waste[c.group_by_length]:.1%} ({'length-grouped' if c.group_by_length else 'random'}"
-        f"; {waste[not c.group_by_length]:.1%} {'random' if c.group_by_length else 'length-grouped'})",
+        f"padding waste: {packed}{waste[c.group_by_length]:.1%} "
+        f"{'length-grouped' if c.group_by_length else 'random'}; "
+        f"{waste[not c.group_by_length]:.1%} {'random' if c.group_by_length else 'length-grouped'}",
         f"batch: {c.global_batch_size} = {c.micro_batch_size} per micro-batch x {plan.world_size} ranks x "
         f"{accum} accumulation; {plan.steps_per_epoch} steps/epoch, {plan.total_steps} steps",
         f"device: {plan.device}, precision {plan.precision}"
@@ -239,7 +246,7 @@ def build(plan: Plan, rt: Runtime) -> Run:
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     total = sum(p.numel() for p in model.parameters())     # DTensor numel is the global size
     trainable = sum(p.numel() for p in trainable_params)
-    rt.log(f"model: {trainable / 1e6:.1f}M trainable / {total / 1e6:.1f}M parameters, {sharding}, "
+    rt.log(f"model: {trainable / 1e6:.3g}M trainable / {total / 1e6:.3g}M parameters, {sharding}, "
            f"{rt.world} ranks")
     optimizer = torch.optim.AdamW(trainable_params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
     warmup = math.ceil(c.warmup_ratio * plan.total_steps)
@@ -449,8 +456,8 @@ def export_model(plan: Plan, rt: Runtime, run: Run, check: dict) -> None:
     final = os.path.join(c.out, "final")
     dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
     export(run.model, run.model_config, plan.tokenizer, final, dtype, rt.rank, c)
-    loader = "PeftModel.from_pretrained(base, folder)" if adapter_export(c) else "AutoModelForCausalLM.from_pretrained"
-    rt.log(f"exported: {final} ({loader} / AutoTokenizer.from_pretrained)")
+    how = "PeftModel.from_pretrained(base, folder)" if adapter_export(c) else "AutoModelForCausalLM.from_pretrained"
+    rt.log(f"exported: {final} ({how} / AutoTokenizer.from_pretrained)")
     if not rt.master:
         return
     result = dict(check["result"])
@@ -541,9 +548,9 @@ def train(plan: Plan) -> None:
         if metrics:
             metrics.close()
     if c.export and run.step == plan.total_steps:
-        tensors = check_batch(plan, loader)
-        check = {"tensors": tensors, "result": {"step": run.step, "loss": batch_loss(run.model, tensors, rt.device)}}
-        export_model(plan, rt, run, check)
+        tensors = check_batch(plan, loader)      # the trained model's loss on it, after the last step
+        result = {"step": run.step, "loss": batch_loss(run.model, tensors, rt.device)}
+        export_model(plan, rt, run, {"tensors": tensors, "result": result})
     dist.barrier()
     dist.destroy_process_group()
 
