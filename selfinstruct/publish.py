@@ -41,6 +41,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -293,14 +294,37 @@ def publish_hf(out: str | os.PathLike, publish: Publish, summary: dict[str, Any]
     """--hf-out and --push-to-hub for the files written in ``out``: where each went."""
     if publish.hf_out is None and publish.push_to_hub is None:
         return {}
-    dataset = dataset_dict(out, publish)
     where = {}
-    if publish.hf_out is not None:
-        save_hf(dataset, publish.hf_out, card(summary, target="disk"))
-        where["hf_out"] = publish.hf_out
-    if publish.push_to_hub is not None:
-        where["hub"] = push(dataset, publish, card(summary, target="hub"))
+    with _quiet_hf():
+        dataset = dataset_dict(out, publish)
+        if publish.hf_out is not None:
+            save_hf(dataset, publish.hf_out, card(summary, target="disk"))
+            where["hf_out"] = publish.hf_out
+        if publish.push_to_hub is not None:
+            where["hub"] = push(dataset, publish, card(summary, target="hub"))
     return where
+
+
+@contextmanager
+def _quiet_hf():
+    """No progress bars or notices from datasets and huggingface_hub while they save and push: a
+    handful of small files, and an error must stay the one line the command prints."""
+    import datasets
+    from huggingface_hub import utils as hub_utils
+
+    bars, hub_bars = datasets.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bar()
+        if hub_bars:
+            hub_utils.enable_progress_bars()
 
 
 def outputs_fields(publish: Publish, splits: dict[str, int], languages: dict[str, int],
