@@ -41,6 +41,7 @@ def export(model, config, tokenizer, folder: str, dtype, rank: int, c=None) -> N
         shutil.rmtree(tmp, ignore_errors=True)
         if adapter_settings is not None:
             peft_model = rebuild_lora(config, full, adapter_settings)
+            full.clear()        # the model holds the only reference: a merged or cast weight frees its old one
             if c is not None and c.lora_export == "adapter":
                 write_adapter(peft_model, c, tokenizer, tmp, folder, dtype)
             else:
@@ -48,7 +49,9 @@ def export(model, config, tokenizer, folder: str, dtype, rank: int, c=None) -> N
                 # state is the training parameters themselves, which must not change.
                 write_plain(peft_model.merge_and_unload(safe_merge=True), tokenizer, tmp, dtype)
         else:
-            write_plain(plain_model(config, full), tokenizer, tmp, dtype)
+            plain = plain_model(config, full)
+            full.clear()
+            write_plain(plain, tokenizer, tmp, dtype)
         if os.path.isdir(folder):
             shutil.rmtree(folder)
         os.replace(tmp, folder)
