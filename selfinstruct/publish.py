@@ -390,12 +390,13 @@ def license_terms(teacher: str) -> tuple[str, str]:
     return "?", UNKNOWN_TERMS
 
 
+# The Hub's size_categories, by their upper bound (a dataset of instruction records stays far below 1B).
+_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+
+
 def _size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")):
-        if n < limit:
-            return label
-    return "n>1T" if n >= 10**12 else "100M<n<1B" if n < 10**9 else "1B<n<10B" if n < 10**10 else "10B<n<100B"
+    return next((label for limit, label in _SIZES if n < limit), "1B<n<10B")
 
 
 def _languages(summary: dict[str, Any]) -> list[str]:

@@ -76,15 +76,16 @@ Format = Annotated[str, typer.Option(
                      "(data.json, conversations of from/value turns) or messages (data.jsonl, OpenAI "
                      "chat messages). records.jsonl, with every field, is always written.")]
 HfOut = Annotated[Optional[str], typer.Option(
-    "--hf-out", metavar="DIR", help="Also write a Hugging Face dataset (datasets.load_from_disk reads "
-                                    "it).", show_default=False)]
+    "--hf-out", metavar="DIR", help="Also write a Hugging Face dataset, with its card (datasets."
+                                    "load_from_disk reads it).", show_default=False)]
 PushToHub = Annotated[Optional[str], typer.Option(
     "--push-to-hub", metavar="NAME", help="Push the dataset to the Hugging Face Hub as NAME (private "
                                           "unless --public; token from HF_TOKEN or `hf auth login`).",
     show_default=False)]
 TestSize = Annotated[Optional[float], typer.Option(
     "--test-size", help="Split off a test set: a share (0.05) or a number of records (500), drawn with "
-                        "--seed.", show_default=False)]
+                        "--seed; it goes to test.json / test.jsonl beside the data file.",
+    show_default=False)]
 Public = Annotated[bool, typer.Option("--public", help="Make the pushed dataset public.")]
 
 
