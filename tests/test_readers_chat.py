@@ -197,3 +197,13 @@ def test_single_turn_records_round_trip_through_alpaca(tmp_path):
     back = list(read_records(str(tmp_path / "data.json")))
     assert [r.to_alpaca() for r in back] == [r.to_alpaca() for r in records]
     assert [r.conversation() for r in back] == [r.conversation() for r in records]
+
+
+@pytest.mark.parametrize("fmt", ["sharegpt", "messages"])
+def test_an_hf_out_folder_of_conversations_reads_back(tmp_path, fmt):
+    """A save_to_disk dataset of either chat format is an input like any other (columns of turns)."""
+    records = [machine_record(EN, "en"), machine_record(ZH, "zh")]
+    publish = pub.Publish(format=fmt, hf_out=str(tmp_path / "hf"))
+    pub.write_data(tmp_path, records, publish)
+    pub.publish_hf(tmp_path, publish, {"outputs": {"splits": {"train": 2}}})
+    assert [r.messages for r in read_records(str(tmp_path / "hf"))] == [EN, ZH]
