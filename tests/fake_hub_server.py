@@ -234,7 +234,8 @@ def _handler(hub: FakeHub):
 # (prefix, handler method); a prefix answers only the methods listed in METHODS.
 ROUTES = (("/api/whoami-v2", "whoami"), ("/api/repos/create", "create_repo"), ("/api/validate-yaml", "validate_yaml"),
           ("/api/datasets/", "api_dataset"), ("/lfs-upload/", "lfs_upload"), ("/datasets/", "dataset_page"))
-METHODS = {("GET", "/api/whoami-v2"), ("POST", "/api/repos/create"), ("POST", "/api/validate-yaml"), ("GET", "/api/datasets/"),
+METHODS = {("GET", "/api/whoami-v2"), ("POST", "/api/repos/create"), ("POST", "/api/validate-yaml"),
+           ("GET", "/api/datasets/"),
            ("POST", "/api/datasets/"), ("PUT", "/lfs-upload/"), ("GET", "/datasets/"), ("HEAD", "/datasets/"),
            ("POST", "/datasets/")}
 

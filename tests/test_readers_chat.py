@@ -181,7 +181,8 @@ def test_a_records_jsonl_row_with_a_bad_turn_is_a_bad_record(tmp_path):
 @pytest.mark.parametrize("fmt", ["sharegpt", "messages"])
 def test_generated_conversations_round_trip_through_each_chat_format(tmp_path, fmt):
     records = [machine_record(EN, "en"), machine_record(ZH, "zh"),
-               Record("把这句话翻译成英文。", "今天天气很好。", "The weather is nice today.", lang="zh")]
+               Record("把这句话翻译成英文。", "今天天气很好。", "The weather is nice today.",
+                      lang="zh")]
     counts = pub.write_data(tmp_path, records, pub.Publish(format=fmt))
     assert counts == {"train": 3}
     back = list(read_records(str(tmp_path / pub.DATA_FILE[fmt])))
