@@ -89,8 +89,8 @@ def _handler(hub: FakeHub):
             with hub.lock:
                 hub.requests.append((self.command, path))
             body = self._body() if self.command in ("POST", "PUT") else b""
-            for prefix, method in ROUTES:
-                if path.startswith(prefix) and (self.command, prefix) in METHODS:
+            for verb, prefix, method in ROUTES:
+                if self.command == verb and path.startswith(prefix):
                     return getattr(self, method)(path[len(prefix):], body)
             self._not_found("RepoNotFound")
 
@@ -231,13 +231,12 @@ def _handler(hub: FakeHub):
     return Handler
 
 
-# (prefix, handler method); a prefix answers only the methods listed in METHODS.
-ROUTES = (("/api/whoami-v2", "whoami"), ("/api/repos/create", "create_repo"), ("/api/validate-yaml", "validate_yaml"),
-          ("/api/datasets/", "api_dataset"), ("/lfs-upload/", "lfs_upload"), ("/datasets/", "dataset_page"))
-METHODS = {("GET", "/api/whoami-v2"), ("POST", "/api/repos/create"), ("POST", "/api/validate-yaml"),
-           ("GET", "/api/datasets/"),
-           ("POST", "/api/datasets/"), ("PUT", "/lfs-upload/"), ("GET", "/datasets/"), ("HEAD", "/datasets/"),
-           ("POST", "/datasets/")}
+# (HTTP method, path prefix, handler method), tried in order.
+ROUTES = (("GET", "/api/whoami-v2", "whoami"), ("POST", "/api/repos/create", "create_repo"),
+          ("POST", "/api/validate-yaml", "validate_yaml"), ("GET", "/api/datasets/", "api_dataset"),
+          ("POST", "/api/datasets/", "api_dataset"), ("PUT", "/lfs-upload/", "lfs_upload"),
+          ("GET", "/datasets/", "dataset_page"), ("HEAD", "/datasets/", "dataset_page"),
+          ("POST", "/datasets/", "dataset_page"))
 
 
 def _split_repo(rest: str) -> tuple[str, str, str]:
