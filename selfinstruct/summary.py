@@ -2,7 +2,7 @@
 
 Both commands write ``summary.json`` with these fields, meaning the same thing in each:
 
-    kept               records written to data.json
+    kept               records written (the data file, plus the test file with --test-size)
     rejected           reason code -> count (present, possibly empty)
     rejected_per_stage stage -> reason code -> count (the report's funnel): a filter's stage, or
                        "read" (malformed rows) and "generate" (the loop's own: unparseable…)
@@ -11,7 +11,9 @@ Both commands write ``summary.json`` with these fields, meaning the same thing i
     seconds_per_stage  filter stage (and, for ``filter``, ``read``) -> seconds spent in it
 
 and each adds its own (``generate``: requested, stopped, tokens, requests, requests_per_stage,
-cost_usd, teacher, settings; ``filter``: input_records, malformed, inputs, against, filters, settings).
+cost_usd, teacher, settings; ``filter``: input_records, malformed, inputs, against, filters, settings),
+and both ``outputs`` (format, the data and test files, splits, languages, teachers, the Hugging Face
+folder and Hub name) and ``command`` (the command line, for the dataset card).
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ class Tally:
 
 def common_fields(kept: int, tally: Tally, started: float,
                   extra_seconds: dict[str, float] | None = None) -> dict[str, Any]:
-    """The fields every summary starts with; ``kept`` is the records written to data.json,
+    """The fields every summary starts with; ``kept`` is the records written (data and test files),
     ``started`` the command's ``time.monotonic()`` at its start."""
     seconds = {**(extra_seconds or {}), **tally.seconds}
     return {

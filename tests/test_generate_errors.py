@@ -78,11 +78,11 @@ def test_an_opt_reaches_the_filter_that_declares_it(tmp_path):
 
 
 def test_a_failed_final_render_is_one_error_line_and_the_journal_keeps_the_run(tmp_path, monkeypatch):
-    import selfinstruct.generate.outputs as outputs
+    import selfinstruct.publish as publish
 
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(outputs, "write_alpaca", full_disk)
+    monkeypatch.setattr(publish, "write_data", full_disk)
     s = Settings(num=3, out=str(tmp_path / "o"), progress=False)
     with pytest.raises(UsageError, match=r"cannot write the outputs in .*/o \(No space left on device\); "
                                          r"the journal holds everything"):

@@ -367,8 +367,6 @@ def test_publish_refuses_turns_above_one_with_alpaca_before_any_work():
         pub.Publish(test_size=10).validate(num=10)
 
 
-@pytest.mark.xfail(strict=True, reason="generate's Settings.validate must pass turns= and num= to "
-                                       "Publish.validate (selfinstruct/generate/settings.py)")
 def test_generate_cli_refuses_turns_with_alpaca_and_creates_nothing(tmp_path, invoke_cli, error_line,
                                                                      monkeypatch):
     def started(*_):      # a run that gets this far was not refused up front

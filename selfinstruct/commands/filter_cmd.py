@@ -15,7 +15,7 @@ def filter_command(
         metavar="INPUT", show_default=False,
         help="Files to curate: Alpaca JSON, JSON lines, Self-Instruct/BELLE seed tasks, parquet, a "
              "save_to_disk folder, or hf:NAME[:split] from the local Hugging Face cache.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (data.json, rejects.jsonl, "
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (data.json or data.jsonl, rejects.jsonl, "
                                                          "summary.json).", show_default=False)],
     against: Annotated[Optional[List[str]], typer.Option(
         "--against", help="Records the inputs must be novel against (e.g. the seed tasks); they fill "
@@ -64,7 +64,8 @@ def filter_command(
     """Curate instruction data: exact dedup, quality rules, benchmark
     decontamination, MinHash, ROUGE-L novelty, an optional LLM judge.
 
-    Kept records go to OUT/data.json (Alpaca JSON) and OUT/records.jsonl
+    Kept records go to OUT/data.json (Alpaca JSON; or as --format says)
+    and OUT/records.jsonl
     (with their metadata), rejected ones with their reason to
     OUT/rejects.jsonl, counts and timings to summary.json, a picture of
     it all to OUT/report.html.
@@ -98,7 +99,7 @@ def filter_command(
     """
     import selfinstruct
     from selfinstruct.commands.generate_cmd import default_cache_path
-    from selfinstruct.curate import DATA, REJECTS, run_filter
+    from selfinstruct.curate import REJECTS, run_filter
 
     summary = run_filter(inputs, out, against=against or (), rouge_threshold=rouge_threshold,
                          minhash_threshold=minhash_threshold, lang=lang, fields=fields, only=only or (),
@@ -112,7 +113,7 @@ def filter_command(
                          random_seed=seed)
     reasons = sorted(summary["rejected"].items(), key=lambda kv: -kv[1])
     top = ", ".join(f"{reason} {n:,}" for reason, n in reasons)
-    typer.echo(f"kept {summary['kept']:,} of {summary['input_records']:,} records -> {out}/{DATA} "
+    typer.echo(f"kept {summary['kept']:,} of {summary['input_records']:,} records -> {out}/{summary['outputs']['data']} "
                f"({summary['elapsed_seconds']:.1f}s)")
     typer.echo(f"rejected {summary['rejected_total']:,}" + (f": {top}" if top else "") + f" -> {out}/{REJECTS}")
     if report:

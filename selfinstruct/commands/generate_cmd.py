@@ -26,7 +26,7 @@ def default_cache_path() -> str:
 def generate_command(
     num: Annotated[int, typer.Option("--num", "-n", help="Accepted examples to end with.",
                                      show_default=False)],
-    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (data.json, rejects.jsonl, "
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (data.json or data.jsonl, rejects.jsonl, "
                                      "summary.json, journal.jsonl). Rerun with the same folder to resume.",
                                      show_default=False)],
     seeds: Annotated[Optional[List[str]], typer.Option(
@@ -112,7 +112,7 @@ def generate_command(
     tasks; every candidate passes the same filters as `selfinstruct filter`
     (length, blacklist, bad start, echo, refusal, language, ROUGE-L novelty
     > 0.7 against the whole pool) before it joins the pool. Writes
-    OUT/data.json (Alpaca JSON), OUT/rejects.jsonl (each reject with its
+    OUT/data.json (Alpaca JSON; or as --format says), OUT/rejects.jsonl (each reject with its
     reason) and OUT/summary.json. Killed or stopped, the same command with
     the same --out resumes and ends with exactly --num examples.
 
@@ -170,7 +170,7 @@ def generate_command(
     if lang == "zh" and teacher == "embedded":
         typer.echo(ZH_EMBEDDED_NOTICE, err=True)
     summary = run_generate(s, started=selfinstruct.STARTED)
-    typer.echo(f"{summary['kept']}/{summary['requested']} examples in {out}/data.json "
+    typer.echo(f"{summary['kept']}/{summary['requested']} examples in {out}/{summary['outputs']['data']} "
                f"({summary['rejected_total']} rejected, see rejects.jsonl; stopped: {summary['stopped']})")
     if report:
         common.end_of_run_report(out, progress)

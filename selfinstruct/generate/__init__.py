@@ -11,7 +11,8 @@ and continues.
     scheduler   which units run and when (the pipe kept full, the lag)
     ordering    decisions in unit order (prompts that do not depend on timing)
     context     what a running unit is offered: ask, turn, offer, reject
-    outputs     data.json, records.jsonl, rejects.jsonl, summary.json, the progress bar
+    outputs     the data file (--format), records.jsonl, rejects.jsonl, summary.json, the dataset
+                card, the Hugging Face outputs, the progress bar
 """
 from selfinstruct.generate.run import build, run_async, run_generate
 from selfinstruct.generate.settings import Settings

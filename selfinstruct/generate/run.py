@@ -81,8 +81,9 @@ def open_journal(s: Settings) -> tuple[jr.Journal, jr.JournalState]:
         if state.header is None:
             journal.write({"ev": "header", "settings": s.journal_identity()})
         return journal, state
-    if os.path.exists(os.path.join(s.out, "data.json")):
-        raise UsageError(f"{s.out} has a data.json but no {jr.FILENAME}: refusing to overwrite it; "
+    written = [name for name in ("data.json", "data.jsonl") if os.path.exists(os.path.join(s.out, name))]
+    if written:
+        raise UsageError(f"{s.out} has a {written[0]} but no {jr.FILENAME}: refusing to overwrite it; "
                          "choose another --out")
     try:
         os.makedirs(s.out, exist_ok=True)

@@ -57,7 +57,7 @@ class Settings:
         if self.turns < 1:
             raise UsageError(f"--turns must be at least 1 (got {self.turns})")
         self.quality.validate()
-        self.publish.validate()
+        self.publish.validate(turns=self.turns, out=self.out, num=self.num)
 
     def journal_identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (the journal replays
