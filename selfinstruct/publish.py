@@ -374,7 +374,8 @@ LICENSE_TERMS: tuple[tuple[str, str, str], ...] = (
      "check the model card."),
     (r"claude", "Anthropic",
      "Usage terms: no use of the services to build a competing product, including training competing models."),
-    (r"deepseek", "DeepSeek", "V3/R1 weights are MIT-licensed; the API has its own terms: check them."),
+    (r"deepseek", "DeepSeek",
+     "R1 and V3-0324 weights are MIT-licensed; earlier V3 weights and the API have their own terms: check them."),
 )
 UNKNOWN_TERMS = "Unknown provider: check your provider's terms on using generated data to train models."
 
