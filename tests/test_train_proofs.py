@@ -148,7 +148,8 @@ def test_the_exported_weights_are_the_gathered_training_state_after_the_last_ste
         else:                     # the merge's own rounding: W + scale·B·A computed in another order
             assert torch.allclose(tensor, expected[name], rtol=0, atol=1e-6), name
     # The weights did move away from the seeded init: every one, or every adapted one.
-    moved = [name for name, tensor in exported.items() if name in initial and not torch.equal(initial[name], tensor)]
+    moved = [name for name, tensor in exported.items()
+             if name in initial and not torch.equal(initial[name], tensor)]
     if c.peft == "none":
         assert set(moved) == set(exported)
     elif c.lora_export == "merged":

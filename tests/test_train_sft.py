@@ -619,3 +619,69 @@ def test_a_fresh_run_starts_an_empty_metrics_file(tmp_path):
     path.write_text('{"step": 1, "loss": 2.0}\n', encoding="utf-8")
     MetricsLog(str(path), resume_step=None).close()
     assert path.read_text(encoding="utf-8") == ""
+
+
+# --- one optimisation step, in-process (no process group: a plain module standing in for FSDP's) -------
+
+
+class _RecordingLM:
+    """A tiny causal LM with FSDP2's ``set_requires_gradient_sync``, recording each call."""
+
+    def __init__(self, vocab: int = 11, width: int = 8):
+        import torch
+
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Embedding(vocab, width), torch.nn.Linear(width, vocab))
+        self.sync_calls: list[bool] = []
+
+    def set_requires_gradient_sync(self, requires: bool) -> None:
+        self.sync_calls.append(requires)
+
+    def parameters(self):
+        return self.net.parameters()
+
+    def __call__(self, input_ids, use_cache=None, position_ids=None):
+        from types import SimpleNamespace
+
+        assert use_cache is False
+        return SimpleNamespace(logits=self.net(input_ids))
+
+
+def test_a_step_syncs_gradients_only_on_its_last_micro_batch_and_weighs_every_token_alike():
+    import torch
+    import torch.nn.functional as F
+    from types import SimpleNamespace
+
+    from selfinstruct.train_sft.train import Run, Runtime, StepBatch, optimisation_step
+
+    model = _RecordingLM()
+    micro_batches = [  # three micro-batches with 1, 4 and 2 supervised tokens after the shift
+        {"input_ids": torch.tensor([[1, 2, 3]]), "labels": torch.tensor([[-100, -100, 3]])},
+        {"input_ids": torch.tensor([[4, 5, 6, 7, 8]]), "labels": torch.tensor([[-100, 5, 6, 7, 8]])},
+        {"input_ids": torch.tensor([[9, 1, 2], [3, 4, 0]]),
+         "labels": torch.tensor([[-100, -100, 2], [-100, 4, -100]])},
+    ]
+    reference = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    optimizer = torch.optim.SGD(list(model.parameters()), lr=0.1)
+    run = Run(None, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+              torch.amp.GradScaler("cpu", enabled=False), step=0, trainable=0, total=0, peak_flops=None)
+    plan = SimpleNamespace(config=SimpleNamespace(grad_clip=1e9))
+    rt = Runtime(rank=0, world=1, device=torch.device("cpu"), log=lambda msg: None)
+    loss_sum, grad_norm, lr = optimisation_step(plan, rt, run, StepBatch(0, 0, micro_batches, 7, 13))
+
+    assert model.sync_calls == [False, False, True] and run.step == 1 and lr == 0.1
+    # The reference: the mean over the step's 7 tokens, not the mean of the 3 micro-batch means.
+    embedding, linear_w, linear_b = reference
+    token_losses = []
+    for mb in micro_batches:
+        logits = F.linear(F.embedding(mb["input_ids"], embedding), linear_w, linear_b)
+        token_losses.append(F.cross_entropy(logits[:, :-1].flatten(0, 1), mb["labels"][:, 1:].flatten(),
+                                            ignore_index=-100, reduction="sum"))
+    mean = sum(token_losses) / 7
+    mean.backward()
+    assert loss_sum.item() == pytest.approx(sum(t.item() for t in token_losses), rel=1e-6)
+    assert loss_sum.item() / 7 != pytest.approx(sum(t.item() / n for t, n in zip(token_losses, [1, 4, 2])) / 3)
+    expected_norm = torch.sqrt(sum((p.grad ** 2).sum() for p in reference))
+    assert grad_norm.item() == pytest.approx(expected_norm.item(), rel=1e-5)
+    for trained, start in zip(model.parameters(), reference):
+        assert torch.allclose(trained, start.detach() - 0.1 * start.grad, atol=1e-7)

@@ -456,7 +456,8 @@ def export_model(plan: Plan, rt: Runtime, run: Run, check: dict) -> None:
     final = os.path.join(c.out, "final")
     dtype = torch.bfloat16 if plan.precision == "bf16" else torch.float32
     export(run.model, run.model_config, plan.tokenizer, final, dtype, rt.rank, c)
-    how = "PeftModel.from_pretrained(base, folder)" if adapter_export(c) else "AutoModelForCausalLM.from_pretrained"
+    how = ("PeftModel.from_pretrained(base, folder)" if adapter_export(c)
+           else "AutoModelForCausalLM.from_pretrained")
     rt.log(f"exported: {final} ({how} / AutoTokenizer.from_pretrained)")
     if not rt.master:
         return
