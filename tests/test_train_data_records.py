@@ -1,5 +1,6 @@
-"""train_sft's data loading on records.jsonl: the same examples as the run's Alpaca data.json, and
-errors that name the line in the training file and where the record was first read.
+"""train_sft's data loading on records.jsonl: the same examples as the run's Alpaca data.json (and,
+for conversations, as the messages / ShareGPT file filter writes), and errors that name the line in
+the training file and where the record was first read.
 
 The tokenizer is a byte-level BPE trained here on a few sentences (English and Chinese), so these
 tests need transformers (the ``train`` extra) but no model file and no download."""
@@ -103,3 +104,80 @@ def test_a_prompt_that_fills_max_length_names_both_places(run, tokenizer, tmp_pa
     assert str(info.value).endswith(f"set too_long=skip (first read at {rows[0]['source']})")
     _, skipped = data.load_examples(str(path), tokenizer, "alpaca", limit, too_long="skip")
     assert skipped == [f"{path}:1"]
+
+
+# --- conversations: records.jsonl after filter, and the messages / sharegpt files it writes -------------------
+
+CONVERSATIONS = {
+    "en": [[{"role": "user", "content": "Name a primary color."},
+            {"role": "assistant", "content": "Red is a primary color."},
+            {"role": "user", "content": "Name another one."},
+            {"role": "assistant", "content": "Blue is another."}],
+           [{"role": "system", "content": "Answer in plain words."},
+            {"role": "user", "content": "Describe the purpose of each charm."},
+            {"role": "assistant", "content": "Each has its own charm and purpose."},
+            {"role": "user", "content": "Give one example of a purpose."},
+            {"role": "assistant", "content": "A charm may bring luck."},
+            {"role": "user", "content": "And one more?"},
+            {"role": "assistant", "content": "Another may protect a home."}]],
+    "zh": [[{"role": "user", "content": "请介绍山水画的特点。"},
+            {"role": "assistant", "content": "山水画以山川为主题，意境深远。"},
+            {"role": "user", "content": "花鸟画呢？"},
+            {"role": "assistant", "content": "花鸟画描绘花卉和禽鸟，生动细腻。"}],
+           [{"role": "user", "content": "它们各有什么特色？"},
+            {"role": "assistant", "content": "它们各有特色，值得一看。"},
+            {"role": "user", "content": "哪一种更适合初学者？"},
+            {"role": "assistant", "content": "初学者可以先从花鸟画开始。"}]],
+}
+
+
+@pytest.fixture(scope="module", params=["en", "zh"])
+def conversations_run(request, tmp_path_factory):
+    """A records.jsonl of conversations (as generate --turns writes it) filtered into each chat format."""
+    from selfinstruct.publish import Publish
+
+    lang = request.param
+    folder = tmp_path_factory.mktemp(f"chats_{lang}")
+    records = [Record.from_messages(m, id=f"{lang}{k}", lang=lang, origin="machine", teacher="scripted",
+                                    request_id=f"r{k}") for k, m in enumerate(CONVERSATIONS[lang])]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n"
+                                                  for r in records), encoding="utf-8")
+    for fmt in ("messages", "sharegpt"):
+        run_filter([str(folder / "records.jsonl")], str(folder / fmt), progress=False, publish=Publish(format=fmt))
+    return folder
+
+
+def conversation_tokens(examples):
+    return [(e.input_ids, e.labels) for e in examples]
+
+
+@pytest.mark.parametrize("fmt", ["messages", "sharegpt"])
+def test_filtered_conversations_train_the_same_from_records_jsonl_and_the_chat_file(conversations_run, tokenizer, fmt):
+    from selfinstruct.publish import DATA_FILE
+
+    folder = conversations_run / fmt
+    chat_file = folder / DATA_FILE[fmt]
+    from_records, _ = data.load_examples(str(folder / "records.jsonl"), tokenizer, "chat", 512)
+    from_chat_file, _ = data.load_examples(str(chat_file), tokenizer, "chat", 512)
+    assert len(from_records) == 2 and conversation_tokens(from_records) == conversation_tokens(from_chat_file)
+    # The filtered records.jsonl still names the line the conversation was first read from.
+    assert [e.source for e in from_records] == [f"{conversations_run / 'records.jsonl'}:{k}" for k in (1, 2)]
+
+
+def test_every_reply_of_a_filtered_conversation_is_supervised_and_nothing_else(conversations_run, tokenizer):
+    examples, _ = data.load_examples(str(conversations_run / "messages" / "records.jsonl"), tokenizer, "chat", 512)
+    conversations = CONVERSATIONS["zh" if "zh" in conversations_run.name else "en"]
+    for example, messages in zip(examples, conversations):
+        supervised = [t for t, label in zip(example.input_ids, example.labels) if label != -100]
+        replies = [m["content"] for m in messages if m["role"] == "assistant"]
+        # This tokenizer's template has no end-of-turn token: each reply ends "\n" + EOS.
+        assert tokenizer.decode(supervised) == "".join(f"{reply}\n</s>" for reply in replies)
+
+
+def test_conversations_with_template_alpaca_name_the_line_here_and_where_they_were_first_read(
+        conversations_run, tokenizer):
+    records_file = conversations_run / "messages" / "records.jsonl"
+    with pytest.raises(InputError) as info:
+        data.load_examples(str(records_file), tokenizer, "alpaca", 512)
+    assert str(info.value).startswith(f"{records_file}:1: this record is a conversation (2 assistant turns); ")
+    assert str(info.value).endswith(f"train it with template=chat (first read at {conversations_run / 'records.jsonl'}:1)")
