@@ -197,24 +197,30 @@ def crash_args(data_file, tokenizer_dir, out, *extra: str) -> list[str]:
                         "max_steps=11", "lr=3e-3", "checkpoint_every=4", "keep_last=3", "log_every=100", *extra)
 
 
+# Full fine-tuning; LoRA (a checkpoint of adapters alone, dropout drawing from the restored RNG) on packed rows.
+CRASH_VARIANTS = {"full": [], "lora-packed": ["peft=lora", "lora_dropout=0.1", "packing=true"]}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", list(CRASH_VARIANTS))
 def test_a_run_killed_after_a_mid_epoch_checkpoint_and_resumed_follows_the_uninterrupted_run(
-        data_file, tokenizer_dir, tmp_path):
+        data_file, tokenizer_dir, tmp_path, variant):
     import torch
     from safetensors.torch import load_file
 
+    extra = CRASH_VARIANTS[variant]
     whole = tmp_path / "whole"
-    result = th.torchrun(crash_args(data_file, tokenizer_dir, whole))
+    result = th.torchrun(crash_args(data_file, tokenizer_dir, whole, *extra))
     assert result.returncode == 0, result.stderr[-3000:]
 
     crashed = tmp_path / "crashed"
-    kill = th.kill_after_checkpoint(crash_args(data_file, tokenizer_dir, crashed), crashed, step=4)
+    kill = th.kill_after_checkpoint(crash_args(data_file, tokenizer_dir, crashed, *extra), crashed, step=4)
     assert kill["running"], "the run ended before the kill: nothing was interrupted"
     assert kill["complete"] and max(kill["complete"]) < 11 and not (crashed / "final").exists()
     resumed_from = max(kill["complete"])
     assert resumed_from % 3 != 0                                      # mid-epoch
 
-    result = th.torchrun(crash_args(data_file, tokenizer_dir, crashed, "resume=true"))
+    result = th.torchrun(crash_args(data_file, tokenizer_dir, crashed, *extra, "resume=true"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed at step {resumed_from} (epoch {resumed_from // 3}, step {resumed_from % 3} of it)" in (
         result.stderr + result.stdout)
