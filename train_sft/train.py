@@ -380,9 +380,9 @@ class StepRows:
         self.started, self.tokens = time.perf_counter(), 0
 
     def add(self, batch: StepBatch, loss_sum, grad_norm, lr: float) -> None:
-        row = {"step": batch.index + 1, "epoch": batch.epoch, "lr": lr, "tokens": batch.tokens,
-               "supervised": batch.supervised}
-        self.pending.append((row, loss_sum, grad_norm))
+        facts = {"step": batch.index + 1, "epoch": batch.epoch, "lr": lr, "tokens": batch.tokens,
+                 "supervised": batch.supervised}
+        self.pending.append((facts, loss_sum, grad_norm))
         self.tokens += batch.tokens
 
     def flush(self) -> list[dict]:
@@ -398,8 +398,10 @@ class StepRows:
         elapsed = time.perf_counter() - self.started      # .tolist() waited for the device
         tokens_per_s = self.tokens / elapsed
         rows = []
-        for (row, _, _), loss, norm in zip(self.pending, losses, norms):
-            row.update(loss=loss / row["supervised"], grad_norm=norm, tokens_per_s=tokens_per_s)
+        for (facts, _, _), loss, norm in zip(self.pending, losses, norms):
+            row = {"step": facts["step"], "epoch": facts["epoch"], "loss": loss / facts["supervised"],
+                   "lr": facts["lr"], "grad_norm": norm, "tokens": facts["tokens"],
+                   "supervised": facts["supervised"], "tokens_per_s": tokens_per_s}
             if self.run.peak_flops:
                 row["mfu"] = self.flops_per_token * tokens_per_s / (self.run.peak_flops * self.rt.world)
             if self.rt.device.type == "cuda":
