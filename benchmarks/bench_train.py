@@ -87,11 +87,13 @@ def train(data_path: str, tokenizer_dir: str, ranks: int, steps: int, mode: str,
                f"tokenizer={tokenizer_dir}", f"max_steps={steps}", "epochs=100", f"micro_batch_size={micro}",
                f"global_batch_size={global_batch}", f"group_by_length={str(mode == 'grouped').lower()}",
                f"packing={str(mode == 'packed').lower()}", "checkpoint_every=100000", "export=false",
-               "log_every=100000", f"max_length={MAX_LENGTH}", "too_long=skip"]
+               "log_every=1", f"max_length={MAX_LENGTH}", "too_long=skip"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode:
         sys.exit(result.stderr[-3000:])
+    # log_every=1: the loop times its steps over each logging window; one step a window gives the
+    # per-step rates, whose median leaves out the first steps' warm-up.
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     return statistics.median(r["tokens_per_s"] for r in rows[2:])

@@ -129,6 +129,29 @@ def test_a_template_without_an_end_of_turn_token_gets_eos_after_every_reply(toke
     assert decoded_runs(plain, example, False)[1] == f"user: {ENGLISH[3]['content']}\nassistant: "
 
 
+def test_a_special_token_followed_by_more_than_whitespace_does_not_end_the_reply(tokenizer):
+    # The reply itself holds a special token (here as text the tokenizer maps to <|endoftext|>) with
+    # words after it: the reply still ends at its own <|im_end|>, every word of it supervised.
+    messages = [ENGLISH[1], dict(ENGLISH[2], content="Before <|endoftext|> after.")]
+    [example] = data.encode_batch([Record.from_messages(messages)], tokenizer, "chat", 512)
+    assert decoded_runs(tokenizer, example, True) == ["Before <|endoftext|> after." + END]
+    # A template without an end-of-turn token, and such a reply: EOS is appended after all of it.
+    plain = with_template(tokenizer, "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                                     "{% if add_generation_prompt %}assistant: {% endif %}")
+    [example] = data.encode_batch([Record.from_messages(messages)], plain, "chat", 512)
+    assert decoded_runs(plain, example, True) == [f"Before <|endoftext|> after.\n{plain.eos_token}"]
+
+
+def test_a_template_that_ignores_add_generation_prompt_is_a_usage_error(tokenizer):
+    no_prompt = with_template(tokenizer, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+                                         "<|im_end|>\n{% endfor %}")
+    with pytest.raises(UsageError) as e:
+        data.encode_batch([Record.from_messages(ENGLISH)], no_prompt, "chat", 1024)
+    assert str(e.value) == ("template=chat: this tokenizer's chat template ignores add_generation_prompt, so the "
+                            "assistant's role header cannot be told from its reply; use a tokenizer folder whose "
+                            "template supports it, or template=alpaca")
+
+
 # --- truncation and the all-masked check ----------------------------------------------------------------
 
 
@@ -206,12 +229,27 @@ def test_a_generation_prompt_that_is_not_how_replies_start_is_a_usage_error_for_
 def test_a_template_that_refuses_the_conversation_names_the_record(tokenizer, tmp_path):
     strict = with_template(tokenizer, "{% for m in messages %}{% if m.role == 'system' %}"
                                       "{{ raise_exception('System role not supported') }}{% endif %}"
-                                      "{{ m.role }}: {{ m.content }}\n{% endfor %}")
+                                      "{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                                      "{% if add_generation_prompt %}assistant: {% endif %}")
     path = write_jsonl(tmp_path, [{"messages": ENGLISH[1:3]}, {"messages": ENGLISH}])
     with pytest.raises(InputError) as e:
         data.load_examples(path, strict, "chat", 1024)
     assert str(e.value) == (f"{path}:2: the tokenizer's chat template refuses this conversation: "
                             f"System role not supported")
+
+
+def test_errors_about_a_filtered_conversation_name_both_its_lines(tokenizer, tmp_path):
+    first_read = "gen/records.jsonl:7"
+    rows = [Record.from_messages(ENGLISH, origin="machine", source=first_read, teacher="t", request_id="r").to_dict()]
+    path = write_jsonl(tmp_path, rows)
+    strict = with_template(tokenizer, "{% for m in messages %}{% if m.role == 'system' %}"
+                                      "{{ raise_exception('System role not supported') }}{% endif %}"
+                                      "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    with pytest.raises(InputError) as e:
+        data.load_examples(path, strict, "chat", 1024)
+    assert str(e.value) == (f"{path}:1: the tokenizer's chat template refuses this conversation: "
+                            f"System role not supported (first read at {first_read})")
 
 
 def test_a_conversation_without_an_assistant_reply_is_an_error_naming_its_line(tokenizer, tmp_path):

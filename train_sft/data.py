@@ -59,7 +59,7 @@ def alpaca_prompt(record: Record) -> str:
     return template.format(instruction=record.instruction, input=record.input)
 
 
-def chat_segments(record: Record, tokenizer) -> list[tuple[str, bool]]:
+def chat_segments(record: Record, tokenizer, origin: str = "") -> list[tuple[str, bool]]:
     """The record's conversation rendered by the tokenizer's chat template as consecutive pieces of
     text, each with whether it is an assistant turn: [(prompt, False), (reply, True), (next user
     turn…, False), (reply, True), …]. Their concatenation is the conversation rendered through its
@@ -69,19 +69,21 @@ def chat_segments(record: Record, tokenizer) -> list[tuple[str, bool]]:
     conversation through that turn; each render must start with the one before, so the pieces are
     exactly what the template adds and the role headers fall in the prompt pieces. A template that
     rewrites earlier turns once later ones follow (some drop past reasoning) fails that check and is
-    a UsageError: its turns cannot be masked one by one."""
+    a UsageError: its turns cannot be masked one by one. ``origin``: where the record is in the data
+    file, for errors (default: where it was first read)."""
+    origin = origin or record.where
     messages = record.conversation()
     replies = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
     segments: list[tuple[str, bool]] = []
     rendered = ""
     for k in replies:
-        prompt = _render(tokenizer, messages[:k], record, generation_prompt=True)
-        through = _render(tokenizer, messages[:k + 1], record, generation_prompt=False)
+        prompt = _render(tokenizer, messages[:k], record, origin, generation_prompt=True)
+        through = _render(tokenizer, messages[:k + 1], record, origin, generation_prompt=False)
         if not prompt.startswith(rendered) or not through.startswith(prompt):
             raise UsageError(
                 f"template=chat: this tokenizer's chat template does not render a conversation as its "
                 f"earlier turns followed by the next ones (assistant turn {replies.index(k) + 1} of the record "
-                f"at {record.where or '?'}), so its turns cannot be masked one by one; "
+                f"at {origin or '?'}), so its turns cannot be masked one by one; "
                 + ("use template=alpaca" if record.messages is None else
                    "use a tokenizer folder whose chat template keeps earlier turns as they were"))
         segments += [(prompt[len(rendered):], False), (through[len(prompt):], True)]
@@ -89,11 +91,23 @@ def chat_segments(record: Record, tokenizer) -> list[tuple[str, bool]]:
     return segments
 
 
-def _render(tokenizer, messages: list[dict], record: Record, generation_prompt: bool) -> str:
+def _render(tokenizer, messages: list[dict], record: Record, origin: str, generation_prompt: bool) -> str:
     try:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
     except Exception as e:          # jinja's raise_exception: roles that do not alternate, a system turn…
-        raise _at(record.where, f"the tokenizer's chat template refuses this conversation: {e}") from e
+        raise _at(origin, f"the tokenizer's chat template refuses this conversation: {e}"
+                  + _first_read(_elsewhere(record, origin))) from e
+
+
+def _check_generation_prompt(tokenizer) -> None:
+    """The template must add the assistant's header for add_generation_prompt: else the header would
+    fall in the reply's piece, and be trained on as if the assistant said it."""
+    probe = [{"role": "user", "content": "?"}]
+    if (tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+            == tokenizer.apply_chat_template(probe, add_generation_prompt=False, tokenize=False)):
+        raise UsageError("template=chat: this tokenizer's chat template ignores add_generation_prompt, so the "
+                         "assistant's role header cannot be told from its reply; use a tokenizer folder whose "
+                         "template supports it, or template=alpaca")
 
 
 def chat_texts(record: Record, tokenizer) -> tuple[str, str]:
@@ -110,15 +124,16 @@ def _end_of_turn_ids(tokenizer) -> frozenset[int]:
     return frozenset(special | set(tokenizer.all_special_ids) | {tokenizer.eos_token_id})
 
 
-def _conversation_ids(pieces: list[list[int]], is_reply: list[bool], end_of_turn: frozenset[int],
-                      eos: int) -> tuple[list[int], list[int]]:
+def _conversation_ids(pieces: list[list[int]], is_reply: list[bool], tokenizer,
+                      end_of_turn: frozenset[int]) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one rendered conversation from its tokenised pieces.
 
     A reply is supervised through its end-of-turn token (the last special token the template put in
     it); what follows that token (the template's separator, "\n" in ChatML) stays in the input for
     the next turn but is -100, and after the last reply it is dropped: nothing learns from it. A
-    template that closes replies with no special token gets EOS appended to each reply, so that every
-    supervised reply ends in a token that stops generation."""
+    template that closes replies with no special token (the last special token is followed by more
+    than whitespace, or there is none) gets EOS appended to each reply, so that every supervised
+    reply ends in a token that stops generation."""
     ids: list[int] = []
     labels: list[int] = []
     last_reply = max(k for k, reply in enumerate(is_reply) if reply)
@@ -128,8 +143,8 @@ def _conversation_ids(pieces: list[list[int]], is_reply: list[bool], end_of_turn
             labels += [IGNORE] * len(piece)
             continue
         closing = max((j for j, t in enumerate(piece) if t in end_of_turn), default=None)
-        if closing is None:
-            supervised, separator = piece + [eos], []
+        if closing is None or tokenizer.decode(piece[closing + 1:]).strip():
+            supervised, separator = piece + [tokenizer.eos_token_id], []
         else:
             supervised, separator = piece[:closing + 1], piece[closing + 1:]
         if k == last_reply:
@@ -151,11 +166,12 @@ def encode_batch(records: list[Record], tokenizer, template: str, max_length: in
     if origins is None:
         origins = [r.where for r in records]
     if template == "chat":
-        encoded = _encode_chats(records, tokenizer)
+        encoded = _encode_chats(records, origins, tokenizer)
     else:
         for record, origin in zip(records, origins):
             if record.messages is not None and [m["role"] for m in record.messages] != ["user", "assistant"]:
-                raise _at(origin, f"this record is a conversation ({record.turns} assistant turns"
+                raise _at(origin, f"this record is a conversation ({record.turns} assistant "
+                                  f"turn{'s' if record.turns != 1 else ''}"
                                   f"{', a system turn' if any(m['role'] == 'system' for m in record.messages) else ''}"
                                   f"); template=alpaca holds one instruction and one response: train it with "
                                   f"template=chat" + _first_read(_elsewhere(record, origin)))
@@ -172,18 +188,19 @@ def encode_batch(records: list[Record], tokenizer, template: str, max_length: in
     return examples
 
 
-def _encode_chats(records: list[Record], tokenizer) -> list[tuple[list[int], list[int], int]]:
+def _encode_chats(records: list[Record], origins: list[str], tokenizer) -> list[tuple[list[int], list[int], int]]:
     """(input_ids, labels, prompt tokens before the first reply) of each record, untruncated. The
     pieces of every record are tokenised in one call (fast tokenizers batch in Rust), each piece on
     its own so that the boundary between prompt and reply is exact."""
-    rendered = [chat_segments(r, tokenizer) for r in records]
+    _check_generation_prompt(tokenizer)
+    rendered = [chat_segments(r, tokenizer, origin) for r, origin in zip(records, origins)]
     texts = [text for segments in rendered for text, _ in segments]
     pieces = iter(tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
-    end_of_turn, eos = _end_of_turn_ids(tokenizer), tokenizer.eos_token_id
+    end_of_turn = _end_of_turn_ids(tokenizer)
     encoded = []
     for segments in rendered:
         own = [next(pieces) for _ in segments]
-        ids, labels = _conversation_ids(own, [reply for _, reply in segments], end_of_turn, eos)
+        ids, labels = _conversation_ids(own, [reply for _, reply in segments], tokenizer, end_of_turn)
         encoded.append((ids, labels, len(own[0])))
     return encoded
 
