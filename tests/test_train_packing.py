@@ -194,6 +194,16 @@ def test_packed_padding_waste_is_what_the_tensors_hold_and_far_below_grouped_and
     assert waste < 0.05 and grouped < 0.05 < 0.3 < random_order
 
 
+def test_packed_padding_waste_of_a_long_epoch_is_measured_on_evenly_spaced_steps():
+    lengths = [(i * 7919) % 300 + 10 for i in range(640)]
+    steps = data.plan_epoch(lengths, 0, 5, global_batch=32, micro=4, group_by_length=False)
+    assert len(steps) == 20
+    assert data.packed_padding_waste(lengths, steps, 512, 4, 2, most=5) == data.packed_padding_waste(
+        lengths, steps[::4], 512, 4, 2)
+    assert data.packed_padding_waste(lengths, steps, 512, 4, 2, most=5) != data.packed_padding_waste(
+        lengths, steps, 512, 4, 2)
+
+
 # --- the loss proof ---------------------------------------------------------------------------------
 
 
