@@ -119,10 +119,12 @@ def test_every_rank_gets_the_same_number_of_micro_batches_holding_the_steps_exam
     step = one_step(count, micro)
     seen = []
     per_rank = []
+    targets = 0
     for rank in range(world):
         batches = data.rank_micro_batches(examples, step, rank, world, PAD, packing=True, max_length=max_length)
         per_rank.append(len(batches))
         for batch in batches:
+            targets += int((batch["labels"][:, 1:] != IGNORE).sum())
             assert set(batch) == {"input_ids", "labels", "attention_mask", "position_ids"}
             assert batch["input_ids"].shape[1] <= max(max_length, 2) and batch["input_ids"].shape[0] <= micro
             for ids, labels, mask, positions in zip(*(batch[k].tolist() for k in
@@ -130,6 +132,8 @@ def test_every_rank_gets_the_same_number_of_micro_batches_holding_the_steps_exam
                 seen += unpack_row(examples, ids, labels, mask, positions)
     assert len(set(per_rank)) == 1
     assert sorted(seen) == list(range(count))
+    # The loss's denominator, the step's supervised tokens, is what the packed rows hold as targets.
+    assert targets == sum(e.supervised for e in examples)
 
 
 def unpack_row(examples: list[Example], ids, labels, mask, positions) -> list[int]:
