@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from selfinstruct.generate.conversation import (USER_SIMULATOR, Continuation, clean_user_turn, transcript)
+from selfinstruct.generate.conversation import (USER_SIMULATOR, Continuation, clean_user_turn, transcript,
+                                                whole_sentences)
 from selfinstruct.recipes import alpaca
 from selfinstruct.record import Record
 from selfinstruct.teachers.base import Request
@@ -60,6 +61,17 @@ JUDGE_MARK = re.compile(r"<<<(example-[0-9a-f]+)>>>")
 ])
 def test_the_user_simulators_reply_is_cleaned_to_the_message(reply, message):
     assert clean_user_turn(reply) == message
+
+
+@pytest.mark.parametrize("cut, kept", [
+    ("Why is it blue? And what about the sea, which is also", "Why is it blue?"),
+    ('So the answer is "yes." But then', 'So the answer is "yes."'),
+    ("About 3.5 percent of the", ""),
+    ("为什么？还有海", "为什么？"),
+    ("请再讲讲", ""),
+])
+def test_a_user_message_cut_at_its_limit_keeps_its_finished_sentences(cut, kept):
+    assert whole_sentences(cut) == kept
 
 
 # -- the requests ---------------------------------------------------------------------------------
@@ -349,6 +361,10 @@ def test_teacher_failures_and_unusable_follow_ups_are_rejects_counted_per_reason
             return ok("Assistant: Here is another example for you.")     # it answered instead
         if r < 0.5:
             return ok("Sure, here is the next question:\nUser: \"" + prompt.split("User: ")[1].split("\n")[0] + "\"")
+        if r < 0.6:
+            return ok("Could you tell me more about the second part, and also how it", finish_reason="length")
+        if r < 0.7:
+            return ok("Could you say more? And also how the", finish_reason="length")
         return None
 
     with serve_in_thread(FakeOpenAI(responder=Teacher(follow_up_for=follow_up_for))) as server:
@@ -365,6 +381,12 @@ def test_teacher_failures_and_unusable_follow_ups_are_rejects_counted_per_reason
         assert summary["rejected_per_stage"]["generate"][reason] == by_reason[reason]
         assert all(x["detail"].startswith("turn 2: ") for x in rejects if x["reason"] == reason)
     assert summary["requests_per_stage"]["user_turn"]["failed"] == by_reason["turn_failed"]
+    # a follow-up cut at the token limit keeps its finished sentences, or is truncated without any
+    truncated = [x for x in rejects if x["reason"] == "truncated"]
+    assert truncated and all(x["detail"].startswith("turn 2: ") for x in truncated)
+    assert all(x["record"]["messages"][2]["content"].endswith("how it") for x in truncated)
+    kept = read_jsonl(tmp_path / "o" / "records.jsonl")
+    assert "Could you say more?" in [rec["messages"][2]["content"] for rec in kept]
 
 
 def test_the_judge_judges_whole_conversations_after_their_turns(invoke_cli, tmp_path, read_json, read_jsonl):

@@ -8,7 +8,8 @@ A turn after the first is two requests:
    transcript. A transcript in one user turn is what a small model follows best: given the real
    turns as history it answers the last one instead of writing the user's next. Its reply is
    cleaned (``clean_user_turn``: speaker labels, wrapping quotes, "Sure, here is the next
-   question:"), and cut where the model goes on to write the assistant's reply;
+   question:"), and cut where the model goes on to write the assistant's reply; one cut at its
+   token limit keeps its finished sentences (``whole_sentences``), and is ``truncated`` without any;
 2. the teacher answers it (stage ``turn_answer``): a chat request with the conversation so far as
    ``history`` and the new user message as ``prompt``, with the recipe's usual answer budget.
 
@@ -39,17 +40,17 @@ from selfinstruct.text import normalise
 USER_SIMULATOR = {
     "en": {
         "system": ("You play the user in a conversation with an AI assistant. Write only the user's next "
-                   "message: a natural follow-up to the conversation so far (a question about the answer, "
-                   "a request for more detail or a change, or a related task). Do not answer it, and do "
-                   "not write the assistant's reply."),
+                   "message, in the user's own words: one short follow-up to the conversation so far (a "
+                   "question about the answer, a request for more detail or a change, or a related task), "
+                   "one or two sentences. Do not answer it, and do not write the assistant's reply."),
         "intro": "The conversation so far:",
         "user": "User", "assistant": "Assistant",
         "ask": "Write the user's next message.",
     },
     "zh": {
-        "system": ("你在一段与AI助手的对话中扮演用户。只写出用户的下一条消息：自然地接着目前的对话，"
-                   "可以是对回答的追问、要求更多细节或修改，或者一个相关的新任务。不要回答它，也不要写助手的回复。"
-                   "请用简体中文。"),
+        "system": ("你在一段与AI助手的对话中扮演用户。只写出用户的下一条消息，用用户自己的口吻：简短地接着目前的对话，"
+                   "可以是对回答的追问、要求更多细节或修改，或者一个相关的新任务，一两句话即可。不要回答它，"
+                   "也不要写助手的回复。请用简体中文。"),
         "intro": "目前的对话：",
         "user": "用户", "assistant": "助手",
         "ask": "请写出用户的下一条消息。",
@@ -85,6 +86,17 @@ _ZH_CHATTER = re.compile(r"^(?:(?:好的|当然|没问题|可以)[ \t]*[，,！!
 _ACK_LINE = re.compile(r"^(?:sure|certainly|of course|okay|ok|alright|absolutely|好的|当然|没问题)[ \t]*[!.,，！。]*[ \t]*(?:\n|$)",
                        re.I)
 _QUOTES = (('"', '"'), ("“", "”"), ("'", "'"), ("「", "」"), ("『", "』"), ("‘", "’"))
+# The end of a finished sentence (closing quotes and brackets may follow; an English full stop only
+# before a space or the end: "3.5", "e.g." go on).
+_SENTENCE_END = re.compile(r"(?:[。？！…]|[.?!](?=[\"'”’)）]*(?:\s|$)))[\"'”’)）]*")
+
+
+def whole_sentences(text: str) -> str:
+    """Of a message cut at its token limit: the text up to its last finished sentence ("" when
+    none is finished). The user's message is a question or two; what a model rambles on with
+    after them is not part of it."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""
 
 
 def clean_user_turn(text: str) -> str:
@@ -195,6 +207,9 @@ class Continuation:
             if asked.error:
                 return Stopped("turn_failed", f"turn {k}: the user's message: {asked.error}")
             user_message = clean_user_turn(asked.text)
+            cut = asked.finish_reason == "length"
+            if cut and whole_sentences(user_message):
+                user_message, cut = whole_sentences(user_message), False
             if not user_message:
                 return Stopped("turn_unparseable", f"turn {k}: no user message in the reply: {asked.text[:200]!r}")
             if _asked_before(user_message, messages):
@@ -204,7 +219,7 @@ class Continuation:
                 return Stopped("turn_failed", f"turn {k}: the answer: {answer.error}")
             reply = answer.text.strip()
             messages += [{"role": "user", "content": user_message}, {"role": "assistant", "content": reply}]
-            if asked.finish_reason == "length" or answer.finish_reason == "length":
+            if cut or answer.finish_reason == "length":
                 record.meta.setdefault("truncated_turns", []).append(k)
             if not reply:
                 return Stopped("no_answer", f"turn {k}: the answer request came back empty")
