@@ -514,9 +514,12 @@ def test_a_rejected_conversation_still_counts_for_novelty_after_a_resume(tmp_pat
 def test_the_embedded_model_writes_two_turn_conversations(tmp_path, read_jsonl, read_json):
     from selfinstruct.generate import Settings, run_generate
     from selfinstruct.publish import Publish
+    from selfinstruct.teachers.embedded import EmbeddedTeacher
 
     out = tmp_path / "o"
-    summary = run_generate(Settings(num=2, out=str(out), turns=2, progress=False, publish=Publish(format="messages")))
+    # batches of 4: two conversations need few units, and a smaller batch ends sooner on a CPU
+    summary = run_generate(Settings(num=2, out=str(out), turns=2, progress=False, publish=Publish(format="messages")),
+                           EmbeddedTeacher(concurrency=4))
     assert summary["kept"] == 2 and summary["stopped"] == "done"
     for rec in read_jsonl(out / "records.jsonl"):
         assert [m["role"] for m in rec["messages"]] == ["user", "assistant", "user", "assistant"]
