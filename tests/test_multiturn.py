@@ -107,6 +107,27 @@ def test_the_user_simulator_reads_a_transcript_in_one_user_turn():
     assert len(long) < 1600 and long.endswith("…")
 
 
+def test_a_short_answer_that_stops_before_its_content_is_no_answer():
+    import asyncio
+
+    from selfinstruct.filters.base import FilterChain
+    from selfinstruct.teachers.base import Response
+
+    async def ask(request):
+        if request.stage == "user_turn":
+            return Response("Can you add more detail?")
+        return Response("Here is a revised version with more detail:")
+
+    rec = Record("Name three rivers in Europe.", output="The Danube, the Rhine and the Loire.")
+    short = Continuation("en", 2, alpaca.SHORT_ANSWER_TOKENS, short=True)
+    stopped = asyncio.run(short.grow(rec, ask, FilterChain([])))
+    assert stopped.reason == "no_answer" and stopped.detail.startswith("turn 2: the answer stopped before")
+    # a teacher that is not asked for one short paragraph goes on after its colon
+    rec = Record("Name three rivers in Europe.", output="The Danube, the Rhine and the Loire.")
+    assert asyncio.run(Continuation("en", 2, 256, short=False).grow(rec, ask, FilterChain([]))) is None
+    assert [m["role"] for m in rec.messages] == ["user", "assistant"] * 2
+
+
 class _Recipe:
     answer_tokens = None
 

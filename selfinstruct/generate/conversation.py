@@ -21,7 +21,7 @@ so that a conversation that went wrong at turn 2 costs no turn 3.
 A conversation that cannot go on is rejected with a reason of its own, the turn in its detail:
 ``turn_failed`` (the teacher failed a request), ``turn_unparseable`` (nothing of the simulated
 user's reply is a message), ``turn_repeated`` (the user asked an earlier turn's question again),
-``no_answer`` (an empty answer).
+``no_answer`` (an empty answer, or a short one that stopped before its content).
 """
 from __future__ import annotations
 
@@ -223,6 +223,10 @@ class Continuation:
                 record.meta.setdefault("truncated_turns", []).append(k)
             if not reply:
                 return Stopped("no_answer", f"turn {k}: the answer request came back empty")
+            if self.short and reply.endswith((":", "：")):
+                # a short answer stops at its first blank line: one that announces its content
+                # ("here is a revised version:") stopped before the content came
+                return Stopped("no_answer", f"turn {k}: the answer stopped before its content: {reply[-80:]!r}")
             outcome = chain.judge_turns(record, first=k, last=k)
             if outcome is not None:
                 stage, verdict = outcome
