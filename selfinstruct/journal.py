@@ -38,7 +38,8 @@ class JournalState:
     open_units: dict[str, Request] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     stage_of: dict[str, str] = field(default_factory=dict)     # reason -> stage (older journals: none)
-    # candidates the judge rejected: they passed the other filters, so they count for novelty
+    # candidates rejected after passing the synchronous filters (by the judge, or at a later turn of a
+    # conversation): those filters remembered them, so they count for novelty
     judged_out: list[Record] = field(default_factory=list)
     units: int = 0                                       # units started
     ended: set[str] = field(default_factory=set)         # uids of the units that ended
@@ -95,7 +96,9 @@ def load(path: str) -> JournalState:
             st.rejected[ev["reason"]] = st.rejected.get(ev["reason"], 0) + 1
             if "stage" in ev:
                 st.stage_of.setdefault(ev["reason"], ev["stage"])
-                if ev["stage"] == "judge":
+                # passed the synchronous filters, then was rejected (by the judge, or at a later turn of
+                # a conversation): the stateful filters remembered it, so a resumed run preloads it too
+                if ev["stage"] == "judge" or ev.get("passed_head"):
                     st.judged_out.append(Record.from_dict(ev["record"]))
     return st
 

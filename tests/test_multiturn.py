@@ -510,8 +510,6 @@ def test_sigkill_in_mid_run_then_resume_pays_no_turn_twice_and_ends_with_the_uni
     assert read_json(out / "summary.json")["rejected"]["refusal"] == rejected["refusal"]
 
 
-@pytest.mark.xfail(strict=True, reason="journal.load must count a passed_head reject like a judged-out one "
-                                      "(asked of the lead); remove this mark then")
 def test_a_rejected_conversation_still_counts_for_novelty_after_a_resume(tmp_path):
     """A candidate whose later turn is rejected passed the novelty filters (they remember it at once,
     so that no decision depends on when a continuation ends): a resumed run preloads it too."""
