@@ -28,8 +28,10 @@ class Record:
     request_id: str | None = None       # the teacher request this record came from
     meta: dict[str, Any] = field(default_factory=dict)  # anything else (is_classification, task id…)
     # A conversation: [{"role": "system"|"user"|"assistant", "content": str}, …], the whole of it.
-    # None for single-turn data. When set, instruction and output mirror its first user and first
-    # assistant turns (input is ""), so every rule written for Alpaca records reads the first exchange.
+    # None for single-turn data. When set, the first user turn is the instruction (then the input after
+    # a blank line, when there is one) and output mirrors the first assistant turn, so every rule
+    # written for Alpaca records reads the first exchange. (A file of conversations read back has
+    # input "": its first user turn is the instruction.)
     messages: list[dict[str, str]] | None = None
 
     @property

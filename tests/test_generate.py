@@ -257,3 +257,28 @@ def test_each_record_carries_the_teacher_time_of_the_requests_it_came_from(tmp_p
         seconds = r["meta"]["seconds"]
         assert seconds["instructions"] >= 0.05 and seconds["instances"] >= 0.02
         assert set(seconds) <= {"instructions", "classification", "instances"}
+
+
+def test_a_run_that_accepts_nothing_stops_as_stalled_instead_of_paying_forever(tmp_path, monkeypatch):
+    # The scripted teacher answers a follow-up with the text it was asked, so every second turn
+    # echoes its instruction and every conversation is rejected: nothing is ever accepted.
+    from selfinstruct.generate import settings as settings_module
+    from selfinstruct.publish import Publish
+
+    monkeypatch.setattr(settings_module, "STALL_UNITS", 40)
+    s = Settings(num=6, out=str(tmp_path / "o"), recipe="self-instruct", turns=3, progress=False,
+                 publish=Publish(format="messages"))
+    import signal
+
+    def never_stopped(*_):         # without the rule the run goes on forever: fail instead of hanging
+        raise AssertionError("the run did not stop")
+    previous = signal.signal(signal.SIGALRM, never_stopped)
+    signal.alarm(120)
+    try:
+        summary = run_generate(s, ScriptedTeacher("en"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert summary["kept"] == 0
+    assert summary["stopped"].startswith("stalled: the last 40 units accepted nothing (rejected most: ")
+    assert sum(summary["rejected"].values()) > 0

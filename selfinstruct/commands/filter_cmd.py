@@ -96,6 +96,10 @@ def filter_command(
           --judge-model Qwen2.5-7B-Instruct --judge-min-score 7 --out out/judged
       # the Self-Instruct paper's own rules (BELLE's for Chinese)
       selfinstruct filter data.json --rules paper --lang en --out out/paper
+      # conversations (ShareGPT or OpenAI messages) in, OpenAI chat JSONL out, 5% held out
+      selfinstruct filter chats.json --format messages --test-size 0.05 --out out/chat
+      # a Hugging Face dataset folder, and a private push to the Hub (HF_TOKEN)
+      selfinstruct filter data.json --hf-out out/hf --push-to-hub you/my-data --out out/d
     """
     import selfinstruct
     from selfinstruct.commands.generate_cmd import default_cache_path

@@ -148,6 +148,10 @@ def generate_command(
           --base-url http://localhost:8080/v1 --model qwen2.5-7b-instruct --num 100 --out out/magpie
       # tasks grounded in your own documents (.txt, .md, JSONL; folders walked)
       selfinstruct generate --recipe documents --documents notes/ --num 50 --out out/docs
+      # conversations of 3 assistant turns (the teacher plays the user), OpenAI chat JSONL
+      selfinstruct generate --num 100 --turns 3 --format messages --out out/chat
+      # ShareGPT, 5% held out, also as a Hugging Face dataset
+      selfinstruct generate --num 200 --format sharegpt --test-size 0.05 --hf-out out/hf --out out/sg
     """
     import selfinstruct
     from selfinstruct.generate import Settings, run_generate

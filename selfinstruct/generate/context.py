@@ -23,6 +23,7 @@ from selfinstruct.filters import FilterChain
 from selfinstruct.filters.base import gather_or_cancel
 from selfinstruct.generate.conversation import Continuation, Stopped
 from selfinstruct.generate.ordering import Lanes, Turn
+from selfinstruct.generate import settings
 from selfinstruct.generate.settings import MAX_CONSECUTIVE_FAILURES, Settings
 from selfinstruct.record import Record
 from selfinstruct.summary import Counts, Tally
@@ -70,6 +71,7 @@ class Context:
         self.seed_nearest = None      # a SeedNearest over the seed instructions (set by the run)
         # unit -> request stage -> seconds its paid requests took (each record's meta["seconds"])
         self._seconds: dict[int, Counter] = {}
+        self.units_without_accept = 0      # units ended since the last accepted record
         # unit -> its candidates that passed the synchronous filters and await their turns, the judge
         self._awaiting: dict[int, list[tuple[Record, str]]] = {}
         # how candidates grow into conversations (None: single-turn data)
@@ -194,6 +196,7 @@ class Context:
         if self.seed_nearest is not None:       # the report's Figure 3: vs the seeds, exact
             record.nearest_seed, record.nearest_seed_rouge = self.seed_nearest.nearest(record.instruction)
         self.state.decided[key] = True
+        self.units_without_accept = 0
         self.outputs.accept(record, key, self.journal)
         if not self.two_phase:
             self._pool_add(record, key)
@@ -252,6 +255,11 @@ class Context:
 
     def end_unit(self, n: int) -> None:
         self._seconds.pop(n, None)
+        self.units_without_accept += 1
+        if self.units_without_accept >= settings.STALL_UNITS:
+            top = self.tally.top(3)
+            self.scheduler.stop(f"stalled: the last {settings.STALL_UNITS} units accepted nothing"
+                                + (f" (rejected most: {top})" if top else ""))
 
 
 def unit_number(key: str) -> int:

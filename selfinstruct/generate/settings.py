@@ -13,6 +13,10 @@ from selfinstruct.text import LANGS
 # A teacher that fails this many requests in a row (wrong --base-url, server down) stops the run
 # instead of turning every unit into a teacher_failed reject forever (at least 2 x concurrency).
 MAX_CONSECUTIVE_FAILURES = 24
+# A run whose last this-many units accepted nothing stops ("stalled: …") instead of paying forever:
+# every candidate is rejected (a teacher that cannot follow the format, --turns on a model that only
+# repeats itself, filters set too strict). Far beyond any dry spell of a healthy run.
+STALL_UNITS = 1000
 # The recipe options that have a flag of their own, and the flag (for "does not apply" errors).
 RECIPE_FLAGS = {"source": "--from", "rounds": "--rounds", "documents": "--documents",
                 "chat_template": "--chat-template"}
