@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from selfinstruct.train_sft import config as config_module, data
+from tests.train_helpers import merged_by_hand
 
 pytestmark = [pytest.mark.train, pytest.mark.embedded]
 
@@ -35,23 +36,6 @@ ROWS = [
     {"instruction": "Classify the animal as mammal or bird.", "input": "penguin", "output": "Bird."},
     {"instruction": "写出“谢谢”的英文。", "input": "", "output": "Thank you."},
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    """The SmolLM2 tokenizer read once from its GGUF file and saved as a folder (loads in 0.3 s)."""
-    from selfinstruct.train_sft import modeling
-
-    folder = tmp_path_factory.mktemp("tokenizer")
-    modeling.smollm2_tokenizer().save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
@@ -101,19 +85,6 @@ def trained_peft_model(c, tokenizer, adapters: dict):
     assert not missing, f"adapters absent from the checkpoint: {sorted(missing)[:3]}"
     model.load_state_dict(adapters, strict=False)
     return model
-
-
-def merged_by_hand(base_state: dict, adapters: dict, scale: float) -> dict:
-    """W + scale · B·A for every adapted layer, W for the rest: the merge written out, not peft's."""
-    merged = dict(base_state)
-    prefix = "base_model.model."
-    for name, a in adapters.items():
-        if ".lora_A." not in name:
-            continue
-        layer = name[len(prefix):].split(".lora_A.")[0]
-        b = adapters[name.replace(".lora_A.", ".lora_B.")]
-        merged[layer + ".weight"] = base_state[layer + ".weight"] + scale * (b @ a)
-    return merged
 
 
 # --- settings refused before anything loads ---------------------------------------------------------
@@ -473,7 +444,6 @@ def test_the_merged_export_of_a_two_rank_run_is_the_trained_model(lora_run, toke
 @pytest.mark.slow
 def test_a_stopped_lora_run_resumed_follows_the_uninterrupted_one_and_exports_the_adapter(
         lora_run, tokenizer, data_file, tokenizer_dir, tmp_path):
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

@@ -18,18 +18,6 @@ pytestmark = [pytest.mark.train, pytest.mark.embedded]
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    return th.save_tokenizer(tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
-
-
-@pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     """24 records: with global_batch_size=8, three steps per epoch."""
     return th.write_rows(tmp_path_factory.mktemp("data") / "data.json", th.instruction_rows(24))

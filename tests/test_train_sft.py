@@ -36,23 +36,6 @@ ROWS = [
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory):
-    """The SmolLM2 tokenizer read once from its GGUF file and saved as a folder (loads in 0.3 s)."""
-    from selfinstruct.train_sft import modeling
-
-    folder = tmp_path_factory.mktemp("tokenizer")
-    modeling.smollm2_tokenizer().save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
-
-
-@pytest.fixture(scope="session")
 def data_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "data.json"
     path.write_text(json.dumps(ROWS, ensure_ascii=False, indent=1), encoding="utf-8")
