@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from selfinstruct.train_sft import config as config_module, data
-from tests.train_helpers import merged_by_hand
+from tests.train_helpers import merged_by_hand, torchrun
 
 pytestmark = [pytest.mark.train, pytest.mark.embedded]
 
@@ -372,12 +372,6 @@ def run_args(data_file, tokenizer_dir, out, *extra) -> list[str]:
             "log_every=100", *extra]
 
 
-def torchrun(args, timeout=300) -> subprocess.CompletedProcess:
-    from selfinstruct.train_sft.train import free_port
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(free_port()), "-m", "selfinstruct.train_sft.train", *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
 
 
 def metrics(out) -> list[dict]:

@@ -12,7 +12,8 @@ import pytest
 from selfinstruct.errors import InputError, UsageError
 from selfinstruct.record import Record
 from selfinstruct.train_sft import checkpoint, config, data
-from selfinstruct.train_sft.train import free_port, lr_factor, main
+from selfinstruct.train_sft.train import lr_factor, main
+from tests.train_helpers import launch, torchrun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "train_sft", "configs")
@@ -428,12 +429,6 @@ def tiny_args(data_file, tokenizer_dir, out, *extra) -> list[str]:
             *extra]
 
 
-def torchrun(args, timeout=240) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(free_port()), "-m", "selfinstruct.train_sft.train", *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env())
-
-
 def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
 
@@ -442,8 +437,7 @@ def _env() -> dict:
 def full_run(tmp_path_factory, data_file, tokenizer_dir):
     """16 uninterrupted steps through launch.sh (check, then torchrun with 2 CPU ranks)."""
     out = tmp_path_factory.mktemp("full")
-    result = subprocess.run(["bash", LAUNCH, *tiny_args(data_file, tokenizer_dir, out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300, env={**_env(), "NPROC": "2"})
+    result = launch(tiny_args(data_file, tokenizer_dir, out))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 

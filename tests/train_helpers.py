@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = "train_sft/configs/tiny-cpu.yaml"
+LAUNCH = str(ROOT / "train_sft" / "launch.sh")
 
 
 def env() -> dict:
@@ -73,8 +74,28 @@ def torchrun_command(args: list[str], nproc: int = 2) -> list[str]:
 
 
 def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(torchrun_command(args, nproc), cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env())
+    return run_job(lambda: torchrun_command(args, nproc), timeout)
+
+
+def launch(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """train_sft/launch.sh with 2 CPU ranks (``torchrun --standalone``)."""
+    return run_job(lambda: ["bash", LAUNCH, *args], timeout, NPROC="2")
+
+
+# A free port is found by binding port 0 and closing it; torchrun binds it again a moment later, and
+# in between any socket may take it (a client's ephemeral port). The rendezvous then fails before
+# any rank starts, with nothing written: such a run is started again, on another port.
+PORT_CLASH = "EADDRINUSE"
+
+
+def run_job(command, timeout: float, attempts: int = 3, **extra_env: str) -> subprocess.CompletedProcess:
+    """``command()`` (built anew each attempt: a new port) run to the end, again on a port clash."""
+    for _ in range(attempts):
+        result = subprocess.run(command(), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                                env={**env(), **extra_env})
+        if result.returncode == 0 or PORT_CLASH not in result.stderr:
+            return result
+    return result
 
 
 def train_one_rank(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
