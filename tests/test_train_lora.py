@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from selfinstruct.train_sft import config as config_module, data
-from tests.train_helpers import merged_by_hand, torchrun
+from tests.train_helpers import env, merged_by_hand, torchrun
 
 pytestmark = [pytest.mark.train, pytest.mark.embedded]
 
@@ -135,7 +135,7 @@ def test_launch_sh_refuses_an_unknown_target_before_torchrun(data_file, tokenize
     result = subprocess.run(["bash", LAUNCH, "train_sft/configs/tiny-cpu.yaml", f"data={data_file}",
                              f"tokenizer={tokenizer_dir}", f"out={tmp_path / 'o'}", "peft=lora",
                              "lora_targets=[attn]"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**_env(), "NPROC": "2"})
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**env(), "NPROC": "2"})
     assert (result.returncode, result.stderr) == (
         2, f"Error: lora_targets: attn is not a linear layer of LlamaForCausalLM (its linear layers: "
            f"{LINEAR_LAYERS})\n")
@@ -147,7 +147,7 @@ def test_full_fine_tuning_never_imports_peft(data_file, tokenizer_dir, tmp_path)
             f"main(['tiny-cpu', '--check', 'data={data_file}', 'tokenizer={tokenizer_dir}', 'out={tmp_path}/o']); "
             "print('peft' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                            env=_env())
+                            env=env())
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "False"
 
@@ -161,8 +161,9 @@ def world_of_one():
 
     from selfinstruct.train_sft.train import free_port
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    # not through os.environ: a MASTER_ADDR left in the test process sends later launch.sh runs to
+    # a fixed port instead of --standalone
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
 
@@ -359,10 +360,6 @@ def test_a_pretrained_model_folder_is_named_as_the_adapters_base_and_not_copied(
 
 
 # --- torchrun: 2 CPU ranks, gloo --------------------------------------------------------------------
-
-
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
 
 
 def run_args(data_file, tokenizer_dir, out, *extra) -> list[str]:

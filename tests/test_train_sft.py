@@ -13,7 +13,7 @@ from selfinstruct.errors import InputError, UsageError
 from selfinstruct.record import Record
 from selfinstruct.train_sft import checkpoint, config, data
 from selfinstruct.train_sft.train import lr_factor, main
-from tests.train_helpers import launch, torchrun
+from tests.train_helpers import env, launch, torchrun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "train_sft", "configs")
@@ -430,7 +430,7 @@ def tiny_args(data_file, tokenizer_dir, out, *extra) -> list[str]:
 
 
 def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    return env()
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,15 @@ TINY_CONFIG = "train_sft/configs/tiny-cpu.yaml"
 LAUNCH = str(ROOT / "train_sft" / "launch.sh")
 
 
+# torchrun's settings: a run started from the tests gets its own, never the test process's
+DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                   "GROUP_RANK", "NODE_RANK", "NNODES")
+
+
 def env() -> dict:
-    """One thread per rank (2 cores shared), and nothing fetched from a hub."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+    """One thread per rank (2 cores shared), nothing fetched from a hub, no inherited torchrun settings."""
+    inherited = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    return {**inherited, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
 
 
 def save_tokenizer(folder) -> str:
