@@ -74,6 +74,10 @@ class Filter:
     def prepare(self, records: Sequence[Record]) -> None:
         """Optional batch precomputation before ``check`` is called on each of ``records``."""
 
+    def use_engine(self, engine) -> None:
+        """Run this filter's parallel work (in ``prepare``) on ``engine`` (``selfinstruct.engines``):
+        the decisions must be the same on every engine and any number of workers."""
+
     def reject(self, reason: str, detail: str = "") -> Rejection:
         return Rejection(reason, detail)
 
@@ -243,6 +247,12 @@ class FilterChain:
         if self.on_reject is not None:
             self.on_reject(record, verdict)
         return verdict
+
+    def use_engine(self, engine) -> None:
+        """Hand every filter the engine its parallel work runs on (``selfinstruct filter``)."""
+        self.engine = engine
+        for f in self.filters:
+            f.use_engine(engine)
 
     def preload(self, records: Iterable[Record]) -> None:
         """Put records into the filters' memory without checking or counting them (the seed tasks,

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 from selfinstruct import options as opts
 from selfinstruct import publish as pub
 from selfinstruct.commands.common import split_names
+from selfinstruct.engines import EngineSettings, open_engine
 from selfinstruct.errors import UsageError
 from selfinstruct.filters.base import FilterChain, Rejection
 from selfinstruct.filters.registry import build_chain, components, select
@@ -45,12 +46,14 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
                only: Iterable[str] = (), skip: Iterable[str] = (), on_bad_record: str = "error",
                progress: bool = True, options: Sequence[str] = (), started: float | None = None,
                quality: QualitySettings | None = None, cache: str | None = None,
-               publish: pub.Publish | None = None, random_seed: int = 0) -> dict:
+               publish: pub.Publish | None = None, random_seed: int = 0,
+               engine: EngineSettings | None = None) -> dict:
     """Filter ``inputs`` into ``out_dir``; returns the summary (also written to summary.json).
     ``options`` are ``--opt NAME=VALUE`` settings; ``started`` is when the command started
     (``time.monotonic()``), for elapsed_seconds; ``quality`` the rule set, decontamination and judge
     settings; ``cache`` the response cache the judge may answer from (None: no cache); ``publish`` the
-    data file's format and the Hugging Face outputs (``random_seed`` draws the test split)."""
+    data file's format and the Hugging Face outputs (``random_seed`` draws the test split);
+    ``engine`` where the filters' parallel work runs (the kept records are the same on any)."""
     started = time.monotonic() if started is None else started
     quality = quality or QualitySettings()
     inputs, against = [str(p) for p in inputs], [str(p) for p in against]
@@ -60,6 +63,8 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     publish = publish or pub.Publish()
     publish.validate(out=out_dir)
     quality.validate()
+    engine = engine or EngineSettings()
+    engine.validate()
     classes = select(only, skip, quality.default_off())
     per_filter = opts.resolve(components(classes), options)
     quality.add_judge_options(per_filter)
@@ -77,7 +82,8 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
     counts = _Counts()
     try:
         with atomic_open(out / REJECTS) as rejects, atomic_open(out / RECORDS) as records_file, \
-                _async_loop(chain.is_async, judging, out) as run_async:
+                _async_loop(chain.is_async, judging, out) as run_async, open_engine(engine) as workers:
+            chain.use_engine(workers)
             def write_reject(record: Record, rejection: Rejection) -> None:
                 rejects.write(reject_line(record, rejection.reason, rejection.detail))
             chain.on_reject = write_reject
@@ -103,7 +109,8 @@ def run_filter(inputs: Sequence[str], out_dir: str, against: Sequence[str] = (),
 
     summary = _summary(chain, counts, inputs, against, against_count, against_bad, started, dict(
         rouge_threshold=rouge_threshold, minhash_threshold=minhash_threshold, lang=lang, fields=fields,
-        only=only, skip=skip, on_bad_record=on_bad_record, options=list(options), **quality.shown()))
+        only=only, skip=skip, on_bad_record=on_bad_record, options=list(options), **quality.shown(),
+        **engine.shown()))
     if judging is not None:
         summary.update(judging.summary())
     summary["outputs"].update(pub.outputs_fields(publish, counts.splits, counts.languages, counts.teachers))

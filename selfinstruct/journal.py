@@ -7,7 +7,8 @@ is rendered from it; ``data.json``, ``records.jsonl`` and ``summary.json`` are w
 run's state (which the journal holds), each atomically.
 
 Events (``ev``): ``header`` (settings), ``start`` (a unit's first request), ``resp`` (a response,
-by request key), ``pool`` / ``accept`` / ``reject`` (decisions, by candidate key), ``end`` (a unit).
+by request key), ``pool`` / ``accept`` / ``reject`` (decisions, by candidate key), ``end`` (a unit),
+``teacher`` (the teacher's own, e.g. a submitted batch: ``Teacher.attach``).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class JournalState:
     # candidates rejected after passing the synchronous filters (by the judge, or at a later turn of a
     # conversation): those filters remembered them, so they count for novelty
     judged_out: list[Record] = field(default_factory=list)
+    teacher_events: list[dict[str, Any]] = field(default_factory=list)   # oldest first
     units: int = 0                                       # units started
     ended: set[str] = field(default_factory=set)         # uids of the units that ended
 
@@ -83,6 +85,8 @@ def load(path: str) -> JournalState:
         elif kind == "end":
             st.open_units.pop(ev["uid"], None)
             st.ended.add(ev["uid"])
+        elif kind == "teacher":
+            st.teacher_events.append(ev)
         elif kind == "resp":
             st.responses[ev["key"]] = Response.from_dict(ev["resp"])
         elif kind == "accept":

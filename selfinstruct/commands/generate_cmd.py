@@ -62,8 +62,22 @@ def generate_command(
                                               "openai (any OpenAI-compatible endpoint).")] = "embedded",
     model: Annotated[Optional[str], typer.Option(help="Teacher model name (openai; default "
                                                       "$OPENAI_MODEL or gpt-4o-mini).", show_default=False)] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL (default "
-                                                         "$OPENAI_BASE_URL or OpenAI's).", show_default=False)] = None,
+    base_url: Annotated[Optional[List[str]], typer.Option(
+        help="OpenAI-compatible base URL (default $OPENAI_BASE_URL or OpenAI's); repeat for several "
+             "servers: each request goes to the healthy one with the fewest requests in flight.",
+        show_default=False)] = None,
+    endpoints: Annotated[Optional[str], typer.Option(
+        help="A file of endpoints, one per line: URL [model=NAME] [key_env=VARIABLE] (instead of "
+             "--base-url).", show_default=False)] = None,
+    batch: Annotated[bool, typer.Option("--batch", help="Send requests through the OpenAI Batch API "
+                                        "(/v1/files and /v1/batches) in waves of --concurrency "
+                                        "requests, at batch prices; a killed run resumes polling the "
+                                        "same batch.")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Run a sample of the requests (cached, so "
+                                           "the real run reuses them) and write OUT/estimate.json: the "
+                                           "projected requests, tokens, cost and wall time of the "
+                                           "whole run, with 90% intervals. Nothing else is written.")] = False,
+    estimate_sample: Annotated[int, typer.Option(help="Requests the --estimate sample runs.")] = 20,
     api: Annotated[Optional[str], typer.Option(help="openai endpoint: chat (/v1/chat/completions, the "
                                                     "default) or completions (/v1/completions, better for "
                                                     "base models).", show_default=False)] = None,
@@ -150,6 +164,13 @@ def generate_command(
       selfinstruct generate --recipe documents --documents notes/ --num 50 --out out/docs
       # conversations of 3 assistant turns (the teacher plays the user), OpenAI chat JSONL
       selfinstruct generate --num 100 --turns 3 --format messages --out out/chat
+      # three vLLM replicas, least-in-flight routing, a failing one paused and probed
+      selfinstruct generate --teacher openai --base-url http://gpu1:8000/v1 \\
+          --base-url http://gpu2:8000/v1 --base-url http://gpu3:8000/v1 --num 500000 --out out/big
+      # what the run will cost, before paying for it (writes out/big/estimate.json)
+      selfinstruct generate --teacher openai --num 50000 --out out/big --estimate
+      # OpenAI's Batch API at half price, in waves of 2000 requests
+      selfinstruct generate --teacher openai --batch --concurrency 2000 --num 50000 --out out/batch
       # ShareGPT, 5% held out, also as a Hugging Face dataset
       selfinstruct generate --num 200 --format sharegpt --test-size 0.05 --hf-out out/hf --out out/sg
     """
@@ -157,7 +178,9 @@ def generate_command(
     from selfinstruct.generate import Settings, run_generate
 
     # The teacher flags the user gave; each must be one the chosen teacher declares.
-    flags = dict(model=model, base_url=base_url, api=api, concurrency=concurrency, rpm=rpm, tpm=tpm,
+    urls = list(base_url or [])
+    flags = dict(model=model, base_url=(urls[0] if len(urls) == 1 else urls) or None,
+                 endpoints=endpoints, batch=batch or None, api=api, concurrency=concurrency, rpm=rpm, tpm=tpm,
                  max_cost=max_cost, price_in=price_in, price_out=price_out)
     recipe_flags = dict(source=from_file, rounds=rounds, documents=list(documents or []) or None,
                         chat_template=chat_template)
@@ -168,11 +191,16 @@ def generate_command(
                  skip=split_names(skip), cache=default_cache_path() if cache else None,
                  teacher_options={k: v for k, v in flags.items() if v is not None},
                  options=list(opt or []), progress=progress, turns=turns,
+                 estimate=estimate, estimate_sample=estimate_sample,
                  publish=common.publish_settings(fmt, hf_out, push_to_hub, test_size, public),
                  quality=common.quality_settings(rules, decontam_against, judge, judge_teacher, judge_model,
                                                  judge_base_url, judge_min_score, judge_concurrency))
     if lang == "zh" and teacher == "embedded":
         typer.echo(ZH_EMBEDDED_NOTICE, err=True)
+    if estimate:
+        from selfinstruct.generate.estimate import print_estimate, run_estimate
+        print_estimate(run_estimate(s, started=selfinstruct.STARTED), out)
+        return
     summary = run_generate(s, started=selfinstruct.STARTED)
     typer.echo(f"{summary['kept']}/{summary['requested']} examples in {out}/{summary['outputs']['data']} "
                f"({summary['rejected_total']} rejected, see rejects.jsonl; stopped: {summary['stopped']})")

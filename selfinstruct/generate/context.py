@@ -72,6 +72,7 @@ class Context:
         # unit -> request stage -> seconds its paid requests took (each record's meta["seconds"])
         self._seconds: dict[int, Counter] = {}
         self.units_without_accept = 0      # units ended since the last accepted record
+        self.asked = 0                     # requests sent to the cache or the teacher (not replayed)
         # unit -> its candidates that passed the synchronous filters and await their turns, the judge
         self._awaiting: dict[int, list[tuple[Record, str]]] = {}
         # how candidates grow into conversations (None: single-turn data)
@@ -96,6 +97,9 @@ class Context:
             self.counts.count(request, "replayed")
             return Response.from_dict({**replay.to_dict(), "cached": True})
         self.scheduler.asking += 1
+        self.asked += 1
+        if self.s.sample_requests is not None and self.asked >= self.s.sample_requests:
+            self.scheduler.drain(f"sampled: {self.s.sample_requests} requests")
         t0 = time.perf_counter()
         try:
             resp = await complete_cached(teacher or self.teacher, self.cache, request, self._before_miss)
@@ -107,7 +111,9 @@ class Context:
         self.counts.answered(request, resp)
         if resp.error:
             limit = max(MAX_CONSECUTIVE_FAILURES, 2 * self.teacher.concurrency)
-            if self.counts.failures_in_row >= limit:
+            # a teacher with several endpoints retries elsewhere: failures stop the run only
+            # while none of its endpoints is healthy
+            if self.counts.failures_in_row >= limit and (teacher or self.teacher).all_down():
                 raise TeacherError(f"the teacher failed {self.counts.failures_in_row} requests in a row "
                                    f"(last: {resp.error}); check --base-url and that the server is up, "
                                    "then rerun to resume")

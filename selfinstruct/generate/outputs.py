@@ -42,7 +42,7 @@ class Outputs:
 
     def accept(self, record: Record, key: str, journal: jr.Journal) -> None:
         """Number ``record``, journal it, and hold it for data.json."""
-        record.id = f"{self.s.lang}-{len(self.records) + 1:06d}"
+        record.id = record_id(self.s.lang, self.s.random_seed, len(self.records) + 1)
         journal.write({"ev": "accept", "key": key, "record": record.to_dict()})
         self.records.append(record)
         self.record_lines.append(to_json(record.to_dict()))
@@ -148,3 +148,9 @@ def _requests_per_stage(counts, teacher, judge_teacher) -> dict[str, dict[str, i
             out.setdefault(stage, {})
             out[stage]["retried"] = out[stage].get("retried", 0) + retries
     return out
+
+
+def record_id(lang: str, random_seed: int, number: int) -> str:
+    """``en-000001``; a run with ``--seed 3`` writes ``en-s3-000001``: the shards of a sharded run
+    (one ``--seed`` each, merged by ``selfinstruct filter``) never share an id."""
+    return f"{lang}-{number:06d}" if random_seed == 0 else f"{lang}-s{random_seed}-{number:06d}"

@@ -113,6 +113,7 @@ async def run_async(s: Settings, teacher: Teacher | None = None, started: float 
     journal = None
     try:
         journal, state = open_journal(s)
+        teacher.attach(journal.write, state.teacher_events)
         lanes = Lanes({unit_number(uid) for uid in state.ended})
         outputs = Outputs(s, state, chain.tally)
         scheduler = Scheduler(recipe, teacher.concurrency, lanes, journal, s.random_seed, state.units)

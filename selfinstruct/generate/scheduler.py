@@ -34,6 +34,8 @@ class Scheduler:
         self.ctx = None                    # the Context, set once both exist
         self.asking = self.starting = 0
         self.stop_reason: str | None = None
+        # set by drain(): no unit starts any more, the started ones finish, then the run stops so
+        self.draining: str | None = None
         self.exhausted = False             # the recipe said it has no unit to start
         self.error: BaseException | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -46,10 +48,16 @@ class Scheduler:
         if self._wake is not None:
             self._wake.set()
 
+    def drain(self, reason: str) -> None:
+        """Start no more units; the run stops with ``reason`` once the started ones have ended
+        (``--estimate``'s sample: whole units, so that their acceptance counts)."""
+        if self.draining is None:
+            self.draining = reason
+
     def refill(self) -> None:
         """Start units until enough requests are wanted (and the lag allows)."""
         while (self.asking + self.starting < self.concurrency and self.stop_reason is None
-               and not self.exhausted
+               and self.draining is None and not self.exhausted
                and self.error is None and self.next_unit < self.lanes.ended_through + self.lag):
             n = self.next_unit
             uid = f"u{n}"
@@ -131,6 +139,8 @@ class Scheduler:
                 self._wake.clear()
             if self.error is not None:
                 raise self.error
+            if self.draining is not None and self.stop_reason is None:
+                self.stop_reason = self.draining
             if self.exhausted and self.stop_reason is None:
                 self.stop_reason = f"exhausted: {self.recipe.exhausted_reason()}"
         finally:

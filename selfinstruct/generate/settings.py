@@ -17,6 +17,8 @@ MAX_CONSECUTIVE_FAILURES = 24
 # every candidate is rejected (a teacher that cannot follow the format, --turns on a model that only
 # repeats itself, filters set too strict). Far beyond any dry spell of a healthy run.
 STALL_UNITS = 1000
+# Requests an --estimate runs before it projects the whole run (--estimate-sample).
+ESTIMATE_SAMPLE = 20
 # The recipe options that have a flag of their own, and the flag (for "does not apply" errors).
 RECIPE_FLAGS = {"source": "--from", "rounds": "--rounds", "documents": "--documents",
                 "chat_template": "--chat-template"}
@@ -47,6 +49,12 @@ class Settings:
     quality: QualitySettings = field(default_factory=QualitySettings)   # rules, decontam, judge
     turns: int = 1                        # assistant turns per record (--turns; > 1: conversations)
     publish: Publish = field(default_factory=Publish)       # --format, --hf-out, --push-to-hub…
+    # --estimate: run a sample of this many requests (then the started units finish) and project
+    # the whole run from it instead of running it
+    estimate: bool = False
+    estimate_sample: int = ESTIMATE_SAMPLE
+    # stop starting units once this many requests were asked (the estimate's sample run); None: no cap
+    sample_requests: int | None = None
     progress: bool = True
 
     def validate(self) -> None:
@@ -58,6 +66,8 @@ class Settings:
             raise UsageError(f"--out {self.out} is a file; give a folder")
         if not 0 < self.rouge_threshold <= 1:
             raise UsageError(f"--rouge-threshold must be in (0, 1] (got {self.rouge_threshold})")
+        if self.estimate_sample < 1:
+            raise UsageError(f"--estimate-sample must be at least 1 (got {self.estimate_sample})")
         if self.turns < 1:
             raise UsageError(f"--turns must be at least 1 (got {self.turns})")
         self.quality.validate()
@@ -80,7 +90,8 @@ class Settings:
     def shown(self) -> dict[str, Any]:
         """The settings as summary.json shows them (never an API key)."""
         out = {k: v for k, v in asdict(self).items()
-               if k not in ("teacher_options", "progress", "quality", "publish")}
+               if k not in ("teacher_options", "progress", "quality", "publish", "estimate",
+                            "estimate_sample", "sample_requests")}
         out.update(self.quality.shown())
         out.update(self.publish.shown())
         out["teacher_options"] = {k: v for k, v in self.teacher_options.items() if "key" not in k}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 
 # json.dumps(d, sort_keys=True, ensure_ascii=False) with the encoder built once (dumps builds one per
@@ -170,3 +170,16 @@ class Teacher:
     def live(self) -> dict[str, Any]:
         """A few numbers for the progress bar."""
         return {}
+
+    def all_down(self) -> bool:
+        """Whether no endpoint this teacher sends to is healthy now. The run stops after many
+        failed requests in a row only while this holds: a teacher with several endpoints moves the
+        traffic of a failing one to the others and says False while any of them is up."""
+        return True
+
+    def attach(self, write: Callable[[dict[str, Any]], None], events: list[dict[str, Any]]) -> None:
+        """Give the teacher the run's journal: ``write(event)`` appends an event (``{"ev":
+        "teacher", ...}``; flushed before it returns) and ``events`` are the teacher events an
+        earlier run into the same folder wrote, oldest first. A teacher with work that outlives a
+        process (a submitted batch) journals it here before waiting on it, and picks it up again
+        from ``events`` on resume instead of paying for it twice. Called before ``start``."""

@@ -44,7 +44,8 @@ APIS = ("chat", "completions")
 class OpenAITeacher(Teacher):
     name = "openai"
 
-    def __init__(self, *, model: str | None = None, base_url: str | None = None,
+    def __init__(self, *, model: str | None = None, base_url: str | list[str] | None = None,
+                 endpoints: str | None = None, batch: bool = False,
                  api_key: str | None = None, api: str = "chat", concurrency: int = 16,
                  rpm: float | None = None, tpm: float | None = None, max_attempts: int = 6,
                  timeout: float = 120.0, price_in: float | None = None,
@@ -63,6 +64,12 @@ class OpenAITeacher(Teacher):
         self.price_in = known[0] if price_in is None else price_in
         self.price_out = known[1] if price_out is None else price_out
         self.max_cost = max_cost
+        # --base-url given several times or --endpoints FILE: the endpoint pool (see _endpoints);
+        # --batch: requests go through the Batch API in waves (see _batch)
+        self.endpoints_file = endpoints
+        self.batch = batch
+        self._batcher = None
+        self._journal_write, self._journal_events = None, []
         self.label = f"openai:{self.model}"
         # parsed once, not per request; a raw request (magpie) goes to /v1/completions whatever --api says
         self._urls = {kind: URL(endpoint_url(self.base_url, kind)) for kind in APIS}
@@ -99,8 +106,16 @@ class OpenAITeacher(Teacher):
         self._slots = asyncio.Semaphore(self.concurrency)
         self._limiter = RateLimiter(self.rpm, self.tpm)
         self._accounting.start()
+        if self.batch:
+            from selfinstruct.teachers._batch import Batcher
+            self._batcher = Batcher(self, self._journal_write, self._journal_events)
+
+    def attach(self, write, events) -> None:
+        self._journal_write, self._journal_events = write, [e for e in events]
 
     async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -109,6 +124,8 @@ class OpenAITeacher(Teacher):
     async def complete(self, request: Request) -> Response:
         if self._session is None:
             await self.start()
+        if self._batcher is not None:
+            return await self._batcher.complete(request)
         api = api_for(request, self.api)
         prompt_estimate = (estimate_tokens(request.prompt) + estimate_tokens(request.system)
                            + sum(estimate_tokens(content) for _, content in request.history))
