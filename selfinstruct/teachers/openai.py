@@ -45,7 +45,7 @@ class OpenAITeacher(Teacher):
     name = "openai"
 
     def __init__(self, *, model: str | None = None, base_url: str | list[str] | None = None,
-                 endpoints: str | None = None, batch: bool = False,
+                 endpoints: str | None = None, batch: bool = False, batch_poll: float = 30.0,
                  api_key: str | None = None, api: str = "chat", concurrency: int = 16,
                  rpm: float | None = None, tpm: float | None = None, max_attempts: int = 6,
                  timeout: float = 120.0, price_in: float | None = None,
@@ -67,7 +67,7 @@ class OpenAITeacher(Teacher):
         # --base-url given several times or --endpoints FILE: the endpoint pool (see _endpoints);
         # --batch: requests go through the Batch API in waves (see _batch)
         self.endpoints_file = endpoints
-        self.batch = batch
+        self.batch, self.batch_poll = batch, batch_poll     # seconds between polls of a batch
         self._batcher = None
         self._journal_write, self._journal_events = None, []
         self.label = f"openai:{self.model}"
