@@ -23,11 +23,25 @@ with ``per_turn``. A later user turn leans on the conversation before it ("Why?"
 French?", "Summarise it."), so the rules that ask whether an instruction stands on its own
 (``FOLLOW_UP_EXEMPT``) do not apply to it; an empty user turn is rejected instead. A rejection of a
 later exchange keeps the filter's reason and names the turn in its detail ("turn 3: …").
+
+In parallel (``selfinstruct filter --workers N`` or ``--engine ray``; ``use_engine``), the filters
+that remember nothing are judged for a whole batch at once by the engine's workers, each holding its
+own copy of them (pickled once; decontamination's index is copied into every worker, so its memory
+is paid once per worker), and return per record the first of them that rejects it, what they
+wrote onto the record (the language check fills ``record.lang``) and the later turns' verdict.
+``check_head`` then walks the chain in order exactly as in one process: a precomputed verdict for
+those filters, a live ``check`` for the ones that remember (exact, MinHash, ROUGE-L), which may
+parallelise their own ``prepare``; so the first rejection of each record, and everything
+remembered, are the same for any number of workers. The workers' wall time is spread over the
+stages in proportion to the time the workers measured in each.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import io
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, ClassVar, Iterable, Iterator, Sequence
@@ -85,10 +99,22 @@ class Filter:
 RejectSink = Callable[[Record, Rejection], None]
 
 
+def remembers_nothing(f: Filter) -> bool:
+    """Synchronous with ``add`` not overridden: its verdict on a record depends on that record alone,
+    so it may be computed anywhere and in any order (another turn, another process)."""
+    return type(f).add is Filter.add and not inspect.iscoroutinefunction(f.check)
+
+
 def judges_each_turn(f: Filter) -> bool:
     if f.per_turn is not None:
         return f.per_turn
-    return type(f).add is Filter.add and not inspect.iscoroutinefunction(f.check)
+    return remembers_nothing(f)
+
+
+def runs_in_parallel(engine) -> bool:
+    """Whether ``engine`` (``selfinstruct.engines``) has workers outside this process: below that,
+    filters keep their one-process code path."""
+    return engine is not None and (engine.workers > 1 or engine.name == "ray")
 
 
 def exchanges(messages: Sequence[dict[str, str]]) -> list[tuple[str, str]]:
@@ -149,6 +175,7 @@ class FilterChain:
         self.turn_filters = [f for f in self.head if judges_each_turn(f)]
         self.is_async = bool(self.tail)
         self._tail_busy, self._tail_since = 0, 0.0
+        self._remote: _RemoteVerdicts | None = None     # set by use_engine on a parallel engine
 
     @property
     def names(self) -> list[str]:
@@ -180,6 +207,35 @@ class FilterChain:
             verdict = self.check_turns(record)
             if verdict is not None:
                 return verdict
+        for f in self.head:
+            f.add(record)
+        return None
+
+    def _check_head_with(self, record: Record, outcome: "_Outcome | None") -> Rejection | None:
+        """``check_head`` taking the workers' ``outcome`` for the filters they judged (None: none of
+        them rejects or edits the record, and its later turns pass) and calling the others live."""
+        remote = self._remote
+        at, verdict, edits, turns = outcome or _PASSED
+        edits = dict(edits)
+        for position, f in enumerate(self.head):
+            k = remote.index_of.get(position)
+            if k is None:
+                t0 = time.perf_counter()
+                found = f.check(record)
+                self.tally.seconds[f.stage] += time.perf_counter() - t0
+            else:
+                for name, value in edits.get(k, {}).items():
+                    setattr(record, name, value)
+                found = verdict if k == at else None
+            if found is not None:
+                return self._rejected(record, found, f.stage)
+        if record.messages is not None:
+            if not remote.turns:
+                found = self.check_turns(record)
+                if found is not None:
+                    return found
+            elif turns is not None:
+                return self._rejected(record, turns[1], turns[0])
         for f in self.head:
             f.add(record)
         return None
@@ -249,10 +305,13 @@ class FilterChain:
         return verdict
 
     def use_engine(self, engine) -> None:
-        """Hand every filter the engine its parallel work runs on (``selfinstruct filter``)."""
+        """Hand every filter the engine its parallel work runs on (``selfinstruct filter``); on a
+        parallel engine, also put the filters that remember nothing on its workers (module
+        docstring). Call it after ``preload``: nothing is preloaded into the workers' copies."""
         self.engine = engine
         for f in self.filters:
             f.use_engine(engine)
+        self._remote = _RemoteVerdicts.start(self, engine) if runs_in_parallel(engine) else None
 
     def preload(self, records: Iterable[Record]) -> None:
         """Put records into the filters' memory without checking or counting them (the seed tasks,
@@ -276,6 +335,9 @@ class FilterChain:
             yield from self._run_batch(batch, run_async)
 
     def _run_batch(self, batch: list[Record], run_async) -> Iterator[Record]:
+        if self._remote is not None:
+            yield from self._run_batch_remote(batch, run_async)
+            return
         for f in self.filters:
             t0 = time.perf_counter()
             f.prepare(batch)
@@ -284,6 +346,24 @@ class FilterChain:
             yield from (r for r in batch if self.check_head(r) is None)
             return
         passed = [r for r in batch if self.check_head(r) is None]   # in order: later see earlier
+        outcomes = run_async(self._judge_all(passed))
+        yield from (r for r, outcome in zip(passed, outcomes) if self.settle_tail(r, outcome) is None)
+
+    def _run_batch_remote(self, batch: list[Record], run_async) -> Iterator[Record]:
+        """``_run_batch`` with the workers judging the batch for the filters they hold (their own
+        ``prepare`` runs there) before the chain is walked in order."""
+        remote = self._remote
+        outcomes = remote.judge(batch, self.tally)
+        for position, f in enumerate(self.filters):
+            if position in remote.index_of:
+                continue
+            t0 = time.perf_counter()
+            f.prepare(batch)
+            self.tally.seconds[f.stage] += time.perf_counter() - t0
+        passed = [r for r, o in zip(batch, outcomes) if self._check_head_with(r, o) is None]
+        if not self.is_async:
+            yield from passed
+            return
         outcomes = run_async(self._judge_all(passed))
         yield from (r for r, outcome in zip(passed, outcomes) if self.settle_tail(r, outcome) is None)
 
@@ -297,3 +377,148 @@ class FilterChain:
         post = [f for f in self.filters if not set(f.fields) <= fields]
         return (FilterChain(pre, self.on_reject, self.tally),
                 FilterChain(post, self.on_reject, self.tally))
+
+
+# ---- the filters that remember nothing, on an engine's workers ----------------------------------
+# A record's outcome from the workers: (the position, among the workers' filters, of the first that
+# rejects it, or None; that rejection; what those filters wrote onto the record, as (position,
+# {field: value}) pairs in order; the later turns' (stage, rejection) or None).
+_Outcome = tuple[int | None, Rejection | None, tuple[tuple[int, dict[str, Any]], ...], tuple[str, Rejection] | None]
+_PASSED: _Outcome = (None, None, (), None)
+
+
+class _RemoteVerdicts:
+    """The driver's side: which of the chain's head filters the workers judge, and the actors."""
+
+    def __init__(self, engine, actors: list, index_of: dict[int, int], turns: bool, stages: list[str]):
+        self.engine = engine
+        self.actors = actors
+        self.index_of = index_of      # head position -> position among the workers' filters
+        self.turns = turns            # the workers also judge conversations' later turns
+        self.stages = stages          # the workers' filters' stages, by position
+
+    @classmethod
+    def start(cls, chain: FilterChain, engine) -> "_RemoteVerdicts | None":
+        pickled = _shippable(chain.head)
+        if not pickled:
+            return None
+        positions = list(pickled)
+        filters = [chain.head[p] for p in positions]
+        # Pickled once here; every worker unpickles its own copy.
+        actors = engine.actors(_VerdictWorker, [(list(pickled.values()),)] * engine.workers)
+        turns = all(any(t is f for f in filters) for t in chain.turn_filters)
+        return cls(engine, actors, {p: k for k, p in enumerate(positions)}, turns, [f.stage for f in filters])
+
+    def judge(self, batch: list[Record], tally: Tally) -> list[_Outcome | None]:
+        """Every record's outcome, in order; the wall time goes to the stages in proportion to the
+        seconds the workers measured in each."""
+        bounds = _cuts(len(batch), len(self.actors))
+        t0 = time.perf_counter()
+        replies = self.engine.call([(actor, "judge", (batch[lo:hi], self.turns))
+                                    for actor, (lo, hi) in zip(self.actors, bounds)])
+        wall = time.perf_counter() - t0
+        measured: dict[str, float] = {}
+        outcomes: list[_Outcome | None] = []
+        for part, seconds in replies:
+            outcomes.extend(part)
+            for stage, spent in seconds.items():
+                measured[stage] = measured.get(stage, 0.0) + spent
+        total = sum(measured.values())
+        for stage, spent in measured.items():
+            tally.seconds[stage] += wall * spent / total if total > 0 else 0.0
+        if total <= 0 and self.stages:
+            tally.seconds[self.stages[0]] += wall
+        return outcomes
+
+
+def _shippable(head: list[Filter]) -> dict[int, bytes]:
+    """The head filters the workers may judge, pickled, by position: those that remember nothing,
+    can be pickled, and come before any filter that remembers outside the exact stage. (ROUGE-L
+    writes its score onto the record, so a filter after it must see that; the exact stage's filters
+    edit nothing.)"""
+    chosen: dict[int, bytes] = {}
+    for position, f in enumerate(head):
+        if not remembers_nothing(f):
+            if f.stage != STAGES[0]:
+                break
+            continue
+        try:
+            chosen[position] = _dumps(f)
+        except Exception:             # noqa: BLE001 - a plugin holding a client, a lock, a module
+            continue                  # judged live, in this process
+    return chosen
+
+
+class _VerdictWorker:
+    """One worker's copy of the filters that remember nothing (an engine actor)."""
+
+    def __init__(self, blobs: list[bytes]):
+        self.filters: list[Filter] = [pickle.loads(b) for b in blobs]
+        self.chain = FilterChain(self.filters)     # its judge_turns: the later turns, as in the driver
+
+    def judge(self, records: list[Record], turns: bool) -> tuple[list[_Outcome | None], dict[str, float]]:
+        """Each record's outcome (None for the common one: no rejection, no edit), and the seconds
+        spent per stage."""
+        self.chain.tally.seconds.clear()
+        seconds = self.chain.tally.seconds
+        for f in self.filters:
+            t0 = time.perf_counter()
+            f.prepare(records)
+            seconds[f.stage] += time.perf_counter() - t0
+        outcomes = [self._one(r, turns, seconds) for r in records]
+        return outcomes, dict(seconds)
+
+    def _one(self, record: Record, turns: bool, seconds) -> _Outcome | None:
+        fields = vars(record)
+        before = dict(fields)
+        edits: list[tuple[int, dict[str, Any]]] = []
+        for k, f in enumerate(self.filters):
+            t0 = time.perf_counter()
+            verdict = f.check(record)
+            seconds[f.stage] += time.perf_counter() - t0
+            if fields != before:      # e.g. the language check filling record.lang
+                edits.append((k, {name: v for name, v in fields.items() if before.get(name) is not v}))
+                before = dict(fields)
+            if verdict is not None:
+                return k, verdict, tuple(edits), None
+        later = self.chain.judge_turns(record) if turns and record.messages is not None else None
+        if not edits and later is None:
+            return None
+        return None, None, tuple(edits), later
+
+
+def _cuts(n: int, parts: int) -> list[tuple[int, int]]:
+    """``n`` items as ``parts`` contiguous (start, stop) ranges of near-equal size (some may be empty)."""
+    size, extra = divmod(n, max(1, parts))
+    bounds, start = [], 0
+    for i in range(max(1, parts)):
+        stop = start + size + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles an ``functools.lru_cache`` made per instance (``self._f = lru_cache()(self._g)``, as
+    the language check does) as a fresh cache around the same function: the standard pickler looks
+    the wrapper up by name, finds the undecorated function and refuses. The cache's contents are
+    only a cache."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, functools._lru_cache_wrapper):
+            try:
+                pickle.dumps(obj)
+            except Exception:         # noqa: BLE001 - the per-instance case
+                params = obj.cache_parameters()
+                return _new_lru_cache, (obj.__wrapped__, params["maxsize"], params["typed"])
+        return NotImplemented
+
+
+def _new_lru_cache(fn, maxsize, typed):
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
+
+
+def _dumps(obj) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
