@@ -17,6 +17,11 @@ connection pool the size of ``concurrency`` (about a tenth of the CPU per reques
 
 Token counts come from the server's ``usage``; when it sends none they are estimated (see
 ``selfinstruct.pricing.estimate_tokens``) and the answer carries ``extra["usage_estimated"]``.
+
+Several endpoints (``base_url`` a list, or ``endpoints`` a file): each attempt goes to the endpoint
+``selfinstruct.teachers._endpoints.EndpointPool`` chooses (the healthy one with the fewest attempts
+in flight; failing ones are paused and probed); ``concurrency``, ``rpm`` and ``tpm`` stay pool-wide.
+A retry after a server failure goes at once to another healthy endpoint instead of backing off.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ from selfinstruct.errors import TeacherError, UsageError
 from selfinstruct.pricing import CHAT_OVERHEAD_TOKENS, estimate_tokens, price_for
 from selfinstruct.ratelimit import RateLimiter, backoff_s
 from selfinstruct.teachers._accounting import Accounting
+from selfinstruct.teachers._endpoints import (Endpoint, EndpointPool, EndpointSpec,
+                                              parse_endpoints_file, specs_from_urls)
 from selfinstruct.teachers._http import (Decoded, Transient, api_for, decode_body, endpoint_url,
                                          fatal_message, is_retryable, request_body, retry_after_s)
 from selfinstruct.teachers.base import Request, Response, Teacher
@@ -53,10 +60,15 @@ class OpenAITeacher(Teacher):
                  backoff_base: float = 1.0, backoff_cap: float = 60.0):
         _check_options(api, concurrency, rpm, tpm, max_attempts, timeout, max_cost, backoff_base)
         self.model = model or os.environ.get("OPENAI_MODEL") or "gpt-4o-mini"
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
-        self._shown_url = str(URL(self.base_url).with_user(None))     # no user:password@
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self._api_key = self._api_key or None           # "" means no key, as for local servers
+        specs = _endpoint_specs(base_url, endpoints, batch, self.model, self._api_key)
+        models = list(dict.fromkeys(spec.model for spec in specs))
+        # The first endpoint's URL and model stand for the pool where one is asked for (the batch
+        # path, --price lookup); the label names every model, as the data may come from any.
+        self.model = specs[0].model
+        self.base_url = specs[0].url
+        self._shown_url = str(URL(self.base_url).with_user(None))     # no user:password@
         self.api, self.concurrency, self.rpm, self.tpm = api, concurrency, rpm, tpm
         self.max_attempts, self.timeout = max_attempts, timeout
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
@@ -70,7 +82,9 @@ class OpenAITeacher(Teacher):
         self.batch, self.batch_poll = batch, batch_poll     # seconds between polls of a batch
         self._batcher = None
         self._journal_write, self._journal_events = None, []
-        self.label = f"openai:{self.model}"
+        self.label = "openai:" + "+".join(models)
+        self._pool = EndpointPool(specs, backoff_base, backoff_cap)
+        self._routes: list[_Route] = []
         # parsed once, not per request; a raw request (magpie) goes to /v1/completions whatever --api says
         self._urls = {kind: URL(endpoint_url(self.base_url, kind)) for kind in APIS}
         self._url = self._urls[api]
@@ -87,17 +101,28 @@ class OpenAITeacher(Teacher):
     async def start(self) -> None:
         if self._session is not None:
             return
-        if self._api_key is None and self.base_url.rstrip("/") == OPENAI_URL:
-            raise TeacherError(f"no API key for {OPENAI_URL}: set OPENAI_API_KEY "
-                               "(or --base-url for a local server that needs none)")
+        specs = [e.spec for e in self._pool.endpoints]
+        for spec in specs:
+            if spec.api_key is None and spec.url.rstrip("/") == OPENAI_URL:
+                raise TeacherError(f"no API key for {OPENAI_URL}: set OPENAI_API_KEY "
+                                   "(or --base-url for a local server that needs none)")
+        self._routes = [_Route(spec) for spec in specs]
         headers = {"Content-Type": "application/json", "User-Agent": "selfinstruct"}
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+        # One key and one proxy for every endpoint (always so with one): set once on the session;
+        # otherwise each request carries its endpoint's own.
+        shared_key = len({spec.api_key for spec in specs}) == 1
+        if shared_key and specs[0].api_key is not None:
+            headers["Authorization"] = f"Bearer {specs[0].api_key}"
+        shared_proxy = len({(r.proxy, r.proxy_auth) for r in self._routes}) == 1
+        for route in self._routes:
+            route.headers = None if shared_key else route.headers
+            if shared_proxy:
+                route.proxy, route.proxy_auth = None, None
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0,
                                          ttl_dns_cache=300)
         # No trust_env: aiohttp would then look up proxies and .netrc in a thread per request
         # (2-3x the CPU of the request itself). The environment's proxy is resolved once instead.
-        proxy, proxy_auth = _env_proxy(self._url)
+        proxy, proxy_auth = _env_proxy(self._url) if shared_proxy else (None, None)
         self._session = aiohttp.ClientSession(
             connector=connector, headers=headers, proxy=proxy, proxy_auth=proxy_auth,
             cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -139,32 +164,57 @@ class OpenAITeacher(Teacher):
             self._accounting.release(worst_cost)
 
     async def _with_retries(self, request: Request, prompt_estimate: int, api: str) -> Response:
-        body = request_body(request, self.model, api)
+        assert self._slots is not None
+        bodies: dict[str, bytes] = {}                  # per model: endpoints may serve different ones
         tokens_needed = prompt_estimate + request.max_tokens
         reason = ""
+        avoid: Endpoint | None = None                  # where the last attempt failed
         for attempt in range(1, self.max_attempts + 1):
             if attempt > 1:
                 self._accounting.retried(request.stage)
             await self._limiter.acquire(tokens_needed)
-            try:
-                decoded = await self._attempt(body, tokens_needed, request.stage, api)
-            except Transient as failure:
+            # The endpoint is chosen once a slot is free, so the in-flight counts it compares are now's.
+            async with self._slots:
+                endpoint = await self._pool.choose(avoid)
+                body = bodies.get(endpoint.model)
+                if body is None:
+                    body = bodies[endpoint.model] = request_body(request, endpoint.model, api)
+                outcome = await self._attempt(endpoint, body, tokens_needed, request.stage, api)
+            if isinstance(outcome, Transient):
                 self._limiter.settle(tokens_needed, 0)       # a failed attempt used no tokens
-                reason = failure.reason
+                reason, avoid = outcome.reason, endpoint
                 if attempt < self.max_attempts:
-                    await self._back_off(failure, attempt)
+                    await self._back_off(outcome, attempt, endpoint)
                 continue
-            return self._answer(request, decoded, prompt_estimate, tokens_needed)
+            return self._answer(request, outcome, prompt_estimate, tokens_needed)
         self._accounting.failed(request.stage)
         return Response(text="", error=f"{reason} after {self.max_attempts} attempts")
 
-    async def _attempt(self, body: bytes, tokens_needed: int, stage: str, api: str) -> Decoded:
-        assert self._session is not None and self._slots is not None
+    async def _attempt(self, endpoint: Endpoint, body: bytes, tokens_needed: int, stage: str,
+                       api: str) -> Decoded | Transient:
+        """One attempt on ``endpoint``, its outcome told to the pool; a transient failure is
+        returned (the caller retries), a final one raised."""
+        started = self._pool.sent(endpoint)
         try:
-            async with self._slots:
-                async with self._session.post(self._urls[api], data=body) as http:
-                    payload = await http.read()
-                    status, headers = http.status, http.headers
+            decoded = await self._post(self._routes[endpoint.index], body, tokens_needed, stage, api)
+        except Transient as failure:
+            # a 429 is the rate limiter's business, not a sign that the server is down
+            self._pool.failed(endpoint, unhealthy=failure.status != 429)
+            return failure
+        except BaseException:                            # refused (4xx), or the run was cancelled
+            self._pool.ended(endpoint)
+            raise
+        self._pool.answered(endpoint, started)
+        return decoded
+
+    async def _post(self, route: "_Route", body: bytes, tokens_needed: int, stage: str,
+                    api: str) -> Decoded:
+        assert self._session is not None
+        try:
+            async with self._session.post(route.urls[api], data=body, headers=route.headers,
+                                          proxy=route.proxy, proxy_auth=route.proxy_auth) as http:
+                payload = await http.read()
+                status, headers = http.status, http.headers
         except asyncio.TimeoutError:
             raise Transient("timeout") from None
         except aiohttp.ClientPayloadError:
@@ -179,14 +229,16 @@ class OpenAITeacher(Teacher):
         if is_retryable(status):
             raise Transient(f"http {status}", status, retry_after_s(headers))
         self._accounting.rejected(stage)
-        raise TeacherError(fatal_message(status, payload, self._api_key))
+        raise TeacherError(fatal_message(status, payload, route.api_key))
 
-    async def _back_off(self, failure: Transient, attempt: int) -> None:
+    async def _back_off(self, failure: Transient, attempt: int, endpoint: Endpoint) -> None:
         if failure.retry_after is not None:
             # The server named a time: nobody in the pool sends before it.
             self._limiter.pause(failure.retry_after)
         elif failure.status == 429:
             self._limiter.pause(backoff_s(attempt, self.backoff_base, self.backoff_cap, self._rng))
+        elif self._pool.has_other_healthy(endpoint):
+            return                      # the retry goes to another endpoint, which is up: no wait
         else:
             await asyncio.sleep(backoff_s(attempt, self.backoff_base, self.backoff_cap, self._rng))
 
@@ -213,7 +265,12 @@ class OpenAITeacher(Teacher):
 
     @property
     def cache_namespace(self) -> str:
-        return f"{self.label}|{self.api}"          # the same prompt to another endpoint is a miss
+        # The same prompt to another model is a miss; endpoints that all serve one model share the
+        # namespace of one endpoint (an existing cache, and the shards of a sharded run, keep working).
+        return f"{self.label}|{self.api}"
+
+    def all_down(self) -> bool:
+        return self._pool.all_down()
 
     # -- accounting -------------------------------------------------------------------------
     def ledger(self) -> dict[str, Any]:
@@ -234,6 +291,9 @@ class OpenAITeacher(Teacher):
             **{k: totals[k] for k in ("retries", "failures", "rejected", "truncated", "usage_estimated")},
             "rate_limit_pauses": self._limiter.pauses,
             "rate_limit_paused_s": round(self._limiter.paused_s, 3),
+            # per endpoint, keyed by URL without credentials; only for a pool (one endpoint's
+            # figures are the ones above)
+            **({"endpoints": self._pool.stats()} if self._pool.several else {}),
         }
 
     def cost_usd(self) -> float:
@@ -241,6 +301,37 @@ class OpenAITeacher(Teacher):
 
     def live(self) -> dict[str, Any]:
         return self._accounting.live()
+
+
+class _Route:
+    """How a request reaches one endpoint: its URLs per API, and the headers and proxy it needs
+    beyond the session's (None: the session's)."""
+
+    def __init__(self, spec: EndpointSpec):
+        self.api_key = spec.api_key
+        # parsed once, not per request; a raw request (magpie) goes to /v1/completions whatever --api says
+        self.urls = {kind: URL(endpoint_url(spec.url, kind)) for kind in APIS}
+        self.headers = ({"Authorization": f"Bearer {spec.api_key}"} if spec.api_key is not None
+                        else None)
+        self.proxy, self.proxy_auth = _env_proxy(self.urls["chat"])
+
+
+def _endpoint_specs(base_url: str | list[str] | None, endpoints: str | None, batch: bool,
+                    model: str, api_key: str | None) -> list[EndpointSpec]:
+    """The endpoints the options name: ``endpoints`` (a file), several ``base_url``s, or one (by
+    default $OPENAI_BASE_URL, else OpenAI's)."""
+    urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+    if endpoints is not None and urls:
+        raise UsageError("--endpoints FILE and --base-url: give one of them (the file lists every endpoint)")
+    if batch and (endpoints is not None or len(urls) > 1):
+        raise UsageError("--batch sends every request to one endpoint: give one --base-url, "
+                         "not --endpoints or several")
+    if endpoints is not None:
+        return parse_endpoints_file(endpoints, model, api_key)
+    if len(urls) > 1:
+        return specs_from_urls(urls, model, api_key)
+    url = urls[0] if urls else os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+    return [EndpointSpec(url, model, api_key)]
 
 
 def _env_proxy(url: URL) -> tuple[str | None, aiohttp.BasicAuth | None]:
