@@ -45,6 +45,7 @@ class Sketcher:
         self._band_weights = weights * np.uint64(2) + np.uint64(1)
         self._band_salt = rng.integers(0, 2**63, size=bands, dtype=np.uint64)
         self.num_perm, self.bands, self.rows, self.lang = num_perm, bands, rows, lang
+        self.params = (num_perm, bands, rows, lang, seed)     # what rebuilds it in a worker
         self._token_hash: dict[str, int] = {}
 
     def signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +102,19 @@ class Sketcher:
         used = sigs[:, : self.bands * self.rows].astype(np.uint64).reshape(len(sigs), self.bands, self.rows)
         summed = (used * self._band_weights).sum(axis=2, dtype=np.uint64) + self._band_salt
         return _mix64(summed)
+
+
+# One sketcher per parameter set in each worker process, kept between calls for its token-hash cache.
+_WORKER_SKETCHERS: dict[tuple, Sketcher] = {}
+
+
+def sketch_chunk(job: tuple[tuple, list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Sketcher.params, texts)`` -> (signatures' low 16 bits, band keys, has_tokens): a chunk of
+    a batch sketched in a worker (``engine.map``). Hashing is deterministic, so any worker gives
+    the values this process would."""
+    params, texts = job
+    sketcher = _WORKER_SKETCHERS.get(params)
+    if sketcher is None:
+        sketcher = _WORKER_SKETCHERS[params] = Sketcher(*params)
+    sigs, has_tokens = sketcher.signatures(texts)
+    return sigs.astype(np.uint16), sketcher.band_keys(sigs), has_tokens

@@ -10,6 +10,11 @@ the others cite it: reason ``minhash_duplicate``, detail ``near-duplicate of <or
 ``prepare(records)`` computes a whole batch's signatures with numpy and looks all of its band keys up
 at once; ``check`` then only combines the precomputed candidates with the batch records kept so far,
 and decides exactly what it would decide without ``prepare``.
+
+On a parallel engine (``use_engine``: ``--workers N``, ``--engine ray``) the signatures and band keys,
+the costly part, are computed by the engine's workers over contiguous chunks of the batch
+(``_minhash_sketch.sketch_chunk``, deterministic hashing: the same values anywhere); the band table
+stays here and the lookups, candidates and decisions are made in input order as in one process.
 """
 from __future__ import annotations
 
@@ -20,9 +25,15 @@ import numpy as np
 from datasketch.lsh import _optimal_param
 
 from selfinstruct.filters._minhash_lsh import BandTable
-from selfinstruct.filters._minhash_sketch import Sketcher
-from selfinstruct.filters.base import Filter, Rejection
+from selfinstruct.filters._minhash_sketch import Sketcher, sketch_chunk
+from selfinstruct.filters.base import Filter, Rejection, runs_in_parallel
 from selfinstruct.record import Record
+
+
+# Below this many texts a batch is sketched here: a worker round trip costs more than it saves (and
+# the one-record prepare of ``check``/``add`` outside a batch must stay cheap).
+PARALLEL_MIN = 512
+CHUNKS_PER_WORKER = 2      # a few chunks per worker, so that one slow chunk leaves no worker idle
 
 
 @dataclass
@@ -53,15 +64,30 @@ class MinHashDedup(Filter):
         self._kept_cite: list[str] = []
         self._batch: _Batch | None = None
         self._row_of: dict[int, int] = {}        # id(record) -> row in the prepared batch
+        self._engine = None                      # a parallel engine, when use_engine gave one
+
+    def use_engine(self, engine) -> None:
+        self._engine = engine if runs_in_parallel(engine) else None
 
     def prepare(self, records: Sequence[Record]) -> None:
         records = list(records)
-        sigs, has_tokens = self.sketcher.signatures([r.instruction + "\n" + r.input for r in records])
-        keys = self.sketcher.band_keys(sigs)
-        self._batch = _Batch(records, sigs.astype(np.uint16), keys, has_tokens,
+        sigs, keys, has_tokens = self._sketch([r.instruction + "\n" + r.input for r in records])
+        self._batch = _Batch(records, sigs, keys, has_tokens,
                              self._pool_candidates(keys, has_tokens),
                              _band_mates(keys, has_tokens))
         self._row_of = {id(r): i for i, r in enumerate(records)}
+
+    def _sketch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(signatures' low 16 bits, band keys, has_tokens) of ``texts``, on the engine's workers
+        when there are enough of them."""
+        if self._engine is None or len(texts) < PARALLEL_MIN:
+            sigs, has_tokens = self.sketcher.signatures(texts)
+            return sigs.astype(np.uint16), self.sketcher.band_keys(sigs), has_tokens
+        parts = self._engine.workers * CHUNKS_PER_WORKER
+        step = -(-len(texts) // parts)
+        jobs = [(self.sketcher.params, texts[at:at + step]) for at in range(0, len(texts), step)]
+        done = self._engine.map(sketch_chunk, jobs)
+        return tuple(np.concatenate([part[i] for part in done]) for i in range(3))
 
     def check(self, record: Record) -> Rejection | None:
         row = self._row(record)
