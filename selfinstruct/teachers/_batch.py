@@ -1,15 +1,493 @@
-"""``--batch``: the OpenAI Batch API (placeholder until the batch helper lands)."""
+"""``--batch``: the OpenAI Batch API (``/v1/files`` + ``/v1/batches``) behind the teacher's
+``complete(request)``, for OpenAI and any compatible server.
+
+The generate loop keeps ``concurrency`` requests wanted and awaits each answer, as for the online
+path; here each ``complete`` queues its request and awaits a future. A **wave** is sent when
+``concurrency`` distinct requests are queued, or when none has arrived for ``GATHER_S`` (the loop
+refills its requests within milliseconds of an answer, so a pause means "that is all for now").
+A wave becomes one JSONL input file per endpoint (``custom_id`` = ``Request.key()``; identical
+requests share one line), uploaded and submitted as a batch, polled every ``teacher.batch_poll``
+seconds until it ends; the output and error files are downloaded and mapped back by ``custom_id``.
+The pool grows between waves because the loop's next units see the pool as earlier waves left it.
+
+Crash safety, through the run's journal (``write``; None outside a generate run: no resume):
+
+- ``batch_file`` {file, keys} is written after the upload and BEFORE ``batches.create``;
+- ``batch`` {id, file} right after the create, before anything waits on it;
+- ``batch_done`` {id} once its results are handed to the requests waiting for them.
+
+A resumed run (``events``) polls every batch without ``batch_done`` again (never resubmits it), and
+looks a ``batch_file`` without a batch id up in ``batches.list`` (a crash between the create and its
+journal line) before creating that batch from the same file. The resumed run re-asks the same
+requests; one whose key is in such a pending batch waits for that batch instead of joining a wave.
+
+Failures: a per-request error (error-file line, non-200 ``status_code``, an unusable body), the
+unfinished requests of an expired or cancelled batch and all of a failed one go back to the queue
+and into a later, smaller wave; after ``max_attempts`` batches a request's answer is
+``Response(text="", error="batch: <reason> after N attempts")``, as on the online path. A 4xx that
+retrying cannot fix (bad key, unknown model) raises ``TeacherError`` with the server's message. The
+calls themselves (upload, create, poll, download) use the ``openai`` client's own retries; a poll or
+download that still fails stops the run with ``TeacherError`` (rerun to resume: nothing is lost).
+
+Usage is accounted at batch prices in the teacher's ``_accounting`` (``teacher.cost_usd()``).
+"""
 from __future__ import annotations
 
-from selfinstruct.errors import UsageError
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from selfinstruct.errors import TeacherError
+from selfinstruct.pricing import CHAT_OVERHEAD_TOKENS, estimate_tokens
+from selfinstruct.teachers._http import (Decoded, Transient, api_for, decode_body, fatal_message,
+                                         is_retryable, request_body)
+from selfinstruct.teachers.base import Request, Response
+
+# OpenAI bills Batch API requests at 50% of the synchronous price ("50% lower costs", OpenAI's Batch
+# API guide): what a batched request costs is tokens x half of --price-in / --price-out.
+BATCH_PRICE_FACTOR = 0.5
+
+# How long a wave waits for one more request before it is sent short: the loop asks again within
+# milliseconds of an answer, and a quarter second is nothing against a batch's minutes or hours.
+GATHER_S = 0.25
+
+# The Batch API takes at most 50,000 requests per input file.
+MAX_LINES = 50_000
+
+ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass
+class _Line:
+    """One distinct request (by key) not answered yet, and everyone waiting for it."""
+    request: Request
+    api: str
+    future: asyncio.Future
+    prompt_estimate: int
+    worst_cost: float
+    attempts: int = 0               # batches it has been sent in
+    wave_cap: int | None = None     # the most lines of a wave it leads (after a batch that failed)
+
+
+@dataclass
+class _Resume:
+    """What the journal says is still out: batches to poll, uploaded files that may lack a batch."""
+    batches: list[tuple[str, list[str]]] = field(default_factory=list)     # (batch id, keys)
+    files: list[tuple[str, list[str], float]] = field(default_factory=list)   # (file id, keys, time)
+
+
+def pending_in(events: list[dict[str, Any]]) -> _Resume:
+    """The batches an earlier run submitted (or may have) without mapping their results back."""
+    keys_of: dict[str, list[str]] = {}
+    uploaded_at: dict[str, float] = {}
+    batch_of_file: dict[str, str] = {}
+    done: set[str] = set()
+    order: list[str] = []                      # file ids, oldest first
+    for ev in events:
+        kind = ev.get("kind")
+        if kind == "batch_file":
+            keys_of[ev["file"]] = list(ev["keys"])
+            uploaded_at[ev["file"]] = float(ev.get("t", 0))
+            order.append(ev["file"])
+        elif kind == "batch":
+            batch_of_file[ev["file"]] = ev["id"]
+        elif kind == "batch_done":
+            done.add(ev["id"])
+    plan = _Resume()
+    for file_id in order:
+        batch_id = batch_of_file.get(file_id)
+        if batch_id is None:
+            plan.files.append((file_id, keys_of[file_id], uploaded_at[file_id]))
+        elif batch_id not in done:
+            plan.batches.append((batch_id, keys_of[file_id]))
+    return plan
 
 
 class Batcher:
-    def __init__(self, teacher, write, events):
-        raise UsageError("--batch is not implemented yet")
+    def __init__(self, teacher: Any, write: Callable[[dict[str, Any]], None] | None,
+                 events: list[dict[str, Any]]):
+        self.teacher = teacher
+        self._write = write
+        self._accounting = teacher._accounting
+        self._accounting.price_in = teacher.price_in * BATCH_PRICE_FACTOR
+        self._accounting.price_out = teacher.price_out * BATCH_PRICE_FACTOR
+        self._wave_size = min(teacher.concurrency, MAX_LINES)
+        self._client = None
+        self._lines: dict[str, _Line] = {}          # every request asked and not answered, by key
+        self._queued: dict[str, _Line] = {}         # those waiting for a wave, oldest first
+        # keys of an earlier run's pending batches -> that batch (a request for one waits for it)
+        self._resumed: dict[str, str] = {}
+        self._ready: dict[str, Decoded] = {}        # answers of a resumed batch not asked for yet
+        self._broken: dict[str, Exception] = {}     # keys of a resumed batch that cannot be followed
+        self._resume = pending_in(events) if write is not None else _Resume()
+        for batch_id, keys in self._resume.batches:
+            self._resumed.update(dict.fromkeys(keys, batch_id))
+        for file_id, keys, _ in self._resume.files:
+            self._resumed.update(dict.fromkeys(keys, file_id))
+        self._arrived: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._running = False
+        self._stats = {"batches_created": 0, "batches_resumed": 0, "requests_batched": 0,
+                       "retried": 0, "failed": 0, "by_status": {}}
 
-    async def complete(self, request):
-        raise NotImplementedError
+    # -- the teacher's side -----------------------------------------------------------------------
+    async def complete(self, request: Request) -> Response:
+        self._ensure_running()
+        key = request.key()
+        if key in self._broken:
+            raise self._broken[key]
+        ready = self._ready.pop(key, None)
+        if ready is not None:
+            api = api_for(request, self.teacher.api)
+            return self._answer(request, ready, _prompt_estimate(request, api))
+        line = self._lines.get(key)
+        if line is None:
+            line = await self._new_line(request, key)
+        # shielded: one caller cancelled (the run stopping) does not cancel the answer others await
+        return await asyncio.shield(line.future)
+
+    async def _new_line(self, request: Request, key: str) -> _Line:
+        api = api_for(request, self.teacher.api)
+        estimate = _prompt_estimate(request, api)
+        worst = self._accounting.cost(estimate, request.max_tokens)
+        await self._accounting.reserve(worst)
+        line = self._lines.get(key)
+        if line is not None:                    # an identical request got in while we waited
+            self._accounting.release(worst)
+            return line
+        line = _Line(request, api, asyncio.get_running_loop().create_future(), estimate, worst)
+        self._lines[key] = line
+        if key in self._resumed:
+            line.attempts = 1                   # it is in an earlier run's batch: wait for that one
+        else:
+            self._enqueue([line])
+        return line
+
+    def stats(self) -> dict[str, Any]:
+        return {**self._stats, "by_status": dict(sorted(self._stats["by_status"].items()))}
 
     async def aclose(self) -> None:
-        pass
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for line in self._lines.values():
+            if not line.future.done():
+                line.future.cancel()
+        # Answers of a resumed batch that no request came back for: paid all the same.
+        for decoded in self._ready.values():
+            self._accounting.answered("unclaimed", decoded.prompt_tokens or 0,
+                                      decoded.completion_tokens or 0)
+        self._ready.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # -- running -----------------------------------------------------------------------------------
+    def _ensure_running(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        from openai import AsyncOpenAI
+
+        # The client retries its own calls (connection errors, 408/409/429/5xx) with back-off.
+        self._client = AsyncOpenAI(base_url=self.teacher.base_url,
+                                   api_key=self.teacher._api_key or "none",
+                                   max_retries=max(self.teacher.max_attempts - 1, 0),
+                                   timeout=self.teacher.timeout)
+        self._arrived = asyncio.Event()
+        self._spawn(self._dispatch())
+        for batch_id, keys in self._resume.batches:
+            self._stats["batches_resumed"] += 1
+            self._spawn(self._follow(batch_id, keys, ENDPOINT_UNKNOWN))
+        for file_id, keys, uploaded in self._resume.files:
+            self._spawn(self._adopt(file_id, keys, uploaded))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _enqueue(self, lines: list[_Line], first: bool = False) -> None:
+        """Queue lines for the next wave (retries ``first``: they have waited longest)."""
+        if first:
+            rest = self._queued
+            self._queued = {line.request.key(): line for line in lines}
+            self._queued.update(rest)
+        else:
+            for line in lines:
+                self._queued[line.request.key()] = line
+        if self._arrived is not None:
+            self._arrived.set()
+
+    async def _dispatch(self) -> None:
+        assert self._arrived is not None
+        while True:
+            await self._arrived.wait()
+            while len(self._queued) < self._wave_size:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), GATHER_S)
+                except asyncio.TimeoutError:
+                    break
+            self._arrived.clear()
+            queued = list(self._queued.values())
+            wave = queued[:min(self._wave_size, (queued[0].wave_cap or self._wave_size) if queued else 1)]
+            for line in wave:
+                del self._queued[line.request.key()]
+            if self._queued:
+                self._arrived.set()             # the rest make the next wave at once
+            for api in ENDPOINTS:
+                lines = [line for line in wave if line.api == api]
+                if lines:
+                    self._spawn(self._submit(api, lines))
+
+    async def _submit(self, api: str, lines: list[_Line]) -> None:
+        keys = [line.request.key() for line in lines]
+        for line in lines:
+            line.attempts += 1
+            if line.attempts > 1:
+                self._accounting.retried(line.request.stage)
+                self._stats["retried"] += 1
+        data = b"".join(_jsonl_line(key, api, request_body(line.request, self.teacher.model, api))
+                        for key, line in zip(keys, lines))
+        try:
+            uploaded = await self._client.files.create(file=("wave.jsonl", data), purpose="batch")
+            self._journal(kind="batch_file", file=uploaded.id, keys=keys, t=time.time())
+            batch = await self._client.batches.create(input_file_id=uploaded.id,
+                                                      endpoint=ENDPOINTS[api],
+                                                      completion_window="24h")
+        except Exception as error:              # noqa: BLE001 - sorted into fatal / transient
+            reason = self._transient_reason(error, lines)
+            if reason is not None:
+                self._settle_failures({key: f"submit: {reason}" for key in keys})
+            return
+        self._journal(kind="batch", id=batch.id, file=uploaded.id)
+        self._stats["batches_created"] += 1
+        self._stats["requests_batched"] += len(lines)
+        await self._follow(batch.id, keys, api, first_poll_after=self.teacher.batch_poll)
+
+    async def _adopt(self, file_id: str, keys: list[str], uploaded: float) -> None:
+        """A file journaled without its batch id: the batch may exist (the process died between the
+        create and its journal line). Find it by input file, else create it now from that file."""
+        found = None
+        try:
+            async for batch in self._client.batches.list(limit=100):
+                if batch.input_file_id == file_id:
+                    found = batch
+                    break
+                if batch.created_at < uploaded - 3600:      # listed newest first: past the upload
+                    break
+            if found is None:
+                endpoint = await self._endpoint_of(file_id)
+                found = await self._client.batches.create(input_file_id=file_id, endpoint=endpoint,
+                                                          completion_window="24h")
+                self._stats["batches_created"] += 1
+                self._stats["requests_batched"] += len(keys)
+            else:
+                self._stats["batches_resumed"] += 1
+        except Exception as error:              # noqa: BLE001
+            reason = self._transient_reason(error, self._waiting(keys))
+            if reason is not None:
+                self._settle_failures({key: f"submit: {reason}" for key in keys})
+            return
+        self._journal(kind="batch", id=found.id, file=file_id)
+        await self._follow(found.id, keys, _api_of(found.endpoint))
+
+    async def _endpoint_of(self, file_id: str) -> str:
+        """The endpoint the lines of an uploaded input file name (all lines of a file share one)."""
+        content = await self._client.files.content(file_id)
+        first = content.content.split(b"\n", 1)[0]
+        return json.loads(first)["url"]
+
+    async def _follow(self, batch_id: str, keys: list[str], api: str,
+                      first_poll_after: float = 0.0) -> None:
+        """Poll the batch until it ends, then hand its answers and failures to the requests."""
+        await asyncio.sleep(first_poll_after)
+        try:
+            batch = await self._poll(batch_id)
+            if batch is None:                       # the server does not know it (any more)
+                self._settle_failures({key: "batch not found" for key in keys})
+                self._journal(kind="batch_done", id=batch_id)
+                return
+            if api == ENDPOINT_UNKNOWN:
+                api = _api_of(batch.endpoint)
+            answers, failures = await self._results(batch, keys, api)
+        except Exception as error:                  # noqa: BLE001
+            reason = self._transient_reason(error, self._waiting(keys))
+            if reason is not None:
+                # the batch is journaled and still out there: a rerun polls it again
+                self._fail_waiting(keys, TeacherError(
+                    f"cannot follow batch {batch_id} ({reason}); rerun the same command to resume"))
+            return
+        self._stats["by_status"][batch.status] = self._stats["by_status"].get(batch.status, 0) + 1
+        for key, decoded in answers.items():
+            self._settle_answer(key, decoded)
+        # A batch that answered nothing (failed validation, e.g. over the enqueued-token limit, or
+        # ended before it started) is retried as waves of half its size.
+        self._settle_failures(failures, wave_cap=None if answers else max(1, (len(keys) + 1) // 2))
+        # Let the requests just answered reach the journal (they run on the next loop turn) before
+        # the batch is marked done: a crash in between then costs a download, not a second payment.
+        await asyncio.sleep(0)
+        self._journal(kind="batch_done", id=batch_id)
+
+    async def _poll(self, batch_id: str):
+        from openai import NotFoundError
+
+        while True:
+            try:
+                batch = await self._client.batches.retrieve(batch_id)
+            except NotFoundError:
+                return None
+            if batch.status in TERMINAL:
+                return batch
+            await asyncio.sleep(self.teacher.batch_poll)
+
+    async def _results(self, batch, keys: list[str], api: str) -> tuple[dict[str, Decoded], dict[str, str]]:
+        """Answers by key, and for every other key of the batch why it has none."""
+        answers: dict[str, Decoded] = {}
+        failures: dict[str, str] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await self._client.files.content(file_id)
+            for raw in content.content.splitlines():
+                if not raw.strip():
+                    continue
+                key, outcome = _outcome(json.loads(raw), api)
+                if isinstance(outcome, Decoded):
+                    answers[key] = outcome
+                    failures.pop(key, None)
+                elif key not in answers:
+                    failures[key] = outcome
+        missing = "missing from the output" if batch.status == "completed" else batch.status
+        for key in keys:
+            if key not in answers and key not in failures:
+                failures[key] = missing
+        return answers, failures
+
+    # -- handing results to the requests --------------------------------------------------------------
+    def _settle_answer(self, key: str, decoded: Decoded) -> None:
+        self._resumed.pop(key, None)
+        line = self._lines.pop(key, None)
+        if line is None:
+            self._ready[key] = decoded              # a resumed batch's answer, asked for later
+            return
+        self._accounting.release(line.worst_cost)
+        if not line.future.done():
+            line.future.set_result(self._answer(line.request, decoded, line.prompt_estimate))
+
+    def _settle_failures(self, failures: dict[str, str], wave_cap: int | None = None) -> None:
+        again = []
+        for key, reason in failures.items():
+            self._resumed.pop(key, None)
+            line = self._lines.get(key)
+            if line is None:
+                continue                            # a resumed key nobody asked for yet: asked later
+            if line.attempts < self.teacher.max_attempts:
+                line.wave_cap = wave_cap
+                again.append(line)
+                continue
+            del self._lines[key]
+            self._accounting.release(line.worst_cost)
+            self._accounting.failed(line.request.stage)
+            self._stats["failed"] += 1
+            if not line.future.done():
+                line.future.set_result(Response(
+                    text="", error=f"batch: {reason} after {line.attempts} attempts"))
+        if again:
+            self._enqueue(again, first=True)
+
+    def _fail_waiting(self, keys: list[str], error: Exception) -> None:
+        for key in keys:
+            line = self._lines.pop(key, None)
+            if line is None:
+                if key in self._resumed:        # asked later: the same error, never a new batch
+                    self._broken[key] = error
+                continue
+            self._queued.pop(key, None)
+            self._accounting.release(line.worst_cost)
+            if not line.future.done():
+                line.future.set_exception(error)
+                line.future.exception()             # retrieved: no "never retrieved" warning
+
+    def _waiting(self, keys: list[str]) -> list[_Line]:
+        return [self._lines[key] for key in keys if key in self._lines]
+
+    def _transient_reason(self, error: Exception, lines: list[_Line]) -> str | None:
+        """A failed call's short reason when another try may fix it; a refusal that retrying cannot
+        fix fails the waiting requests with ``TeacherError`` (None returned)."""
+        from openai import APIConnectionError, APIStatusError
+
+        if isinstance(error, APIStatusError):
+            if is_retryable(error.status_code):
+                return f"http {error.status_code}"
+            self._fail_waiting([line.request.key() for line in lines], TeacherError(
+                fatal_message(error.status_code, error.response.content, self.teacher._api_key)))
+            return None
+        if isinstance(error, APIConnectionError):
+            return "timeout" if "timed out" in str(error).lower() else "connection error"
+        self._fail_waiting([line.request.key() for line in lines], error)    # a bug: surface it
+        return None
+
+    def _answer(self, request: Request, decoded: Decoded, prompt_estimate: int) -> Response:
+        extra: dict[str, Any] = {}
+        if decoded.unusual_finish:
+            extra["finish_reason"] = decoded.unusual_finish
+        prompt_tokens, completion_tokens = decoded.prompt_tokens, decoded.completion_tokens
+        estimated = prompt_tokens is None or completion_tokens is None
+        if estimated:
+            extra["usage_estimated"] = True
+            prompt_tokens = prompt_estimate if prompt_tokens is None else prompt_tokens
+            if completion_tokens is None:
+                completion_tokens = estimate_tokens(decoded.text)
+        self._accounting.answered(request.stage, prompt_tokens, completion_tokens,
+                                  truncated=decoded.finish_reason == "length", estimated=estimated)
+        return Response(text=decoded.text, finish_reason=decoded.finish_reason,
+                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, extra=extra)
+
+    def _journal(self, **event: Any) -> None:
+        if self._write is not None:
+            self._write({"ev": "teacher", **event})
+
+
+ENDPOINT_UNKNOWN = ""          # a resumed batch: its endpoint comes with the first poll
+
+
+def _api_of(endpoint: str) -> str:
+    return "chat" if endpoint.rstrip("/").endswith("chat/completions") else "completions"
+
+
+def _prompt_estimate(request: Request, api: str) -> int:
+    estimate = (estimate_tokens(request.prompt) + estimate_tokens(request.system)
+                + sum(estimate_tokens(content) for _, content in request.history))
+    return estimate + (CHAT_OVERHEAD_TOKENS if api == "chat" else 0)
+
+
+def _jsonl_line(key: str, api: str, body: bytes) -> bytes:
+    """One input-file line; the body goes in as request_body encoded it (no second encoding)."""
+    head = json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINTS[api]})
+    return head[:-1].encode() + b', "body": ' + body + b"}\n"
+
+
+def _outcome(row: dict[str, Any], api: str) -> tuple[str, Decoded | str]:
+    """(custom_id, the decoded answer or why there is none) of one output- or error-file line."""
+    key = str(row.get("custom_id"))
+    response = row.get("response") or {}
+    error = row.get("error")
+    status = response.get("status_code")
+    if status == 200 and not error:
+        try:
+            return key, decode_body(json.dumps(response.get("body")).encode(), api)
+        except Transient as unusable:
+            return key, unusable.reason
+    if isinstance(error, dict) and (error.get("code") or error.get("message")):
+        return key, str(error.get("code") or error.get("message"))
+    if not status:
+        return key, "no response"
+    body_error = (response.get("body") or {}).get("error") if isinstance(response.get("body"), dict) else None
+    code = body_error.get("code") if isinstance(body_error, dict) else None
+    return key, f"http {status}" + (f" ({code})" if code else "")

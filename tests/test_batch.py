@@ -1,0 +1,361 @@
+"""``--batch``: the OpenAI Batch API path of the OpenAI teacher, against the loopback files + batches
+server (tests/fake_batch_server.py, one state step per poll, so nothing here depends on timing).
+
+In-process: waves, shared lines, every terminal state and the partial error file (retries and counts
+exact), max_attempts, fatal refusals, batch prices, and a resumed batch. Through the real CLI in a
+subprocess: a whole run (the waves the server saw, every line answered once, the cost at half price),
+and SIGKILL while a batch is in progress, between the create and its journal line, and before the
+create reached the server: each resumes with one batch per wave, never a second one."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from selfinstruct.errors import TeacherError
+from selfinstruct.teachers._batch import BATCH_PRICE_FACTOR, pending_in
+from selfinstruct.teachers.base import Request
+from selfinstruct.teachers.openai import OpenAITeacher
+from tests.fake_batch_server import FakeBatchServer, Outcome, serve_batches_in_thread
+from tests.fake_openai_server import default_text
+from tests.kill_resume import journal_events
+from tests.sim_teacher import reply
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-batch-test-7777"
+
+
+@pytest.fixture
+def server():
+    with serve_batches_in_thread(FakeBatchServer()) as s:
+        yield s
+
+
+def teacher_for(server, **options) -> OpenAITeacher:
+    options.setdefault("concurrency", 4)
+    return OpenAITeacher(base_url=server.url, batch=True, batch_poll=0.01, api_key="",
+                         model="fake-model", **options)
+
+
+def ask(teacher: OpenAITeacher, requests: list[Request], events=()) -> tuple[list, list]:
+    """All ``requests`` at once (as the loop keeps ``concurrency`` wanted); returns the answers (or
+    exceptions) and the journal events the teacher wrote."""
+    written: list[dict] = []
+    teacher.attach(written.append, list(events))
+
+    async def main():
+        await teacher.start()
+        try:
+            return await asyncio.gather(*(teacher.complete(r) for r in requests), return_exceptions=True)
+        finally:
+            await teacher.aclose()
+    return asyncio.run(main()), written
+
+
+def prompts(n: int, lang: str = "en") -> list[Request]:
+    text = "Name {} rivers." if lang == "en" else "列出{}条河流。"
+    return [Request(prompt=text.format(i), max_tokens=32) for i in range(n)]
+
+
+def tokens(prompt: str) -> tuple[int, int]:
+    """What the loopback server reports for a chat request of one user turn."""
+    return len(prompt) // 4 + 1, len(default_text(prompt)) // 4 + 1
+
+
+def assert_answered_once(server, requests: list[Request], answers: list) -> None:
+    assert [a.text for a in answers] == [default_text(r.prompt) for r in requests]
+    assert all(a.error is None for a in answers)
+    assert set(server.answered) == {r.key() for r in requests}
+    assert set(server.answered.values()) == {1}            # never answered twice
+
+
+# -- waves ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_wave_is_concurrency_lines_and_the_rest_follow_at_batch_prices(server, lang):
+    requests = prompts(6, lang)
+    teacher = teacher_for(server, price_in=2.0, price_out=8.0)
+    answers, events = ask(teacher, requests)
+    assert_answered_once(server, requests, answers)
+    assert server.lines_per_batch == [4, 2]
+    for answer, request in zip(answers, requests):
+        assert (answer.prompt_tokens, answer.completion_tokens) == tokens(request.prompt)
+    paid = sum(a.prompt_tokens * 2.0 + a.completion_tokens * 8.0 for a in answers) / 1e6
+    assert teacher.cost_usd() == pytest.approx(paid * BATCH_PRICE_FACTOR, abs=1e-6)
+    assert teacher.stats()["price_in"] == 2.0            # the list price is what the summary shows
+    assert teacher._batcher.stats() == {"batches_created": 2, "batches_resumed": 0,
+                                        "requests_batched": 6, "retried": 0, "failed": 0,
+                                        "by_status": {"completed": 2}}
+    assert [(e["kind"], e.get("id")) for e in events] == [
+        ("batch_file", None), ("batch", "batch_0001"), ("batch_done", "batch_0001"),
+        ("batch_file", None), ("batch", "batch_0002"), ("batch_done", "batch_0002")]
+    assert events[0]["keys"] == [r.key() for r in requests[:4]]
+    assert server.created()[0]["endpoint"] == "/v1/chat/completions"
+
+
+def test_identical_requests_share_one_line_and_one_answer(server):
+    requests = prompts(2) + prompts(1)
+    answers, _ = ask(teacher_for(server), requests)
+    assert server.lines_per_batch == [2]
+    assert answers[0] == answers[2]
+    assert dict(server.answered) == {requests[0].key(): 1, requests[1].key(): 1}
+
+
+def test_the_input_file_carries_each_request_as_the_online_body(server):
+    request = Request(prompt="Give one example.", max_tokens=64, temperature=0.5, top_p=0.9,
+                      stop=("\n\n",), seed=3)
+    raw = Request(prompt="<|im_start|>user\nHi<|im_end|>\n", kind="raw", max_tokens=8)
+    answers, _ = ask(teacher_for(server, concurrency=2), [request, raw])
+    assert all(a.error is None for a in answers)
+    by_endpoint = {b["endpoint"]: server.files[b["input_file_id"]]["content"] for b in server.created()}
+    [chat_line] = [json.loads(line) for line in by_endpoint["/v1/chat/completions"].splitlines()]
+    assert chat_line == {"custom_id": request.key(), "method": "POST", "url": "/v1/chat/completions",
+                         "body": {"model": "fake-model", "max_tokens": 64, "temperature": 0.5,
+                                  "top_p": 0.9, "stop": ["\n\n"], "seed": 3,
+                                  "messages": [{"role": "user", "content": "Give one example."}]}}
+    [raw_line] = [json.loads(line) for line in by_endpoint["/v1/completions"].splitlines()]
+    assert raw_line["body"]["prompt"] == raw.prompt and raw_line["custom_id"] == raw.key()
+
+
+# -- every way a batch can end ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome, waves, status", [
+    (Outcome("expired", done=1), [4, 3], "expired"),
+    (Outcome("cancelled", done=2), [4, 2], "cancelled"),
+    (Outcome("failed"), [4, 2, 2], "failed"),           # nothing answered: waves of half its size
+    (Outcome("expired", done=0), [4, 2, 2], "expired"),
+    (Outcome(errors=(1, 3)), [4, 2], "completed"),      # a partial error file
+])
+def test_unfinished_lines_are_retried_in_a_smaller_wave_and_counted(server, outcome, waves, status):
+    server.script(outcome)
+    requests = prompts(4, "zh" if status == "cancelled" else "en")
+    teacher = teacher_for(server)
+    answers, events = ask(teacher, requests)
+    assert_answered_once(server, requests, answers)
+    assert server.lines_per_batch == waves
+    retried = sum(waves[1:])
+    stats = teacher._batcher.stats()
+    assert (stats["retried"], stats["failed"], stats["batches_created"]) == (retried, 0, len(waves))
+    assert stats["by_status"] == ({"completed": len(waves)} if status == "completed"
+                                  else {status: 1, "completed": len(waves) - 1})
+    assert teacher.ledger()["retries"] == retried and teacher.ledger()["failures"] == 0
+    first_wave = set(events[0]["keys"])
+    later = [e for e in events if e["kind"] == "batch_file"][1:]
+    assert sorted(k for e in later for k in e["keys"]) == sorted(     # exactly the unanswered lines
+        k for k in first_wave if not server.batches["batch_0001"]["output_file_id"]
+        or k not in server.files[server.batches["batch_0001"]["output_file_id"]]["content"].decode())
+
+
+def test_a_request_that_never_succeeds_is_an_error_answer_after_max_attempts(server):
+    server.script(Outcome("expired", done=1), Outcome(errors=(0,), error_status=500))
+    requests = prompts(2)
+    teacher = teacher_for(server, max_attempts=2)
+    answers, _ = ask(teacher, requests)
+    assert server.lines_per_batch == [2, 1]
+    assert answers[0].error is None and answers[0].text == default_text(requests[0].prompt)
+    assert answers[1].text == ""
+    assert answers[1].error == "batch: http 500 (server_error) after 2 attempts"
+    stats = teacher._batcher.stats()
+    assert (stats["retried"], stats["failed"]) == (1, 1)
+    assert teacher.ledger()["failures"] == 1 and teacher.ledger()["requests"] == 2
+
+
+def test_a_failed_batch_every_time_fails_every_request_with_its_reason(server):
+    server.script(Outcome("failed"), Outcome("failed"), Outcome("failed"))
+    teacher = teacher_for(server, max_attempts=2)
+    answers, _ = ask(teacher, prompts(3))
+    assert [a.error for a in answers] == ["batch: failed after 2 attempts"] * 3
+    assert server.lines_per_batch == [3, 2, 1] and not server.answered
+    assert teacher.cost_usd() == 0.0 and teacher._batcher.stats()["failed"] == 3
+
+
+@pytest.mark.parametrize("status, code, message", [
+    (401, "invalid_api_key", "Incorrect API key provided."),
+    (404, "model_not_found", "The model `nope` does not exist."),
+])
+def test_a_refused_create_is_a_teacher_error_with_the_servers_message(server, status, code, message):
+    server.fail_next_create(status, message, code)
+    answers, events = ask(teacher_for(server), prompts(2))
+    assert all(isinstance(a, TeacherError) for a in answers)
+    assert str(answers[0]).startswith(f"teacher returned HTTP {status} ({code}): {message}")
+    assert server.creates == 1 and not server.batches          # not retried
+    assert [e["kind"] for e in events] == ["batch_file"]
+
+
+# -- resuming in-process --------------------------------------------------------------------------
+
+
+def test_a_resumed_batch_is_polled_not_resubmitted_and_answers_requests_asked_later(server):
+    server.script(Outcome(hold=True))
+    requests = prompts(3)
+    first = teacher_for(server)
+    written: list[dict] = []
+    first.attach(written.append, [])
+
+    async def crash_while_in_progress():
+        await first.start()
+        asking = [asyncio.ensure_future(first.complete(r)) for r in requests]
+        while not [e for e in written if e["kind"] == "batch"]:
+            await asyncio.sleep(0.01)
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+        await first.aclose()                    # no batch_done: as if the process had died
+    asyncio.run(crash_while_in_progress())
+    assert pending_in(written).batches == [("batch_0001", [r.key() for r in requests])]
+    server.release()
+    # the resumed run asks two of the three now (the third would come later), plus a new one
+    again = teacher_for(server)
+    answers, events = ask(again, requests[:2] + prompts(4)[3:], events=written)
+    assert server.creates == 2 and server.lines_per_batch == [3, 1]    # the new request only
+    assert [a.text for a in answers] == [default_text(r.prompt) for r in requests[:2] + prompts(4)[3:]]
+    stats = again._batcher.stats()
+    assert (stats["batches_resumed"], stats["batches_created"]) == (1, 1)
+    assert ("batch_done", "batch_0001") in [(e["kind"], e.get("id")) for e in events]
+    # the unclaimed third answer was paid for all the same
+    assert again.ledger()["per_stage"]["unclaimed"]["requests"] == 1
+
+
+def test_pending_in_reads_only_what_an_earlier_run_left_out():
+    events = [{"ev": "teacher", "kind": "batch_file", "file": "f1", "keys": ["a"], "t": 1},
+              {"ev": "teacher", "kind": "batch", "id": "b1", "file": "f1"},
+              {"ev": "teacher", "kind": "batch_done", "id": "b1"},
+              {"ev": "teacher", "kind": "batch_file", "file": "f2", "keys": ["b", "c"], "t": 2},
+              {"ev": "teacher", "kind": "batch", "id": "b2", "file": "f2"},
+              {"ev": "teacher", "kind": "batch_file", "file": "f3", "keys": ["d"], "t": 3}]
+    plan = pending_in(events)
+    assert plan.batches == [("b2", ["b", "c"])]
+    assert plan.files == [("f3", ["d"], 3.0)]
+
+
+# -- the real command line -------------------------------------------------------------------------
+
+
+def generate_cmd(server, out, cache, *args):
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "SELFINSTRUCT_CACHE_DIR": str(cache)}
+    cmd = [sys.executable, "cli.py", "generate", "--teacher", "openai", "--batch",
+           "--base-url", server.url, "--model", "fake-model", "--out", str(out), "--no-progress",
+           "--no-report", "--num", "20", "--concurrency", "4", "--opt", "openai.batch_poll=0.05",
+           "--price-in", "1", "--price-out", "2", *args]
+    return cmd, env
+
+
+@pytest.fixture
+def sim_server():
+    with serve_batches_in_thread(FakeBatchServer(text_fn=reply)) as s:
+        yield s
+
+
+def lines_of(server, batch) -> list[dict]:
+    return [json.loads(line) for line in server.files[batch["input_file_id"]]["content"].splitlines()]
+
+
+def assert_run_complete(server, out, read_json) -> dict:
+    data = read_json(out / "data.json")
+    assert len(data) == 20 and len({d["instruction"] for d in data}) == 20
+    summary = read_json(out / "summary.json")
+    assert summary["requests"]["paid"] == sum(server.answered.values())
+    assert set(server.answered.values()) == {1}
+    half = (summary["tokens"]["prompt"] * 1 + summary["tokens"]["completion"] * 2) / 1e6 * BATCH_PRICE_FACTOR
+    assert summary["cost_usd"] == pytest.approx(half, abs=2e-6)
+    return summary
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_generate_with_batch_sends_waves_and_answers_every_line_once(sim_server, tmp_path, read_json, lang):
+    out = tmp_path / "out"
+    cmd, env = generate_cmd(sim_server, out, tmp_path / "cache", "--lang", lang)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert_run_complete(sim_server, out, read_json)
+    # each request brings 3 new tasks: 4 requests, then 4 more, make 24 >= 20
+    assert sim_server.lines_per_batch == [4, 4] and sim_server.uploads == 2
+    assert sim_server.authorization == {f"Bearer {KEY}"}
+    first, second = sim_server.created()
+    # the pool grows between waves: the second wave's prompts show tasks the first wave made
+    first_answers = sim_server.files[first["output_file_id"]]["content"].decode("utf-8")
+    made = {d["instruction"] for d in read_json(out / "data.json") if d["instruction"] in first_answers}
+    assert made
+    later = " ".join(m["content"] for line in lines_of(sim_server, second) for m in line["body"]["messages"])
+    assert any(instruction in later for instruction in made)
+    kinds = [e["kind"] for e in journal_events(out, "teacher")]
+    assert kinds == ["batch_file", "batch", "batch_done"] * 2
+    assert KEY not in (out / "journal.jsonl").read_text(encoding="utf-8")
+
+
+def test_a_bad_key_stops_the_batch_run_with_one_line(sim_server, tmp_path, error_line):
+    sim_server.fail_next_create(401, "Incorrect API key provided: sk-bat**7777.", "invalid_api_key")
+    cmd, env = generate_cmd(sim_server, tmp_path / "out", tmp_path / "cache")
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert error_line(r).startswith("Error: teacher returned HTTP 401 (invalid_api_key)")
+
+
+def wait_for(condition, what: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def kill_then_resume(server, tmp_path, read_json, killed_when) -> tuple[dict, list[dict]]:
+    """Start the run, SIGKILL it once ``killed_when(out)`` holds, release the server, run the same
+    command to the end; return the summary and the journal's teacher events."""
+    out = tmp_path / "out"
+    cmd, env = generate_cmd(server, out, tmp_path / "cache")
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: killed_when(out), "the moment to kill")
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    assert p.returncode == -signal.SIGKILL
+    server.release()
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return assert_run_complete(server, out, read_json), journal_events(out, "teacher")
+
+
+def test_sigkill_while_a_batch_is_in_progress_resumes_by_polling_it(sim_server, tmp_path, read_json):
+    sim_server.script(Outcome(hold=True))
+    journaled = lambda out: any(e["kind"] == "batch" for e in journal_events(out, "teacher"))
+    in_progress = lambda out: journaled(out) and sim_server.status_of("batch_0001") == "in_progress"
+    _, events = kill_then_resume(sim_server, tmp_path, read_json, in_progress)
+    # one batch for the first wave (polled again, not resubmitted), one for the second
+    assert sim_server.creates == 2 and sim_server.uploads == 2
+    assert sim_server.lines_per_batch == [4, 4]
+    assert [(e["kind"], e.get("id")) for e in events if e["kind"] != "batch_file"] == [
+        ("batch", "batch_0001"), ("batch_done", "batch_0001"),
+        ("batch", "batch_0002"), ("batch_done", "batch_0002")]
+
+
+def test_sigkill_between_the_create_and_its_journal_line_finds_the_batch_by_its_file(
+        sim_server, tmp_path, read_json):
+    sim_server.stall_next_create()                 # created on the server, never answered
+    created = lambda out: sim_server.batches and journal_events(out, "teacher")
+    _, events = kill_then_resume(sim_server, tmp_path, read_json, created)
+    assert sim_server.creates == 2 and sim_server.uploads == 2
+    assert len({b["input_file_id"] for b in sim_server.created()}) == 2
+    assert sim_server.created()[0]["input_file_id"] == events[0]["file"]
+    assert [(e["kind"], e.get("id")) for e in events][:3] == [
+        ("batch_file", None), ("batch", "batch_0001"), ("batch_done", "batch_0001")]
+
+
+def test_sigkill_before_the_create_reached_the_server_creates_it_from_the_same_file(
+        sim_server, tmp_path, read_json):
+    sim_server.drop_next_create()                  # never answered, nothing created
+    asked = lambda out: sim_server.creates == 1 and journal_events(out, "teacher")
+    _, events = kill_then_resume(sim_server, tmp_path, read_json, asked)
+    assert sim_server.creates == 3                 # the lost one, the one made on resume, wave 2
+    assert sim_server.uploads == 2 and len(sim_server.batches) == 2
+    assert len({b["input_file_id"] for b in sim_server.created()}) == 2
+    assert sim_server.created()[0]["input_file_id"] == events[0]["file"] == "file-0001"
+    assert sim_server.lines_per_batch == [4, 4]
