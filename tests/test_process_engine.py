@@ -127,16 +127,16 @@ def test_a_worker_that_dies_is_an_error_not_a_hang():
             eng.map(square, [1])
     finally:
         eng.close()
-    assert not any(p.is_alive() for p in eng._procs)
+    assert all(p.poll() is not None for p in eng._procs)
 
 
 def test_close_twice_is_fine_and_stops_every_worker():
     eng = ProcessEngine(2)
     procs = list(eng._procs)
-    assert all(p.is_alive() for p in procs)
+    assert all(p.poll() is None for p in procs)
     eng.close()
     eng.close()
-    assert not any(p.is_alive() for p in procs)
+    assert all(p.poll() is not None for p in procs)
 
 
 def test_open_engine_gives_a_process_engine_for_several_local_workers():
@@ -144,4 +144,4 @@ def test_open_engine_gives_a_process_engine_for_several_local_workers():
         assert isinstance(eng, ProcessEngine) and eng.workers == 2 and eng.name == "local"
         assert eng.map(square, [1, 2, 3]) == [1, 4, 9]
         procs = list(eng._procs)
-    assert not any(p.is_alive() for p in procs)
+    assert all(p.poll() is not None for p in procs)

@@ -3,10 +3,14 @@
 
 Design:
 
-- Workers are started with the "spawn" context, never plain fork: the filter command may have
-  threads running (an event-loop thread, tqdm's monitor), and a forked child inherits their locks in
-  whatever state they were in. Each worker imports only what the pickled functions and classes it is
-  sent name, so a worker costs an interpreter plus those modules.
+- Each worker is a fresh interpreter (``python -c`` running ``_serve``), never a plain fork: the
+  filter command may have threads running (an event-loop thread, tqdm's monitor), and a forked child
+  inherits their locks in whatever state they were in. multiprocessing's "spawn" would do the same
+  but re-runs the caller's main script in every worker (a script without an ``if __name__ ==
+  "__main__"`` guard then fails in the workers, and the CLI's imports are paid again); here a worker
+  imports only this module and what the pickled functions and classes it is sent name (by
+  reference: module-level ones, from the coordinator's ``sys.path``, which it adopts first).
+  It talks over one end of a socket pair handed down as a file descriptor.
 - One duplex pipe per worker and a strict request/reply protocol: the coordinator sends a worker a
   new request only once it has read that worker's previous reply. A worker therefore never blocks
   writing a large reply while the coordinator blocks writing a large request to it (the deadlock of
@@ -29,10 +33,12 @@ The engine is driven by one thread (the filter chain's); it is not meant to be s
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import resource
 import signal
+import socket
+import subprocess
+import sys
 import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
@@ -78,22 +84,26 @@ class ProcessEngine(Engine):
         self.workers = workers
         self._closed = False
         self._next_key = 0
-        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._procs: list[subprocess.Popen] = []
         self._conns: list[Connection] = []
-        ctx = multiprocessing.get_context("spawn")
         try:
             for _ in range(workers):
-                ours, theirs = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_worker_main, args=(theirs,), daemon=True,
-                                   name="selfinstruct-worker")
-                proc.start()
-                # Only the worker may hold its end: then its death reads as EOF here.
-                theirs.close()
-                self._procs.append(proc)
-                self._conns.append(ours)
+                self._start_worker()
         except BaseException:
             self.close()
             raise
+
+    def _start_worker(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", f"from selfinstruct.engines.local import _serve; _serve({theirs.fileno()})"],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        # Only the worker holds its end now: its death reads as EOF here.
+        conn = Connection(ours.detach())
+        self._procs.append(proc)
+        self._conns.append(conn)
+        conn.send(list(sys.path))
 
     # ---- the contract -------------------------------------------------------------------------
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -137,10 +147,11 @@ class ProcessEngine(Engine):
             except (OSError, ValueError):
                 pass                    # already gone: nothing to tell it
         for proc in self._procs:
-            proc.join(_JOIN_SECONDS)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(_JOIN_SECONDS)
+            try:
+                proc.wait(_JOIN_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         for conn in self._conns:
             conn.close()
 
@@ -195,8 +206,10 @@ class ProcessEngine(Engine):
 
     def _died(self, worker: int, what: str):
         proc = self._procs[worker]
-        proc.join(_JOIN_SECONDS)
-        code = proc.exitcode
+        try:
+            code = proc.wait(_JOIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            code = None
         self.close()
         how = f"exit code {code}" if code is None or code >= 0 else f"signal {-code}"
         raise WorkerDied(f"worker process {worker} (pid {proc.pid}) died ({how}) during '{what}'; "
@@ -222,8 +235,14 @@ def _rebuilt(payload: tuple[Any, str]) -> BaseException:
 
 
 # ---- the worker side --------------------------------------------------------------------------
-def _worker_main(conn: Connection) -> None:
+def _serve(fd: int) -> None:
+    """A worker's main loop, on the socket ``fd`` the coordinator handed down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    try:
+        sys.path[:] = conn.recv()
+    except (EOFError, OSError):
+        return
     objects: dict[int, Any] = {}
     while True:
         try:
