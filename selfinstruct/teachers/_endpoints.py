@@ -143,7 +143,8 @@ class Endpoint:
     # figures for summary.json
     requests: int = 0                # attempts sent
     answered: int = 0
-    failures: int = 0                # failed attempts (transient failures, 429s included)
+    failures: int = 0                # failed attempts (transient failures, 429s and refusals included)
+    abandoned: int = 0               # attempts the run stopped waiting for (it had enough)
     pauses: int = 0
     paused_s: float = 0.0
     in_flight_peak: int = 0
@@ -159,7 +160,7 @@ class Endpoint:
 
     def figures(self) -> dict[str, Any]:
         return {"model": self.model, "requests": self.requests, "answered": self.answered,
-                "failures": self.failures, "pauses": self.pauses,
+                "failures": self.failures, "abandoned": self.abandoned, "pauses": self.pauses,
                 "paused_s": round(self.paused_s, 3), "in_flight_peak": self.in_flight_peak,
                 "latency_s": latency_summary(self.latencies)}
 
@@ -269,9 +270,16 @@ class EndpointPool:
             self._judge(e)
         self._wake()
 
-    def ended(self, e: Endpoint) -> None:
-        """An attempt that neither answered nor failed transiently (a refusal, a cancelled run)."""
+    def refused(self, e: Endpoint) -> None:
+        """A final refusal (a 4xx other than 429): the server is up, the request is wrong."""
         e.in_flight -= 1
+        e.failures += 1
+        self._wake()
+
+    def abandoned(self, e: Endpoint) -> None:
+        """The attempt was cancelled (the run stopped): whatever the server does with it is unseen."""
+        e.in_flight -= 1
+        e.abandoned += 1
         self._wake()
 
     def _judge(self, e: Endpoint) -> None:

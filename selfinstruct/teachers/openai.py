@@ -201,8 +201,11 @@ class OpenAITeacher(Teacher):
             # a 429 is the rate limiter's business, not a sign that the server is down
             self._pool.failed(endpoint, unhealthy=failure.status != 429)
             return failure
-        except BaseException:                            # refused (4xx), or the run was cancelled
-            self._pool.ended(endpoint)
+        except TeacherError:                             # refused (4xx): retrying cannot help
+            self._pool.refused(endpoint)
+            raise
+        except BaseException:                            # the run stopped waiting for it
+            self._pool.abandoned(endpoint)
             raise
         self._pool.answered(endpoint, started)
         return decoded
