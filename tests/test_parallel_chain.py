@@ -12,17 +12,26 @@ set, conversations whose later turn is bad, several batches, and a malformed lin
 from __future__ import annotations
 
 import json
+import pickle
+import random
+import threading
 from functools import partialmethod
 from pathlib import Path
 
 import pytest
 
+from selfinstruct import options as opts
+from selfinstruct import publish as pub
 from selfinstruct.curate import run_filter
-from selfinstruct.engines import EngineSettings
+from selfinstruct.engines import Engine, EngineSettings
 from selfinstruct.filters import minhash as minhash_module
-from selfinstruct.filters.base import FilterChain, Rejection, _dumps, _VerdictWorker
+from selfinstruct.filters.base import Filter, FilterChain, Rejection, _dumps
+from selfinstruct.filters.lang import LanguageMismatch
+from selfinstruct.filters.minhash import MinHashDedup
+from selfinstruct.filters.registry import build_chain, components, select
 from selfinstruct.quality import QualitySettings
 from selfinstruct.record import Record
+from selfinstruct.rules import resolve_rules
 
 LONG_EN = " ".join(["word"] * 160)
 LONG_ZH = "很" * 320
@@ -169,7 +178,6 @@ def write_inputs(folder: Path, bad_line_at: int | None = None) -> list[str]:
 
 def filter_with(workers: int, inputs: list[str], out: Path, **kwargs) -> dict:
     quality = QualitySettings(decontam_against=[str(Path(inputs[0]).parent / "bench.jsonl")])
-    from selfinstruct import publish as pub
     return run_filter(inputs, str(out), progress=False, quality=quality, options=[DECONTAM_FIELDS],
                       publish=pub.Publish(format="messages"), engine=EngineSettings("local", workers), **kwargs)
 
@@ -214,3 +222,133 @@ def test_many_batches_and_a_skipped_malformed_line_give_the_same_outputs(tmp_pat
     filter_with(2, inputs, tmp_path / "two", on_bad_record="skip")
     assert one["malformed"] == 1 and one["rejected"]["malformed"] == 1
     assert_same_outputs(tmp_path / "one", tmp_path / "two")
+
+
+# ---- the mechanism, on an in-process stand-in engine ------------------------------------------
+class PicklingEngine(Engine):
+    """Two "workers" in this process, but everything crosses a pickle boundary as it would between
+    processes (so an edit a worker makes to its copy of a record is lost unless sent back); counts
+    what it was asked."""
+
+    name, workers = "local", 2
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def map(self, fn, items):
+        self.asked.append(f"map:{fn.__name__}")
+        return [pickle.loads(pickle.dumps(fn(pickle.loads(pickle.dumps(item))))) for item in items]
+
+    def actors(self, cls, args_list):
+        self.asked.append(f"actors:{cls.__name__}")
+        return super().actors(cls, pickle.loads(pickle.dumps(list(args_list))))
+
+    def call(self, calls):
+        self.asked.append("call")
+        copied = [(actor, method, pickle.loads(pickle.dumps(args))) for actor, method, args in calls]
+        return pickle.loads(pickle.dumps(super().call(copied)))
+
+
+class HoldsALock(Filter):
+    """A stateless plugin filter that cannot be pickled: it stays in this process."""
+    name = "holds_a_lock"
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def check(self, record):
+        return self.reject("has_x", "x") if "xylophone" in record.instruction else None
+
+
+def default_chain(*extra: Filter) -> FilterChain:
+    classes = select((), (), QualitySettings().default_off())
+    rules = resolve_rules("default", command="filter", recipe=None, lang="auto")
+    chain = build_chain(classes, {"lang": "auto", "rouge_threshold": 0.7, "minhash_threshold": 0.8,
+                                  **QualitySettings().shared_options(rules)}, opts.resolve(components(classes), ()))
+    return FilterChain(list(extra) + chain.filters) if extra else chain
+
+
+def single_turn(rows) -> list[Record]:
+    return [Record(**row, source=f"mem:{n}") for n, (_, row) in enumerate(rows, 1)]
+
+
+def decisions(chain: FilterChain, records: list[Record], batch_size: int = 8) -> list:
+    reasons: list = []
+    chain.on_reject = lambda record, rejection: reasons.append((record.source, rejection))
+    kept = [(r.source, r.lang) for r in chain.run(records, batch_size=batch_size)]
+    return [kept, reasons, dict(chain.tally.rejected)]
+
+
+def test_workers_hand_back_what_their_filters_write_onto_the_record():
+    # The language check fills record.lang; the kept records (and rejects.jsonl) must carry it as in
+    # one process, though the workers only see copies.
+    rows = EN + ZH
+    serial = decisions(default_chain(), single_turn(rows))
+    engine = PicklingEngine()
+    chain = default_chain()
+    chain.use_engine(engine)
+    assert decisions(chain, single_turn(rows)) == serial
+    assert {lang for _, lang in serial[0]} == {"en", "zh"}
+    assert engine.asked.count("actors:_VerdictWorker") == 1 and "call" in engine.asked
+    assert chain.tally.seconds["quality"] > 0
+
+
+def test_a_filter_that_cannot_be_pickled_is_judged_here_in_chain_order():
+    rows = [(None, {"instruction": "Describe the sound of a xylophone to a child.", "output": "Bright."}),
+            (None, {"instruction": "Hi.", "output": "Hello"})] + EN
+    serial = decisions(default_chain(HoldsALock()), single_turn(rows))
+    chain = default_chain(HoldsALock())
+    chain.use_engine(PicklingEngine())
+    assert 0 not in chain._remote.index_of            # the lock holder is not on the workers
+    assert decisions(chain, single_turn(rows)) == serial
+    assert serial[1][0] == ("mem:1", Rejection("has_x", "x"))
+
+
+def test_one_worker_keeps_the_one_process_path():
+    chain = default_chain()
+    chain.use_engine(Engine())
+    assert chain._remote is None
+    assert all(f._engine is None for f in chain.filters if isinstance(f, MinHashDedup))
+
+
+def test_the_language_checks_own_cache_survives_pickling():
+    lang = next(f for f in default_chain().filters if isinstance(f, LanguageMismatch))
+    copy = pickle.loads(_dumps(lang))
+    record = Record("Escribe un poema corto sobre el mar.", output="El mar canta.")
+    assert copy.check(record) == lang.check(Record(record.instruction, output=record.output))
+    assert copy._detect("Bonjour tout le monde, comment allez-vous aujourd'hui ?") == "fr"
+
+
+def near_copies(lang: str, n: int) -> list[Record]:
+    """``n`` instructions of random words (English) or characters (Chinese), every third one an
+    earlier one with a word or character added at the end: a near copy (about 0.95 Jaccard)."""
+    rng = random.Random(lang)
+    if lang == "en":
+        vocab, sep, size, extra = [f"{a}{b}" for a in "bcdfglmnprst" for b in ("at", "ow", "ine", "ust")], " ", 25, " again"
+    else:
+        vocab, sep, size, extra = list("天地人和山水日月风云花草鸟鱼春夏秋冬东西南北上下左右大小多少高低长短"), "", 40, "了"
+    out: list[Record] = []
+    for i in range(n):
+        text = out[i - 2].instruction + extra if i % 3 == 2 else sep.join(rng.choices(vocab, k=size))
+        out.append(Record(text, output="…", source=f"mem:{i + 1}"))
+    return out
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_minhash_signatures_on_the_workers_decide_as_here(lang, monkeypatch):
+    records = near_copies(lang, 90)
+    here = MinHashDedup()
+    serial = [here.check(r) or here.add(r) for r in _prepared(here, records)]
+    monkeypatch.setattr(minhash_module, "PARALLEL_MIN", 1)
+    engine = PicklingEngine()
+    there = MinHashDedup()
+    there.use_engine(engine)
+    parallel = [there.check(r) or there.add(r) for r in _prepared(there, records)]
+    assert parallel == serial
+    assert sum(v is not None for v in serial) == 30          # every edited copy, citing its origin
+    assert "map:sketch_chunk" in engine.asked
+
+
+def _prepared(f: MinHashDedup, records: list[Record]) -> list[Record]:
+    f.prepare(records)
+    return records
