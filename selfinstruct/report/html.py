@@ -273,8 +273,33 @@ def usage_html(stats: ReportStats, figs) -> str:
             + "<h4>Tokens per request stage (paid requests)</h4>" + _fig(figs, "tokens")
             + (table(["stage", "prompt tokens", "completion tokens", "cost"], tok_rows, [False, True, True, True],
                      cls="tokens") if tok_rows else "<p class=muted>no paid tokens</p>")
+            + (endpoints_html(u.endpoints) if u.endpoints else "")
             + "<h4>Filter time per stage</h4>"
             + (table(["stage", "seconds"], sec_rows, [False, True]) if sec_rows else "<p class=muted>–</p>"))
+
+
+ENDPOINT_COUNTS = ("requests", "answered", "failures", "pauses")
+
+
+def endpoints_html(endpoints: dict[str, dict]) -> str:
+    """One row per endpoint of a teacher with several: where the requests went and how each did."""
+    def count(f: dict, k: str) -> str:
+        return num(f[k]) if isinstance(f.get(k), int) else "–"
+
+    def seconds(x: object) -> str:
+        return num(float(x), 3) if isinstance(x, (int, float)) else "–"
+
+    rows = []
+    for url, f in endpoints.items():
+        latency = f.get("latency_s") if isinstance(f.get("latency_s"), dict) else {}
+        rows.append([url, f.get("model", "–"), *(count(f, k) for k in ENDPOINT_COUNTS),
+                     seconds(f.get("paused_s")), count(f, "in_flight_peak"),
+                     *(seconds(latency.get(k)) for k in ("mean", "p50", "p90"))])
+    header = ["endpoint", "model", *ENDPOINT_COUNTS, "paused s", "peak in flight",
+              "latency mean s", "p50 s", "p90 s"]
+    return ("<h4>Endpoints</h4><p>Requests are attempts sent, retries included; an endpoint that "
+            "failed repeatedly was paused, its requests going to the others.</p>"
+            + table(header, rows, [False, False] + [True] * (len(header) - 2), cls="endpoints"))
 
 
 def record_html(r: Record | dict, extra: Sequence[tuple[str, object]] = ()) -> str:

@@ -10,7 +10,8 @@ and print them, so tests check numbers, not pixels.
   computed exactly by ``selfinstruct.report.nearest`` against the run's seeds (generate), the
   ``--against`` files (filter), or the set itself (anything else);
 - verb–noun pairs per language (``selfinstruct.report.verbnoun``), the paper's Figure 2;
-- language mix, judge scores, tokens / cost / requests of a generate run, and seeded samples.
+- language mix, judge scores, tokens / cost / requests of a generate run (per endpoint when it sent
+  to several), and seeded samples.
 
 The ROUGE-L and verb–noun functions are passed in (``nearest_fn``, ``top_pairs_fn``) or imported
 when first needed, so the page's code does not depend on how they are computed.
@@ -147,6 +148,9 @@ class Usage:
     seconds_per_stage: dict[str, float]
     teacher: str
     stopped: str
+    # the teacher's endpoints when it had several: URL -> requests, answered, failures, pauses,
+    # paused_s, in_flight_peak, latency_s {mean, p50, p90} (summary.json's teacher.endpoints)
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -326,7 +330,15 @@ def usage(summary: dict[str, Any] | None) -> Usage | None:
     return Usage(requests=requests, requests_per_stage=per_stage, tokens_per_stage=tokens, cost_usd=summary.get("cost_usd"),
                  cost_per_stage=cost_per_stage, elapsed_seconds=summary.get("elapsed_seconds"),
                  seconds_per_stage=dict(summary.get("seconds_per_stage") or {}),
-                 teacher=str(teacher.get("name", "")), stopped=str(summary.get("stopped", "")))
+                 teacher=str(teacher.get("name", "")), stopped=str(summary.get("stopped", "")),
+                 endpoints=_endpoints(teacher.get("endpoints")))
+
+
+def _endpoints(figures: Any) -> dict[str, dict[str, Any]]:
+    """summary.json's per-endpoint figures, those of another shape left out (hand-edited files)."""
+    if not isinstance(figures, dict):
+        return {}
+    return {str(url): f for url, f in figures.items() if isinstance(f, dict)}
 
 
 def _sample(records: list[Record], k: int, seed: int) -> list[Record]:
