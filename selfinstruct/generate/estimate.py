@@ -205,15 +205,14 @@ def project(units: list[UnitSample], remaining: int, price_in: float, price_out:
 
 def _with_tail(cell: dict[str, float | None], name: str, cols: dict[str, np.ndarray],
                concurrency: int) -> dict[str, float | None]:
-    """The last wave: when the last record the run needs is accepted, the pipe is full, and the
-    answers that arrived meanwhile were paid for (they end as over_quota rejects). The value counts
-    half a pipe (``concurrency / 2`` requests at the sample's mean per request), the interval runs
-    from none to a whole one."""
-    requests = float(cols["requests"].sum())
-    per_request = float(cols[name].sum()) / requests if requests else 0.0
+    """The last wave: when the last record the run needs is accepted, later units are under way
+    (the scheduler runs up to 2 x concurrency units ahead of the oldest unfinished one), and those
+    already answered were paid for. The value counts ``concurrency`` units at the sample's mean per
+    unit, the interval runs from none to ``2 x concurrency``."""
+    per_unit = float(cols[name].mean()) if len(cols[name]) else 0.0
     low, value, high = cell["low"], cell["value"], cell["high"]
-    return {"value": value + concurrency / 2 * per_request, "low": low,
-            "high": None if high is None else high + concurrency * per_request}
+    return {"value": value + concurrency * per_unit, "low": low,
+            "high": None if high is None else high + 2 * concurrency * per_unit}
 
 
 def _columns(units: list[UnitSample], price_in: float, price_out: float) -> dict[str, np.ndarray]:
