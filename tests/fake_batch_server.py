@@ -108,6 +108,12 @@ class FakeBatchServer:
     def created(self) -> list[dict[str, Any]]:
         return list(self.batches.values())
 
+    def ended_lines(self) -> list[int]:
+        """Lines per batch, of the batches polled to their end (a batch a run abandoned when it had
+        its --num, created just before, never is: nothing of it was answered)."""
+        return [n for n, batch in zip(self.lines_per_batch, self.batches.values())
+                if batch["status"] in TERMINAL]
+
     def status_of(self, batch_id: str) -> str:
         return self.batches[batch_id]["status"]
 

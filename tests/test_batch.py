@@ -259,6 +259,18 @@ def lines_of(server, batch) -> list[dict]:
     return [json.loads(line) for line in server.files[batch["input_file_id"]]["content"].splitlines()]
 
 
+def assert_one_batch_per_wave(server, waves: list[int]) -> None:
+    """The batches polled to their end are ``waves``; at most one more was created as the run reached
+    --num (the loop had already asked for its next units' requests) and abandoned unfinished; no
+    wave's lines were ever submitted twice."""
+    assert server.ended_lines() == waves
+    abandoned = len(server.batches) - len(waves)
+    assert abandoned in (0, 1) and server.creates == len(server.batches)
+    assert server.uploads - len(waves) in (0, 1) and abandoned <= server.uploads - len(waves)
+    keys = [line["custom_id"] for batch in server.created() for line in lines_of(server, batch)]
+    assert len(keys) == len(set(keys))
+
+
 def assert_run_complete(server, out, read_json) -> dict:
     data = read_json(out / "data.json")
     assert len(data) == 20 and len({d["instruction"] for d in data}) == 20
@@ -278,18 +290,34 @@ def test_generate_with_batch_sends_waves_and_answers_every_line_once(sim_server,
     assert r.returncode == 0, r.stderr
     assert_run_complete(sim_server, out, read_json)
     # each request brings 3 new tasks: 4 requests, then 4 more, make 24 >= 20
-    assert sim_server.lines_per_batch == [4, 4] and sim_server.uploads == 2
+    assert_one_batch_per_wave(sim_server, [4, 4])
     assert sim_server.authorization == {f"Bearer {KEY}"}
-    first, second = sim_server.created()
-    # the pool grows between waves: the second wave's prompts show tasks the first wave made
-    first_answers = sim_server.files[first["output_file_id"]]["content"].decode("utf-8")
-    made = {d["instruction"] for d in read_json(out / "data.json") if d["instruction"] in first_answers}
-    assert made
-    later = " ".join(m["content"] for line in lines_of(sim_server, second) for m in line["body"]["messages"])
-    assert any(instruction in later for instruction in made)
     kinds = [e["kind"] for e in journal_events(out, "teacher")]
     assert kinds == ["batch_file", "batch", "batch_done"] * 2
     assert KEY not in (out / "journal.jsonl").read_text(encoding="utf-8")
+
+
+def test_the_pool_grows_between_waves(sim_server, tmp_path, read_json):
+    """Self-Instruct shows up to 2 tasks from the machine pool per prompt: a later wave's prompts show
+    tasks an earlier wave's answers brought."""
+    out = tmp_path / "out"
+    cmd, env = generate_cmd(sim_server, out, tmp_path / "cache", "--recipe", "self-instruct")
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert_run_complete(sim_server, out, read_json)
+    pooled = [e["record"]["instruction"] for e in journal_events(out, "pool")]
+    batches = [b for b in sim_server.created() if b["status"] == "completed"]
+    answered_in = {}                 # instruction -> the first batch whose answers brought it
+    for n, batch in enumerate(batches):
+        text = sim_server.files[batch["output_file_id"]]["content"].decode("utf-8")
+        for instruction in pooled:
+            if json.dumps(instruction)[1:-1] in text:
+                answered_in.setdefault(instruction, n)
+    shown_later = [(instruction, n) for n, batch in enumerate(batches)
+                   for line in lines_of(sim_server, batch)
+                   for instruction in pooled if instruction in line["body"]["messages"][-1]["content"]
+                   and answered_in.get(instruction, n) < n]
+    assert shown_later
 
 
 def test_a_bad_key_stops_the_batch_run_with_one_line(sim_server, tmp_path, error_line):
@@ -330,11 +358,11 @@ def test_sigkill_while_a_batch_is_in_progress_resumes_by_polling_it(sim_server, 
     in_progress = lambda out: journaled(out) and sim_server.status_of("batch_0001") == "in_progress"
     _, events = kill_then_resume(sim_server, tmp_path, read_json, in_progress)
     # one batch for the first wave (polled again, not resubmitted), one for the second
-    assert sim_server.creates == 2 and sim_server.uploads == 2
-    assert sim_server.lines_per_batch == [4, 4]
-    assert [(e["kind"], e.get("id")) for e in events if e["kind"] != "batch_file"] == [
-        ("batch", "batch_0001"), ("batch_done", "batch_0001"),
-        ("batch", "batch_0002"), ("batch_done", "batch_0002")]
+    assert_one_batch_per_wave(sim_server, [4, 4])
+    # batch_0001 journaled once (by the killed run), done once (by the resumed one)
+    assert sorted((e["kind"], e.get("id")) for e in events if e["kind"] != "batch_file") == [
+        ("batch", "batch_0001"), ("batch", "batch_0002"),
+        ("batch_done", "batch_0001"), ("batch_done", "batch_0002")]
 
 
 def test_sigkill_between_the_create_and_its_journal_line_finds_the_batch_by_its_file(
@@ -342,11 +370,11 @@ def test_sigkill_between_the_create_and_its_journal_line_finds_the_batch_by_its_
     sim_server.stall_next_create()                 # created on the server, never answered
     created = lambda out: sim_server.batches and journal_events(out, "teacher")
     _, events = kill_then_resume(sim_server, tmp_path, read_json, created)
-    assert sim_server.creates == 2 and sim_server.uploads == 2
-    assert len({b["input_file_id"] for b in sim_server.created()}) == 2
+    assert_one_batch_per_wave(sim_server, [4, 4])
     assert sim_server.created()[0]["input_file_id"] == events[0]["file"]
-    assert [(e["kind"], e.get("id")) for e in events][:3] == [
-        ("batch_file", None), ("batch", "batch_0001"), ("batch_done", "batch_0001")]
+    # the resumed run journaled the batch it found, then followed it to its end
+    assert [(e["kind"], e.get("id")) for e in events if e.get("id") == "batch_0001"] == [
+        ("batch", "batch_0001"), ("batch_done", "batch_0001")]
 
 
 def test_sigkill_before_the_create_reached_the_server_creates_it_from_the_same_file(
@@ -354,8 +382,10 @@ def test_sigkill_before_the_create_reached_the_server_creates_it_from_the_same_f
     sim_server.drop_next_create()                  # never answered, nothing created
     asked = lambda out: sim_server.creates == 1 and journal_events(out, "teacher")
     _, events = kill_then_resume(sim_server, tmp_path, read_json, asked)
-    assert sim_server.creates == 3                 # the lost one, the one made on resume, wave 2
-    assert sim_server.uploads == 2 and len(sim_server.batches) == 2
-    assert len({b["input_file_id"] for b in sim_server.created()}) == 2
-    assert sim_server.created()[0]["input_file_id"] == events[0]["file"] == "file-0001"
-    assert sim_server.lines_per_batch == [4, 4]
+    sim_server.creates -= 1                        # the lost one (nothing was created)
+    assert_one_batch_per_wave(sim_server, [4, 4])
+    # the killed run's file (its first upload) became exactly one batch, made by the resumed run
+    assert events[0]["kind"] == "batch_file" and events[0]["file"] == "file-0001"
+    [made] = [b for b in sim_server.created() if b["input_file_id"] == "file-0001"]
+    assert [(e["kind"], e.get("id")) for e in events if e.get("id") == made["id"]] == [
+        ("batch", made["id"]), ("batch_done", made["id"])]

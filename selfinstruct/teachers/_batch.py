@@ -70,6 +70,7 @@ class _Line:
     worst_cost: float
     attempts: int = 0               # batches it has been sent in
     wave_cap: int | None = None     # the most lines of a wave it leads (after a batch that failed)
+    waiters: int = 0                # callers awaiting it now
 
 
 @dataclass
@@ -146,8 +147,23 @@ class Batcher:
         line = self._lines.get(key)
         if line is None:
             line = await self._new_line(request, key)
-        # shielded: one caller cancelled (the run stopping) does not cancel the answer others await
-        return await asyncio.shield(line.future)
+        line.waiters += 1
+        try:
+            # shielded: one caller cancelled (the run stopping) does not cancel the answer others await
+            return await asyncio.shield(line.future)
+        except asyncio.CancelledError:
+            self._forget_if_unwanted(key, line)
+            raise
+        finally:
+            line.waiters -= 1
+
+    def _forget_if_unwanted(self, key: str, line: _Line) -> None:
+        """A queued line nobody awaits any more (its unit was cancelled: the run has what it needs)
+        is not sent; one already in a batch stays (that batch is journaled, a rerun may use it)."""
+        if line.waiters == 1 and self._queued.get(key) is line:
+            del self._queued[key]
+            del self._lines[key]
+            self._accounting.release(line.worst_cost)
 
     async def _new_line(self, request: Request, key: str) -> _Line:
         api = api_for(request, self.teacher.api)
@@ -234,8 +250,10 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
             self._arrived.clear()
+            if not self._queued:                # all of it was cancelled while it gathered
+                continue
             queued = list(self._queued.values())
-            wave = queued[:min(self._wave_size, (queued[0].wave_cap or self._wave_size) if queued else 1)]
+            wave = queued[:min(self._wave_size, queued[0].wave_cap or self._wave_size)]
             for line in wave:
                 del self._queued[line.request.key()]
             if self._queued:
