@@ -291,7 +291,7 @@ def test_a_failing_server_loses_its_traffic_while_paused_and_gets_it_back_after(
         assert during[0] + during[2] >= 60                    # the others answered every request
         # after: probed, healthy again, a fair share
         assert after[1] >= 60 // 6, after
-        assert not teacher.all_down()
+        assert not teacher.all_down() and teacher.live()["endpoints_up"] == "3/3"
         assert_figures_match_the_servers(teacher.stats(), made)
 
 

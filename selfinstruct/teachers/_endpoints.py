@@ -196,6 +196,10 @@ class EndpointPool:
         self._rng = rng or random.Random()
         self._changed: asyncio.Event | None = None    # set when an attempt ends: waiters look again
 
+    def restart(self) -> None:
+        """A new event loop (the teacher started again): waiters of the last one are gone."""
+        self._changed = None
+
     @property
     def several(self) -> bool:
         return len(self.endpoints) > 1
@@ -301,6 +305,9 @@ class EndpointPool:
     # -- state -------------------------------------------------------------------------------
     def all_down(self) -> bool:
         return not self.several or not any(e.healthy for e in self.endpoints)
+
+    def healthy_count(self) -> int:
+        return sum(1 for e in self.endpoints if e.healthy)
 
     def has_other_healthy(self, e: Endpoint) -> bool:
         return any(other.healthy and other is not e for other in self.endpoints)

@@ -107,6 +107,7 @@ class OpenAITeacher(Teacher):
                 raise TeacherError(f"no API key for {OPENAI_URL}: set OPENAI_API_KEY "
                                    "(or --base-url for a local server that needs none)")
         self._routes = [_Route(spec) for spec in specs]
+        self._pool.restart()
         headers = {"Content-Type": "application/json", "User-Agent": "selfinstruct"}
         # One key and one proxy for every endpoint (always so with one): set once on the session;
         # otherwise each request carries its endpoint's own.
@@ -303,7 +304,10 @@ class OpenAITeacher(Teacher):
         return round(self._accounting.spent, 6)
 
     def live(self) -> dict[str, Any]:
-        return self._accounting.live()
+        live = self._accounting.live()
+        if self._pool.several:          # how many endpoints take traffic now
+            live["endpoints_up"] = f"{self._pool.healthy_count()}/{len(self._pool.endpoints)}"
+        return live
 
 
 class _Route:
