@@ -48,13 +48,16 @@ def test_identical_units_project_exactly_with_the_last_wave_as_the_only_spread()
     units = [unit() for _ in range(10)]          # 1 request, 100 + 50 tokens, 2 of 3 accepted each
     est, warnings = project(units, remaining=100, price_in=1.0, price_out=2.0, limits=Limits(concurrency=4))
     assert warnings == []
-    # 100 records at 2 per unit: 50 units, 50 requests; the last wave adds concurrency (4) units to
-    # the value and up to twice that (8) to the interval
-    assert est["requests"] == {"value": 54.0, "low": 50.0, "high": 58.0}
-    assert est["prompt_tokens"] == {"value": 5400.0, "low": 5000.0, "high": 5800.0}
-    assert est["completion_tokens"] == {"value": 2700.0, "low": 2500.0, "high": 2900.0}
-    assert est["acceptance_rate"] == {"value": 2 / 3, "low": 2 / 3, "high": 2 / 3}
-    assert est["cost_usd"]["value"] == pytest.approx((5400 * 1.0 + 2700 * 2.0) / 1e6, rel=1e-12)
+    # 100 records at 2 per unit: 50 units, 50 requests; the last wave adds half a pipe (2 units) to
+    # the value and up to twice the pipe (8) to the interval
+    assert est["requests"] == {"value": 52.0, "low": 50.0, "high": 58.0}
+    assert est["prompt_tokens"] == {"value": 5200.0, "low": 5000.0, "high": 5800.0}
+    assert est["completion_tokens"] == {"value": 2600.0, "low": 2500.0, "high": 2900.0}
+    # every resample accepts 2 of 3: the candidates' Wilson interval (20 of 30) still bounds the rate
+    assert est["acceptance_rate"]["value"] == 2 / 3
+    assert est["acceptance_rate"]["low"] == pytest.approx(0.5166, abs=1e-4)
+    assert est["acceptance_rate"]["high"] == pytest.approx(0.7892, abs=1e-4)
+    assert est["cost_usd"]["value"] == pytest.approx((5200 * 1.0 + 2600 * 2.0) / 1e6, rel=1e-12)
     assert est["cost_usd"]["low"] == pytest.approx(0.01, rel=1e-12)
     for end in ("value", "low", "high"):
         assert est["cost_usd_batch"][end] == pytest.approx(est["cost_usd"][end] * BATCH_PRICE_FACTOR, rel=1e-12)
@@ -91,13 +94,14 @@ def test_wall_time_is_bound_by_the_slowest_of_latency_rpm_and_tpm_plus_the_start
 def test_a_sample_that_accepted_nothing_projects_nothing_and_says_so():
     units = [unit(accepted=0) for _ in range(6)]
     est, warnings = project(units, 50, 1.0, 2.0, Limits(concurrency=4))
-    assert est["acceptance_rate"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    # 0 of 18 candidates: the rate is 0, and at most what the Wilson interval of 0/18 allows
+    assert est["acceptance_rate"] == {"value": 0.0, "low": 0.0, "high": pytest.approx(0.1307, abs=1e-4)}
     assert all(est[name] is None for name in PROJECTED if name != "acceptance_rate")
     assert "accepted nothing" in warnings[0]
     json.dumps(est, allow_nan=False)
     # no candidate at all (every request failed): the same, no division by zero
     est, warnings = project([unit(candidates=0, accepted=0)], 50, 1.0, 2.0, Limits(concurrency=4))
-    assert est["acceptance_rate"]["value"] == 0.0 and "accepted nothing" in warnings[0]
+    assert est["acceptance_rate"] == {"value": 0.0, "low": 0.0, "high": 1.0} and "accepted nothing" in warnings[0]
 
 
 def test_a_sample_too_small_to_bound_the_run_leaves_the_high_end_open_never_infinite():
@@ -105,7 +109,7 @@ def test_a_sample_too_small_to_bound_the_run_leaves_the_high_end_open_never_infi
     # need infinitely much
     units = [unit(accepted=1)] + [unit(accepted=0) for _ in range(9)]
     est, warnings = project(units, 20, 1.0, 1.0, Limits(concurrency=1))
-    assert est["requests"]["value"] == pytest.approx(20 * 10 / 1 + 1)
+    assert est["requests"]["value"] == pytest.approx(20 * 10 / 1 + 0.5)
     assert est["requests"]["high"] is None and est["requests"]["low"] <= est["requests"]["value"]
     assert any("too small" in w and w.startswith("requests") for w in warnings)
     json.dumps(est, allow_nan=False)
@@ -191,12 +195,12 @@ def test_estimate_then_run_the_run_replays_the_sample_and_pays_within_the_interv
     P, C = logged.log.prompt_tokens(), logged.log.completion_tokens()
     assert (sample["prompt_tokens"], sample["completion_tokens"]) == (P, C)
     assert sample["cost_usd"] == pytest.approx((P * 1 + C * 2) / 1e6, abs=1e-6)     # what the teacher paid
-    # the projection: remaining x (per unit) / (accepted per unit), plus the last wave (4 units)
+    # the projection: remaining x (per unit) / (accepted per unit), plus half a pipe (2 units)
     R, A, U = sample["requests"], sample["accepted"], sample["units"]
     assert A > 0
-    assert est["requests"]["value"] == pytest.approx(120 * R / A + 4 * R / U, rel=1e-12)
-    assert est["prompt_tokens"]["value"] == pytest.approx(120 * P / A + 4 * P / U, rel=1e-12)
-    assert est["completion_tokens"]["value"] == pytest.approx(120 * C / A + 4 * C / U, rel=1e-12)
+    assert est["requests"]["value"] == pytest.approx(120 * R / A + 2 * R / U, rel=1e-12)
+    assert est["prompt_tokens"]["value"] == pytest.approx(120 * P / A + 2 * P / U, rel=1e-12)
+    assert est["completion_tokens"]["value"] == pytest.approx(120 * C / A + 2 * C / U, rel=1e-12)
     cost = (est["prompt_tokens"]["value"] * 1 + est["completion_tokens"]["value"] * 2) / 1e6
     assert est["cost_usd"]["value"] == pytest.approx(cost, rel=1e-12)
     assert est["cost_usd_batch"]["value"] == pytest.approx(cost / 2, rel=1e-12)
@@ -223,7 +227,8 @@ def test_a_sample_that_accepts_nothing_warns_and_exits_0(tmp_path):
                      "--estimate")
     assert r.returncode == 0, r.stderr
     est = strict_json(tmp_path / "zero" / "estimate.json")
-    assert est["acceptance_rate"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert est["acceptance_rate"]["value"] == est["acceptance_rate"]["low"] == 0.0
+    assert 0 < est["acceptance_rate"]["high"] < 0.5
     assert all(est[name] is None for name in PROJECTED if name != "acceptance_rate")
     assert "accepted nothing" in est["warning"]
     assert est["sample"]["accepted"] == 0 and est["sample"]["candidates"] > 0
@@ -276,7 +281,7 @@ def test_a_partial_run_is_estimated_for_what_remains_and_a_finished_one_is_refus
     assert "45 still to accept" in r.stdout
     sample = est["sample"]
     assert est["requests"]["value"] == pytest.approx(45 * sample["requests"] / sample["accepted"]
-                                                  + 2 * sample["requests"] / sample["units"])
+                                                  + 1 * sample["requests"] / sample["units"])
     # the sample resumed OUT's run, so the resumed real run asks none of its requests again
     before = len(logged.received())
     assert generate(logged, out, "--num", 60, "--concurrency", 2).returncode == 0

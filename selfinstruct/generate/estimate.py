@@ -62,6 +62,7 @@ except ImportError:
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 LOW_Q, HIGH_Q = 0.05, 0.95        # a 90% interval
+Z_90 = 1.6448536269514722         # the standard normal's 95th percentile (a two-sided 90% interval)
 # The projected quantities, in the order estimate.json and the table show them.
 PROJECTED = ("requests", "prompt_tokens", "completion_tokens", "acceptance_rate", "cost_usd",
              "cost_usd_batch", "wall_seconds")
@@ -175,7 +176,7 @@ def project(units: list[UnitSample], remaining: int, price_in: float, price_out:
     rates = np.divide(resampled["accepted"], resampled["candidates"],
                       out=np.zeros(RESAMPLES), where=resampled["candidates"] > 0)
     out: dict[str, Any] = {name: None for name in PROJECTED}
-    out["acceptance_rate"] = _interval(rate, rates)
+    out["acceptance_rate"] = _widened(_interval(rate, rates), _wilson(int(accepted), int(candidates)))
     if accepted == 0:
         warnings.append(f"the sample accepted nothing ({int(candidates)} candidates from {len(units)} "
                         "units): no projection; see the sample's rejects by running a small --num")
@@ -203,15 +204,35 @@ def project(units: list[UnitSample], remaining: int, price_in: float, price_out:
     return out, warnings
 
 
+def _wilson(successes: int, n: int) -> tuple[float, float]:
+    """The 90% Wilson score interval of a proportion (0..1 when nothing was tried)."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = successes / n, Z_90 ** 2
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_90 / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _widened(cell: dict[str, float | None], bounds: tuple[float, float]) -> dict[str, float | None]:
+    """A bootstrap over units cannot see a rate it never sampled: when every candidate of the sample
+    was accepted (or none), each resample says the same and the interval collapses to a point. The
+    Wilson interval of the candidates still bounds it, so the rate's interval spans both."""
+    low, high = bounds
+    return {"value": cell["value"], "low": min(cell["low"], low), "high": max(cell["high"], high)}
+
+
 def _with_tail(cell: dict[str, float | None], name: str, cols: dict[str, np.ndarray],
                concurrency: int) -> dict[str, float | None]:
     """The last wave: when the last record the run needs is accepted, later units are under way
     (the scheduler runs up to 2 x concurrency units ahead of the oldest unfinished one), and those
-    already answered were paid for. The value counts ``concurrency`` units at the sample's mean per
-    unit, the interval runs from none to ``2 x concurrency``."""
+    already answered were paid for; those still in flight when it stops are not. How many were
+    answered depends on the latency against the loop's own work, so the value counts half a pipe
+    (``concurrency / 2`` units at the sample's mean per unit) and the interval runs from none to
+    the scheduler's bound of ``2 x concurrency`` units."""
     per_unit = float(cols[name].mean()) if len(cols[name]) else 0.0
     low, value, high = cell["low"], cell["value"], cell["high"]
-    return {"value": value + concurrency * per_unit, "low": low,
+    return {"value": value + concurrency / 2 * per_unit, "low": low,
             "high": None if high is None else high + 2 * concurrency * per_unit}
 
 
