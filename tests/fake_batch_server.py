@@ -22,6 +22,7 @@ tokens. Every output file is made once, when its batch ends (a rerun downloads t
 
 The server counts batches created and lines per batch, files uploaded, answers per custom_id, and
 polls; ``fail_next_create(status, message)`` refuses the next create with an API error;
+``fail_after_next_create(status)`` creates the next batch and answers the create with an error,
 ``stall_next_create()`` creates the next batch and then never answers the create call (the client
 dies in the window between the create and its journal line), ``drop_next_create()`` never answers it
 and creates nothing (the client dies before the create reached the server).
@@ -96,6 +97,11 @@ class FakeBatchServer:
     def stall_next_create(self) -> None:
         with self._lock:
             self._create_tricks.append("stall")
+
+    def fail_after_next_create(self, status: int = 500) -> None:
+        """Make the next batch, then answer the create with ``status`` (the answer is lost)."""
+        with self._lock:
+            self._create_tricks.append(f"fail {status}")
 
     def drop_next_create(self) -> None:
         with self._lock:
@@ -178,6 +184,8 @@ class FakeBatchServer:
         self.lines_per_batch.append(len(lines))
         if trick == "stall":
             await asyncio.sleep(3600)
+        if trick is not None and trick.startswith("fail "):
+            return _error(int(trick.split()[1]), "The server had an error.", "server_error")
         return web.json_response(self.batches[batch_id])
 
     async def retrieve(self, request: web.Request) -> web.Response:

@@ -188,7 +188,49 @@ def test_a_refused_create_is_a_teacher_error_with_the_servers_message(server, st
     assert all(isinstance(a, TeacherError) for a in answers)
     assert str(answers[0]).startswith(f"teacher returned HTTP {status} ({code}): {message}")
     assert server.creates == 1 and not server.batches          # not retried
-    assert [e["kind"] for e in events] == ["batch_file"]
+    assert [e["kind"] for e in events] == ["batch_file", "batch_file_unused"]
+    assert pending_in(events).files == []        # a rerun with a good key does not adopt it
+
+
+def test_a_create_whose_answer_was_lost_is_found_by_its_file_not_made_twice(server):
+    server.fail_after_next_create(500)
+    requests = prompts(3)
+    teacher = teacher_for(server)
+    answers, events = ask(teacher, requests)
+    assert_answered_once(server, requests, answers)
+    assert server.creates == 1 and server.uploads == 1 and server.lines_per_batch == [3]
+    assert teacher._batcher.stats()["retried"] == 0
+    assert [e["kind"] for e in events] == ["batch_file", "batch", "batch_done"]
+
+
+def test_a_create_refused_for_now_is_retried_from_a_new_file_and_the_old_one_never_adopted(server):
+    server.fail_next_create(503, "Service unavailable", "server_error")
+    requests = prompts(3, "zh")
+    teacher = teacher_for(server, max_attempts=2, backoff_base=0.001)
+    answers, events = ask(teacher, requests)
+    assert_answered_once(server, requests, answers)
+    assert server.creates == 2 and server.uploads == 2 and server.lines_per_batch == [3]
+    assert [e["kind"] for e in events] == ["batch_file", "batch_file_unused", "batch_file", "batch",
+                                           "batch_done"]
+    assert events[1]["file"] == events[0]["file"] != events[2]["file"]
+    assert pending_in(events).files == [] and pending_in(events).batches == []
+    assert teacher._batcher.stats()["retried"] == 3
+
+
+def test_an_output_line_that_is_not_json_is_retried(server):
+    requests = prompts(2)
+    teacher = teacher_for(server)
+    real_finish = server._finish
+
+    def torn_output(batch, outcome):        # the first output file ends in a torn line
+        real_finish(batch, outcome)
+        if batch["id"] == "batch_0001":
+            file = server.files[batch["output_file_id"]]
+            file["content"] = file["content"].splitlines(keepends=True)[0] + b'{"custom_id": "x'
+    server._finish = torn_output
+    answers, _ = ask(teacher, requests)
+    assert [a.text for a in answers] == [default_text(r.prompt) for r in requests]
+    assert server.lines_per_batch == [2, 1] and teacher._batcher.stats()["retried"] == 1
 
 
 # -- resuming in-process --------------------------------------------------------------------------
@@ -231,7 +273,9 @@ def test_pending_in_reads_only_what_an_earlier_run_left_out():
               {"ev": "teacher", "kind": "batch_done", "id": "b1"},
               {"ev": "teacher", "kind": "batch_file", "file": "f2", "keys": ["b", "c"], "t": 2},
               {"ev": "teacher", "kind": "batch", "id": "b2", "file": "f2"},
-              {"ev": "teacher", "kind": "batch_file", "file": "f3", "keys": ["d"], "t": 3}]
+              {"ev": "teacher", "kind": "batch_file", "file": "f3", "keys": ["d"], "t": 3},
+              {"ev": "teacher", "kind": "batch_file", "file": "f4", "keys": ["e"], "t": 4},
+              {"ev": "teacher", "kind": "batch_file_unused", "file": "f4"}]
     plan = pending_in(events)
     assert plan.batches == [("b2", ["b", "c"])]
     assert plan.files == [("f3", ["d"], 3.0)]

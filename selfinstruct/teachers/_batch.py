@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 from selfinstruct.errors import TeacherError
 from selfinstruct.pricing import CHAT_OVERHEAD_TOKENS, estimate_tokens
+from selfinstruct.ratelimit import backoff_s
 from selfinstruct.teachers._http import (Decoded, Transient, api_for, decode_body, fatal_message,
                                          is_retryable, request_body)
 from selfinstruct.teachers.base import Request, Response
@@ -55,6 +56,10 @@ GATHER_S = 0.25
 
 # The Batch API takes at most 50,000 requests per input file.
 MAX_LINES = 50_000
+
+# Looking a lost batch up by its input file stops at batches created this long before the upload
+# (clocks differ; the list is newest first, and an account may hold thousands of old batches).
+FIND_SLACK_S = 3600
 
 ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -86,6 +91,7 @@ def pending_in(events: list[dict[str, Any]]) -> _Resume:
     uploaded_at: dict[str, float] = {}
     batch_of_file: dict[str, str] = {}
     done: set[str] = set()
+    unused: set[str] = set()                   # uploaded, then never made a batch (and never will)
     order: list[str] = []                      # file ids, oldest first
     for ev in events:
         kind = ev.get("kind")
@@ -97,11 +103,14 @@ def pending_in(events: list[dict[str, Any]]) -> _Resume:
             batch_of_file[ev["file"]] = ev["id"]
         elif kind == "batch_done":
             done.add(ev["id"])
+        elif kind == "batch_file_unused":
+            unused.add(ev["file"])
     plan = _Resume()
     for file_id in order:
         batch_id = batch_of_file.get(file_id)
         if batch_id is None:
-            plan.files.append((file_id, keys_of[file_id], uploaded_at[file_id]))
+            if file_id not in unused:
+                plan.files.append((file_id, keys_of[file_id], uploaded_at[file_id]))
         elif batch_id not in done:
             plan.batches.append((batch_id, keys_of[file_id]))
     return plan
@@ -274,15 +283,22 @@ class Batcher:
                         for key, line in zip(keys, lines))
         try:
             uploaded = await self._client.files.create(file=("wave.jsonl", data), purpose="batch")
-            self._journal(kind="batch_file", file=uploaded.id, keys=keys, t=time.time())
-            batch = await self._client.batches.create(input_file_id=uploaded.id,
-                                                      endpoint=ENDPOINTS[api],
-                                                      completion_window="24h")
         except Exception as error:              # noqa: BLE001 - sorted into fatal / transient
-            reason = self._transient_reason(error, lines)
-            if reason is not None:
-                self._settle_failures({key: f"submit: {reason}" for key in keys})
+            self._call_failed(error, keys)
             return
+        self._journal(kind="batch_file", file=uploaded.id, keys=keys, t=time.time())
+        try:
+            batch = await self._create(uploaded.id, ENDPOINTS[api])
+        except Exception as error:              # noqa: BLE001
+            # a create that timed out or failed at the server may have made the batch all the same
+            batch = await self._find_or_none(uploaded.id, time.time()) if _maybe_done(error) else None
+            if batch is None:
+                self._journal(kind="batch_file_unused", file=uploaded.id)     # never adopted later
+                if _retryable(error):
+                    await asyncio.sleep(backoff_s(max(line.attempts for line in lines),
+                                                  self.teacher.backoff_base, self.teacher.backoff_cap))
+                self._call_failed(error, keys)
+                return
         self._journal(kind="batch", id=batch.id, file=uploaded.id)
         self._stats["batches_created"] += 1
         self._stats["requests_batched"] += len(lines)
@@ -291,29 +307,59 @@ class Batcher:
     async def _adopt(self, file_id: str, keys: list[str], uploaded: float) -> None:
         """A file journaled without its batch id: the batch may exist (the process died between the
         create and its journal line). Find it by input file, else create it now from that file."""
-        found = None
         try:
-            async for batch in self._client.batches.list(limit=100):
-                if batch.input_file_id == file_id:
-                    found = batch
-                    break
-                if batch.created_at < uploaded - 3600:      # listed newest first: past the upload
-                    break
-            if found is None:
-                endpoint = await self._endpoint_of(file_id)
-                found = await self._client.batches.create(input_file_id=file_id, endpoint=endpoint,
-                                                          completion_window="24h")
-                self._stats["batches_created"] += 1
-                self._stats["requests_batched"] += len(keys)
-            else:
-                self._stats["batches_resumed"] += 1
+            found = await self._find(file_id, uploaded)
         except Exception as error:              # noqa: BLE001
-            reason = self._transient_reason(error, self._waiting(keys))
+            # Unknown whether it exists: a new wave might pay twice, so the run stops (resumable).
+            reason = self._transient_reason(error, keys)
             if reason is not None:
-                self._settle_failures({key: f"submit: {reason}" for key in keys})
+                self._fail_waiting(keys, TeacherError(
+                    f"cannot look up the batch of file {file_id} ({reason}); rerun the same "
+                    "command to resume"))
             return
+        if found is not None:
+            self._stats["batches_resumed"] += 1
+        else:
+            try:
+                found = await self._create(file_id, await self._endpoint_of(file_id))
+            except Exception as error:          # noqa: BLE001
+                # the old file cannot become a batch (gone, expired): fresh waves send its requests
+                self._journal(kind="batch_file_unused", file=file_id)
+                self._call_failed(error, keys, fatal_only_for=(401, 403))
+                return
+            self._stats["batches_created"] += 1
+            self._stats["requests_batched"] += len(keys)
         self._journal(kind="batch", id=found.id, file=file_id)
         await self._follow(found.id, keys, _api_of(found.endpoint))
+
+    async def _create(self, file_id: str, endpoint: str):
+        """``batches.create``, without the client's own retries: a retried create whose first answer
+        was lost would make a second batch of the same lines; the caller looks the first one up."""
+        return await self._client.with_options(max_retries=0).batches.create(
+            input_file_id=file_id, endpoint=endpoint, completion_window="24h")
+
+    async def _find(self, file_id: str, uploaded: float):
+        """The batch made from ``file_id``, or None (``batches.list`` is newest first)."""
+        async for batch in self._client.batches.list(limit=100):
+            if batch.input_file_id == file_id:
+                return batch
+            if batch.created_at < uploaded - FIND_SLACK_S:
+                return None
+        return None
+
+    async def _find_or_none(self, file_id: str, uploaded: float):
+        try:
+            return await self._find(file_id, uploaded)
+        except Exception:                       # noqa: BLE001 - the create's own error is reported
+            return None
+
+    def _call_failed(self, error: Exception, keys: list[str],
+                     fatal_only_for: tuple[int, ...] | None = None) -> None:
+        """A files/batches call failed for these keys: retried in a later wave, or (a refusal that
+        retrying cannot fix) ``TeacherError`` for the requests waiting."""
+        reason = self._transient_reason(error, keys, fatal_only_for)
+        if reason is not None:
+            self._settle_failures({key: f"submit: {reason}" for key in keys})
 
     async def _endpoint_of(self, file_id: str) -> str:
         """The endpoint the lines of an uploaded input file name (all lines of a file share one)."""
@@ -335,7 +381,7 @@ class Batcher:
                 api = _api_of(batch.endpoint)
             answers, failures = await self._results(batch, keys, api)
         except Exception as error:                  # noqa: BLE001
-            reason = self._transient_reason(error, self._waiting(keys))
+            reason = self._transient_reason(error, keys)
             if reason is not None:
                 # the batch is journaled and still out there: a rerun polls it again
                 self._fail_waiting(keys, TeacherError(
@@ -375,7 +421,13 @@ class Batcher:
             for raw in content.content.splitlines():
                 if not raw.strip():
                     continue
-                key, outcome = _outcome(json.loads(raw), api)
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    continue                    # its key, answered nowhere else, is retried
+                if not isinstance(row, dict):
+                    continue
+                key, outcome = _outcome(row, api)
                 if isinstance(outcome, Decoded):
                     answers[key] = outcome
                     failures.pop(key, None)
@@ -432,23 +484,24 @@ class Batcher:
                 line.future.set_exception(error)
                 line.future.exception()             # retrieved: no "never retrieved" warning
 
-    def _waiting(self, keys: list[str]) -> list[_Line]:
-        return [self._lines[key] for key in keys if key in self._lines]
-
-    def _transient_reason(self, error: Exception, lines: list[_Line]) -> str | None:
+    def _transient_reason(self, error: Exception, keys: list[str],
+                          fatal_only_for: tuple[int, ...] | None = None) -> str | None:
         """A failed call's short reason when another try may fix it; a refusal that retrying cannot
-        fix fails the waiting requests with ``TeacherError`` (None returned)."""
+        fix (a 4xx, or only the statuses ``fatal_only_for``) fails the waiting requests with
+        ``TeacherError`` and returns None."""
         from openai import APIConnectionError, APIStatusError
 
         if isinstance(error, APIStatusError):
-            if is_retryable(error.status_code):
-                return f"http {error.status_code}"
-            self._fail_waiting([line.request.key() for line in lines], TeacherError(
-                fatal_message(error.status_code, error.response.content, self.teacher._api_key)))
+            status = error.status_code
+            fatal = status in fatal_only_for if fatal_only_for is not None else not is_retryable(status)
+            if not fatal:
+                return f"http {status}"
+            self._fail_waiting(keys, TeacherError(
+                fatal_message(status, error.response.content, self.teacher._api_key)))
             return None
         if isinstance(error, APIConnectionError):
             return "timeout" if "timed out" in str(error).lower() else "connection error"
-        self._fail_waiting([line.request.key() for line in lines], error)    # a bug: surface it
+        self._fail_waiting(keys, error)         # a bug: surface it
         return None
 
     def _answer(self, request: Request, decoded: Decoded, prompt_estimate: int) -> Response:
@@ -473,6 +526,21 @@ class Batcher:
 
 
 ENDPOINT_UNKNOWN = ""          # a resumed batch: its endpoint comes with the first poll
+
+
+def _retryable(error: Exception) -> bool:
+    from openai import APIConnectionError, APIStatusError
+
+    return isinstance(error, APIConnectionError) or (
+        isinstance(error, APIStatusError) and is_retryable(error.status_code))
+
+
+def _maybe_done(error: Exception) -> bool:
+    """Whether a failed create may have made the batch anyway (the answer was lost, not refused)."""
+    from openai import APIConnectionError, APIStatusError
+
+    return isinstance(error, APIConnectionError) or (
+        isinstance(error, APIStatusError) and error.status_code >= 500)
 
 
 def _api_of(endpoint: str) -> str:
