@@ -85,9 +85,9 @@ class UnitSample:
 
 class _SampleTeacher:
     """The run's teacher, measured: every attribute and hook is the wrapped teacher's, except that
-    ``complete`` answers from the response cache itself (hits carry their tokens too) and records,
-    per unit, what was asked, the tokens and how long each paid request took; ``start`` is timed
-    (model load)."""
+    ``complete`` answers from the response cache itself (as ``cache.complete_cached`` would; hits
+    carry their tokens too) and records, per unit, what was asked, the tokens and how long each paid
+    request took; ``start`` is timed (model load)."""
 
     uses_cache = False        # the run opens no cache of its own: this wrapper holds it
 
@@ -95,6 +95,7 @@ class _SampleTeacher:
         self._inner = inner
         self._cache_path = cache_path if inner.uses_cache else None
         self._cache = None
+        self._slots: asyncio.Semaphore | None = None     # made in the run's event loop
         self.units: dict[int, UnitSample] = {}
         self.startup_s = 0.0
 
@@ -114,17 +115,27 @@ class _SampleTeacher:
         self.startup_s += time.perf_counter() - t0
 
     async def complete(self, request: Request) -> Response:
-        from selfinstruct.cache import complete_cached
+        from selfinstruct.cache import ResponseCache
 
-        t0 = time.perf_counter()
-        resp = await complete_cached(self._inner, self._cache, request)
+        key = ResponseCache.key_for(request, self._inner) if self._cache is not None else None
+        resp = self._cache.get(key) if key is not None else None
         unit = self.units.setdefault(current_unit.get(-1), UnitSample())
+        if resp is None:
+            # Timed from the moment the request may go out: a recipe that asks several requests of
+            # a unit at once may have more than `concurrency` waiting, and the wall time projects
+            # `concurrency` requests of this latency at a time, not their wait for a slot.
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(max(1, int(self._inner.concurrency)))
+            async with self._slots:
+                t0 = time.perf_counter()
+                resp = await self._inner.complete(request)
+                unit.latency_s += time.perf_counter() - t0
+            unit.paid += 1
+            if key is not None:
+                self._cache.put(key, request, resp, self._inner.label)
         unit.requests += 1
         unit.prompt_tokens += resp.prompt_tokens
         unit.completion_tokens += resp.completion_tokens
-        if not resp.cached:
-            unit.paid += 1
-            unit.latency_s += time.perf_counter() - t0
         return resp
 
     async def aclose(self) -> None:
