@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from selfinstruct.generate.estimate import (BATCH_PRICE_FACTOR, PROJECTED, Limits, UnitSample,
-                                            _sample_settings, project)
+                                            _budget_warning, _sample_settings, project)
 from selfinstruct.generate.settings import Settings
 from selfinstruct.publish import Publish
 from tests.fake_openai_server import FakeOpenAI, prompt_of, serve_in_thread
@@ -123,6 +123,14 @@ def test_a_sample_served_whole_from_the_cache_has_no_latency_to_project_from():
     # a rate limit still bounds it
     est, _ = project(units, 10, 1.0, 1.0, Limits(concurrency=4, rpm=30))
     assert est["wall_seconds"]["value"] == pytest.approx(5 / 30 * 60)
+
+
+def test_a_budget_below_the_projected_cost_is_pointed_out():
+    cost = {"value": 4.0, "low": 3.0, "high": 5.0}
+    assert _budget_warning(cost, 1.0, 200) == ("the projected cost $4.0000 is above --max-cost $1.0000: the run "
+                                               "will stop there, with about 50 of the 200 examples still to accept")
+    assert _budget_warning(cost, 4.0, 200) == _budget_warning(cost, None, 200) == ""
+    assert _budget_warning(None, 1.0, 200) == ""        # nothing projected (nothing accepted)
 
 
 def test_the_sample_runs_online_into_its_own_folder_and_publishes_nothing(tmp_path):

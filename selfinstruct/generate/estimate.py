@@ -107,6 +107,11 @@ class _SampleTeacher:
     def inner(self):
         return self._inner
 
+    @property
+    def reuses_answers(self) -> bool:
+        """Whether the sample's answers went to the response cache (the real run replays them)."""
+        return self._cache_path is not None
+
     async def start(self) -> None:
         if self._cache_path is not None and self._cache is None:
             self._cache = _open_cache(self._cache_path)
@@ -377,52 +382,78 @@ def _units_of(journal_path: str, offset: int, measured: dict[int, UnitSample]) -
     return [units[n] for n in sorted(units)]
 
 
+@dataclass
+class Sample:
+    """What the sample run did: its units, measured; the teacher (wrapped); its summary."""
+    units: list[UnitSample]
+    teacher: _SampleTeacher
+    summary: dict[str, Any]
+    seconds: float            # the sample run, start to end
+    began: float              # when it began (time.monotonic())
+
+
 def run_estimate(s: Settings, started: float | None = None) -> dict[str, Any]:
     """Run the sample, project the whole run, write OUT/estimate.json (and nothing else into OUT)
     and return it. ``started``: when the command started (``time.monotonic()``)."""
-    from selfinstruct.generate.run import build, run_async
-
     started = time.monotonic() if started is None else started
     s.validate()
     already = _already(s)
-    remaining = s.num - already
+    sample = _run_sample(s)
+    estimate = _estimate(s, sample, already, started)
+    _write(s.out, estimate)
+    return estimate
+
+
+def _run_sample(s: Settings) -> Sample:
+    """The run, built as the real one, into a temporary folder (resuming a copy of OUT's journal when
+    there is one), until the sample's requests were asked and its started units ended."""
+    from selfinstruct.generate.run import build, run_async
+
     with tempfile.TemporaryDirectory(prefix="selfinstruct-estimate-") as folder:
         sample_s = _sample_settings(s, folder)
         offset = 0
-        if already or os.path.exists(os.path.join(s.out, jr.FILENAME)):
+        if os.path.exists(os.path.join(s.out, jr.FILENAME)):
             copied = os.path.join(folder, jr.FILENAME)
             shutil.copyfile(os.path.join(s.out, jr.FILENAME), copied)
             jr.repair(copied)
             offset = os.path.getsize(copied)
         teacher = _SampleTeacher(build(sample_s)[1], sample_s.cache)
         print(f"estimate: running a sample of {s.estimate_sample} requests…", file=sys.stderr)
-        t0 = time.monotonic()
+        began = time.monotonic()
         try:
-            summary = asyncio.run(run_async(sample_s, teacher=teacher, started=t0))
+            summary = asyncio.run(run_async(sample_s, teacher=teacher, started=began))
         finally:
             teacher.close_cache()
-        sample_seconds = time.monotonic() - t0
+        seconds = time.monotonic() - began
         units = _units_of(os.path.join(folder, jr.FILENAME), offset, teacher.units)
+    return Sample(units, teacher, summary, seconds, began)
 
-    inner = teacher.inner
-    price_in, price_out = float(getattr(inner, "price_in", 0.0) or 0.0), float(getattr(inner, "price_out", 0.0) or 0.0)
+
+def _estimate(s: Settings, sample: Sample, already: int, started: float) -> dict[str, Any]:
+    """estimate.json: the projection of what remains (``--num`` minus what OUT ``already`` holds)."""
+    inner, remaining = sample.teacher.inner, s.num - already
+    price_in = float(getattr(inner, "price_in", 0.0) or 0.0)
+    price_out = float(getattr(inner, "price_out", 0.0) or 0.0)
     # what the real run spends before its first request too: the command's start (imports,
     # reading seeds, building the filters) and the teacher's (a model load)
-    startup_s = (t0 - started) + teacher.startup_s
+    startup_s = (sample.began - started) + sample.teacher.startup_s
     limits = Limits(concurrency=max(1, int(inner.concurrency)), rpm=getattr(inner, "rpm", None),
                     tpm=getattr(inner, "tpm", None), startup_s=startup_s)
-    projected, warnings = project(units, remaining, price_in, price_out, limits)
-    reused = teacher._cache_path is not None
+    projected, warnings = project(sample.units, remaining, price_in, price_out, limits)
+    budget = _budget_warning(projected["cost_usd"], getattr(inner, "max_cost", None), remaining)
+    if budget:
+        warnings.append(budget)
+    reused = sample.teacher.reuses_answers
     if not reused:
         warnings.append("no response cache (--no-cache, or a teacher that uses none): the real run "
                         "pays for the sample's requests again")
-    stopped = summary["stopped"]
+    stopped = sample.summary["stopped"]
     if not stopped.startswith("sampled:") and stopped != "done":
         warnings.append(f"the sample run stopped early ({stopped}); the real run may stop the same way")
     estimate = {
         "num": s.num,
         **projected,
-        "sample": _sample_fields(units, summary, sample_seconds, teacher.startup_s, inner.cost_usd()),
+        "sample": _sample_fields(sample, inner.cost_usd()),
         "sample_reused": reused,
         "teacher": {"name": inner.label, "concurrency": limits.concurrency},
         "prices": {"in": price_in, "out": price_out, "unit": "USD per 1M tokens",
@@ -438,19 +469,27 @@ def run_estimate(s: Settings, started: float | None = None) -> dict[str, Any]:
     }
     if warnings:
         estimate["warning"] = warnings[0]
-    _write(s.out, estimate)
     return estimate
 
 
-def _sample_fields(units: list[UnitSample], summary: dict[str, Any], seconds: float, startup_s: float,
-                   paid_usd: float) -> dict[str, Any]:
+def _budget_warning(cost: dict[str, float | None] | None, max_cost: float | None, remaining: int) -> str:
+    """What --max-cost will do to the projected run ("" when it is not in the way)."""
+    if cost is None or max_cost is None or cost["value"] <= max_cost:
+        return ""
+    reached = int(remaining * max_cost / cost["value"]) if cost["value"] > 0 else remaining
+    return (f"the projected cost ${cost['value']:.4f} is above --max-cost ${max_cost:.4f}: the run will "
+            f"stop there, with about {reached} of the {remaining} examples still to accept")
+
+
+def _sample_fields(sample: Sample, paid_usd: float) -> dict[str, Any]:
+    units = sample.units
     return {"requests": sum(u.requests for u in units), "paid": sum(u.paid for u in units),
             "units": len(units), "candidates": sum(u.candidates for u in units),
             "accepted": sum(u.accepted for u in units),
             "prompt_tokens": sum(u.prompt_tokens for u in units),
             "completion_tokens": sum(u.completion_tokens for u in units),
-            "cost_usd": paid_usd, "seconds": round(seconds, 3), "startup_seconds": round(startup_s, 3),
-            "stopped": summary["stopped"]}
+            "cost_usd": paid_usd, "seconds": round(sample.seconds, 3),
+            "startup_seconds": round(sample.teacher.startup_s, 3), "stopped": sample.summary["stopped"]}
 
 
 def _write(out: str, estimate: dict[str, Any]) -> None:
