@@ -21,7 +21,7 @@ import pytest
 
 from selfinstruct.errors import TeacherError
 from selfinstruct.teachers._batch import BATCH_PRICE_FACTOR, pending_in
-from selfinstruct.teachers.base import Request
+from selfinstruct.teachers.base import BudgetExhausted, Request
 from selfinstruct.teachers.openai import OpenAITeacher
 from tests.fake_batch_server import FakeBatchServer, Outcome, serve_batches_in_thread
 from tests.fake_openai_server import default_text
@@ -231,6 +231,19 @@ def test_an_output_line_that_is_not_json_is_retried(server):
     answers, _ = ask(teacher, requests)
     assert [a.text for a in answers] == [default_text(r.prompt) for r in requests]
     assert server.lines_per_batch == [2, 1] and teacher._batcher.stats()["retried"] == 1
+
+
+def test_max_cost_counts_worst_cases_at_batch_prices_before_anything_is_uploaded(server):
+    request = prompts(1)[0]
+    # worst case at list price: (prompt estimate + 32 tokens) x $1000/M, about $0.04; half of it fits
+    teacher = teacher_for(server, price_in=1000.0, price_out=1000.0, max_cost=0.03)
+    [answer], _ = ask(teacher, [request])
+    assert answer.error is None and server.lines_per_batch == [1]
+    assert 0 < teacher.cost_usd() <= 0.03
+    # a budget under the batch-price worst case is refused before anything is sent
+    tight = teacher_for(server, price_in=1000.0, price_out=1000.0, max_cost=0.001)
+    [refused], _ = ask(tight, prompts(3)[2:])
+    assert isinstance(refused, BudgetExhausted) and server.uploads == 1
 
 
 # -- resuming in-process --------------------------------------------------------------------------
