@@ -1,0 +1,247 @@
+"""The two halves of parallel ROUGE-L novelty (``RougeNovelty`` on an engine with several workers).
+
+``RougeShard`` runs in a worker (an engine actor): a ``NoveltyIndex`` over its share of the pool.
+Pool item k (the k-th instruction the filter ever kept or preloaded) lives on shard k % W as that
+shard's item k // W, so global numbers need no table. ``step`` adds the shard's new items, then
+answers a batch of queries: per query the best (global number, score, text) of its share, with
+``NoveltyIndex.best`` semantics (every item above the threshold survives pruning, so above it the
+answer is the true best; ties go to the lowest number).
+
+The same call also resolves the batch against itself, the part that cannot wait for the pool: the
+shard encodes the batch's queries (``BatchRows``: token ids of a batch-local vocabulary) and, for
+its share of them (positions shard, shard + W, ...), finds every EARLIER query of the batch that
+scores above the threshold ("mates"), in compiled code: a length filter and a token-count bound
+first (both necessary conditions for F > t, as in ``_rouge_index``), then the exact LCS and the
+reference's float formula from ``_rouge_kernel``. That is a scan of all earlier rows, about 2 ns
+a pair before the bound, so a batch costs B^2/2 pair tests split over the shards: far less than
+its pool queries, and bounded by the batch size however clustered the data are (a template
+repeated throughout the input makes near-copies in every batch, never a quadratic join of the
+whole input).
+
+Exactness: a record's pool answer covers every item added before the batch's ``prepare``; its
+mates cover the batch's records before it, and the coordinator keeps those of them the chain kept
+(``add``). The union is the pool the single-process filter checks against at that moment, so
+"best score > threshold" (the decision) is the same, and so is the best match named (highest
+score, then the earliest: the pool's items come before the batch's).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from numba import njit
+
+from selfinstruct.filters._rouge_index import NoveltyIndex
+from selfinstruct.filters._rouge_kernel import _lcs, _popcount, _query_bits, _rouge_f
+from selfinstruct.text import tokens
+
+_EPS = 1e-9                      # as _rouge_index: pairs at exactly F = t are still verified
+LEVELS = 4                       # count levels per slot of the token-count bound
+SLOTS = 64
+
+
+def joined_tokens(text: str) -> str:
+    """``tokens(text)`` as one space-joined string: tokens never contain whitespace, and a string
+    crosses a process boundary several times cheaper than a list of strings."""
+    return " ".join(tokens(text))
+
+
+# ---- the worker side --------------------------------------------------------------------------
+class RougeShard:
+    """One shard of the pool, held by an engine actor."""
+
+    def __init__(self, threshold: float, shard: int, shards: int):
+        self.index = NoveltyIndex(threshold)
+        self.shard, self.shards = shard, shards
+        self._items_of: dict[str, list[int]] | None = None   # text -> local items, built on first use
+
+    def load(self, texts: Sequence[str]) -> int:
+        """Add already-kept instructions (their tokens are recomputed here); returns the shard's size."""
+        for text in texts:
+            self._add(tokens(text), text)
+        return len(self.index)
+
+    def step(self, adds: Sequence[tuple[str, str]], queries: Sequence[str],
+             exclusions: dict[int, list[str]]) -> "ShardAnswer":
+        """Add ``adds`` ((joined tokens, text), in global order), then answer ``queries`` (joined
+        tokens, in input order): per query the best (global number or -1, score or -1.0, text or
+        None) of this shard's items, its ``exclusions`` (query position -> instructions it must not
+        be compared with: an evolved record's ancestors) left out; and, for the queries at positions
+        shard, shard + shards, ..., every earlier query scoring above the threshold with it."""
+        for joined, text in adds:
+            self._add(joined.split(), text)
+        found = np.full(len(queries), -1, dtype=np.int64)
+        scores = np.full(len(queries), -1.0)
+        texts: list[str | None] = [None] * len(queries)
+        index, shard, shards = self.index, self.shard, self.shards
+        for j, joined in enumerate(queries):
+            excluded = self._excluded(exclusions[j]) if j in exclusions else ()
+            hit = index.best(joined.split(), excluded)
+            if hit is not None:
+                found[j], scores[j], texts[j] = shard + shards * hit[0], hit[1], index.text(hit[0])
+        rows = BatchRows(self.index.threshold)
+        rows.append(queries)
+        return ShardAnswer(found, scores, texts, *rows.mates(shard, shards))
+
+    def size(self) -> int:
+        return len(self.index)
+
+    def _add(self, toks: list[str], text: str) -> None:
+        if self._items_of is not None:
+            self._items_of.setdefault(text, []).append(len(self.index))
+        self.index.add(toks, text)
+
+    def _excluded(self, texts: list[str]) -> list[int]:
+        if self._items_of is None:
+            self._items_of = {}
+            for i in range(len(self.index)):
+                self._items_of.setdefault(self.index.text(i), []).append(i)
+        return [i for text in texts for i in self._items_of.get(text, ())]
+
+
+class ShardAnswer(NamedTuple):
+    found: np.ndarray               # per query: the best item's global number, -1 for none
+    scores: np.ndarray              # its score, -1.0 for none
+    texts: list                     # its text, None for none
+    mate_bounds: np.ndarray         # per own query k (position shard + k * shards): its mates are
+    mate_rows: np.ndarray           # mate_rows[mate_bounds[k]:mate_bounds[k + 1]], earlier queries
+    mate_scores: np.ndarray         # scoring above the threshold with it, and their scores
+
+
+def merge_answers(answers: Sequence[ShardAnswer]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query, the best of the shards' pool answers: the highest score, ties to the lowest global
+    number. Returns (global numbers, scores, the index of the shard that gave each)."""
+    found = np.stack([a.found for a in answers])
+    scores = np.stack([a.scores for a in answers])
+    top = scores.max(axis=0)
+    candidates = np.where((scores == top) & (found >= 0), found, np.iinfo(np.int64).max)
+    shard = candidates.argmin(axis=0)
+    columns = np.arange(found.shape[1])
+    return found[shard, columns], scores[shard, columns], shard
+
+
+# ---- a batch's own pairs ------------------------------------------------------------------------
+class BatchRows:
+    """A batch's queries as token ids of a batch-local vocabulary, with their count masks."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.vocab: dict[str, int] = {}
+        self.flat = np.zeros(0, dtype=np.int64)
+        self.start = self.lens = np.zeros(0, dtype=np.int64)
+        self.masks = np.zeros((LEVELS, 0), dtype=np.uint64)   # [level, row]
+        self.over = np.zeros(0, dtype=np.bool_)          # a slot count above LEVELS: no bound
+
+    def append(self, joined: Sequence[str]) -> None:
+        # C-level passes only (str.join/split, dict.fromkeys, map): a Python loop over the tokens
+        # cost more than the whole pair scan.
+        flat_tokens = " ".join(joined).split()
+        vocab = self.vocab
+        vocab.update(zip([t for t in dict.fromkeys(flat_tokens) if t not in vocab], range(len(vocab), 1 << 62)))
+        ids = np.fromiter(map(vocab.__getitem__, flat_tokens), dtype=np.int64, count=len(flat_tokens))
+        lens = np.fromiter((s.count(" ") + 1 if s else 0 for s in joined), dtype=np.int64, count=len(joined))
+        first = len(self.lens)
+        starts = len(self.flat) + np.cumsum(lens) - lens
+        self.flat = np.concatenate([self.flat, ids])
+        self.start = np.concatenate([self.start, starts])
+        self.lens = np.concatenate([self.lens, lens])
+        self.masks = np.concatenate([self.masks, np.zeros((LEVELS, len(joined)), dtype=np.uint64)], axis=1)
+        self.over = np.concatenate([self.over, np.zeros(len(joined), dtype=np.bool_)])
+        _row_masks(self.flat, self.start, self.lens, self.masks, self.over, first, len(self.lens))
+
+    def mates(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For rows first, first + step, ...: every earlier row scoring above the threshold with it,
+        as (bounds, rows, scores) (see ``ShardAnswer``)."""
+        own = len(range(first, len(self.lens), step))
+        capacity = 4 * len(self.lens) + 64
+        while True:
+            bounds = np.zeros(own + 1, dtype=np.int64)
+            rows = np.zeros(capacity, dtype=np.int64)
+            scores = np.zeros(capacity)
+            needed = _mates(self.flat, self.start, self.lens, self.masks, self.over, first, step,
+                            self.threshold - _EPS, self.threshold, bounds, rows, scores)
+            if needed <= capacity:
+                return bounds, rows[:needed], scores[:needed]
+            capacity = needed
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    grown = np.zeros((size,) + array.shape[1:], dtype=array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
+@njit(cache=True)
+def _row_masks(flat, start, lens, masks, over, first, last):
+    """Per row, LEVELS masks: bit s of mask k is set when the row has more than k tokens in slot s
+    (token id % SLOTS). sum over k, s of (mask_k(a) & mask_k(b)) = sum over slots of min(count_a,
+    count_b) >= the multiset overlap of a and b >= their LCS, when a has at most LEVELS tokens per
+    slot (``over`` marks the rows that do not)."""
+    counts = np.zeros(SLOTS, dtype=np.int64)
+    for r in range(first, last):
+        counts[:] = 0
+        for p in range(start[r], start[r] + lens[r]):
+            counts[flat[p] % SLOTS] += 1
+        flag = False
+        for k in range(LEVELS):
+            masks[k, r] = np.uint64(0)
+        for s in range(SLOTS):
+            c = counts[s]
+            if c > LEVELS:
+                flag = True
+            for k in range(min(c, LEVELS)):
+                masks[k, r] |= np.uint64(1) << np.uint64(s)
+        over[r] = flag
+
+
+@njit(cache=True)
+def _mates(flat, start, lens, masks, over, first, step, t_low, threshold, bounds, rows, scores):
+    """Fill ``bounds``/``rows``/``scores`` with the mates of rows first, first + step, ... (pairs
+    scoring above ``threshold``); returns how many there are (more than ``rows`` holds: call again
+    with that much room)."""
+    count = 0
+    own = 0
+    longest = 0
+    for i in range(len(lens)):
+        longest = max(longest, lens[i])
+    need_of = np.zeros(longest + 1, dtype=np.int64)     # per partner length: least LCS, -1 if out
+    low0 = masks[0]
+    for row in range(first, len(lens), step):
+        n = lens[row]
+        if n > 0:
+            for m in range(longest + 1):
+                need = int(t_low * (n + m) / 2) + 1
+                need_of[m] = need if m > 0 and need <= min(n, m) else -1
+            query = flat[start[row]:start[row] + n]
+            if n <= 64:
+                keys, bits = _query_bits(query)
+            else:
+                keys, bits = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.uint64)
+            bound = not over[row]
+            q0 = masks[0, row]
+            # the query's levels above the first can add at most this much to the bound
+            upper = 0
+            for k in range(1, LEVELS):
+                upper += int(_popcount(masks[k, row]))
+            for i in range(row):
+                need = need_of[lens[i]]
+                if need < 0:
+                    continue
+                if bound:
+                    overlap = int(_popcount(q0 & low0[i]))
+                    if overlap + upper < need:
+                        continue
+                    for k in range(1, LEVELS):
+                        overlap += int(_popcount(masks[k, row] & masks[k, i]))
+                    if overlap < need:
+                        continue
+                m = lens[i]
+                f = _rouge_f(int(_lcs(query, keys, bits, flat[start[i]:start[i] + m])), n, m)
+                if f > threshold:
+                    if count < len(rows):
+                        rows[count] = i
+                        scores[count] = f
+                    count += 1
+        own += 1
+        bounds[own] = count
+    return count
