@@ -12,22 +12,28 @@ The pool grows between waves because the loop's next units see the pool as earli
 
 Crash safety, through the run's journal (``write``; None outside a generate run: no resume):
 
-- ``batch_file`` {file, keys} is written after the upload and BEFORE ``batches.create``;
+- ``batch_file`` {file, keys, t} is written after the upload and BEFORE ``batches.create``;
 - ``batch`` {id, file} right after the create, before anything waits on it;
-- ``batch_done`` {id} once its results are handed to the requests waiting for them.
+- ``batch_done`` {id} once its results are handed to the requests waiting for them;
+- ``batch_file_unused`` {file} when an uploaded file made no batch (the create was refused, or failed
+  and no batch of that file is listed): its requests go out in a new wave, the file never.
 
 A resumed run (``events``) polls every batch without ``batch_done`` again (never resubmits it), and
 looks a ``batch_file`` without a batch id up in ``batches.list`` (a crash between the create and its
 journal line) before creating that batch from the same file. The resumed run re-asks the same
 requests; one whose key is in such a pending batch waits for that batch instead of joining a wave.
+``batches.create`` goes without the client's own retries: a retried create whose first answer was
+lost would make a second batch of the same lines; a failed create is looked up by its file instead.
 
-Failures: a per-request error (error-file line, non-200 ``status_code``, an unusable body), the
-unfinished requests of an expired or cancelled batch and all of a failed one go back to the queue
-and into a later, smaller wave; after ``max_attempts`` batches a request's answer is
+Failures: a per-request error (error-file line, non-200 ``status_code``, an unusable line or body)
+and the unfinished requests of an expired or cancelled batch go back to the queue, ahead of new
+requests, and into a later, smaller wave; a batch that answered nothing (failed, or ended before it
+started) is retried as waves of half its size. After ``max_attempts`` batches a request's answer is
 ``Response(text="", error="batch: <reason> after N attempts")``, as on the online path. A 4xx that
 retrying cannot fix (bad key, unknown model) raises ``TeacherError`` with the server's message. The
-calls themselves (upload, create, poll, download) use the ``openai`` client's own retries; a poll or
+other calls (upload, poll, list, download) use the ``openai`` client's own retries; a poll or
 download that still fails stops the run with ``TeacherError`` (rerun to resume: nothing is lost).
+A queued request whose caller was cancelled (the run reached --num) is never sent.
 
 Usage is accounted at batch prices in the teacher's ``_accounting`` (``teacher.cost_usd()``).
 """
