@@ -352,3 +352,18 @@ def test_minhash_signatures_on_the_workers_decide_as_here(lang, monkeypatch):
 def _prepared(f: MinHashDedup, records: list[Record]) -> list[Record]:
     f.prepare(records)
     return records
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_on_two_local_cpus_gives_the_same_outputs_as_one_process(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setattr(minhash_module, "PARALLEL_MIN", 1)     # MinHash's signatures on Ray Data too
+    inputs = write_inputs(tmp_path)
+    filter_with(1, inputs, tmp_path / "one")
+    quality = QualitySettings(decontam_against=[str(tmp_path / "bench.jsonl")])
+    summary = run_filter(inputs, str(tmp_path / "ray"), progress=False, quality=quality, options=[DECONTAM_FIELDS],
+                         publish=pub.Publish(format="messages"), engine=EngineSettings("ray", 2))
+    assert summary["settings"]["engine"] == "ray"
+    for name in ("data.jsonl", "records.jsonl", "rejects.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
