@@ -250,17 +250,22 @@ def test_estimate_sample_0_is_refused(invoke_cli, error_line, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_chinese_estimate(tmp_path):
+def test_chinese_estimate_for_a_batch_run_samples_online(tmp_path):
     log = UsageLog(answer=lambda prompt: reply(prompt, "zh"))
     with serve_in_thread(FakeOpenAI(text_fn=log)) as server:
         r = generate(server, tmp_path / "zh", "--lang", "zh", "--num", 60, "--concurrency", 2,
-                     "--estimate-sample", 6, "--estimate")
+                     "--estimate-sample", 6, "--batch", "--estimate")
+        paths = {q.path for q in server.requests}
     assert r.returncode == 0, r.stderr
     est = strict_json(tmp_path / "zh" / "estimate.json")
     assert_intervals(est)
     assert est["settings"]["lang"] == "zh" and est["sample"]["accepted"] > 0
     assert est["sample"]["prompt_tokens"] == log.prompt_tokens()
     assert any("任务" in p for p, _ in log.seen)          # the Chinese prompts were what was sampled
+    # a batch may take a day: the sample went online (no file, no batch), the batch price is half
+    assert paths == {"/v1/chat/completions"}
+    assert est["settings"]["batch"] is True and any(w.startswith("--batch") for w in est["warnings"])
+    assert est["cost_usd_batch"]["value"] == pytest.approx(est["cost_usd"]["value"] / 2, rel=1e-12)
 
 
 def test_without_a_cache_the_real_run_pays_for_the_sample_again(logged, tmp_path):

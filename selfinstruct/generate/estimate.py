@@ -46,16 +46,13 @@ from selfinstruct.errors import UsageError
 from selfinstruct.generate.context import current_unit, unit_number
 from selfinstruct.generate.settings import Settings
 from selfinstruct.publish import Publish
+# cost_usd_batch: what --batch charges for the same tokens (OpenAI's Batch API discount), the
+# factor the batch path itself prices at
+from selfinstruct.teachers._batch import BATCH_PRICE_FACTOR
 from selfinstruct.teachers.base import Request, Response
 from selfinstruct.writers import write_json
 
 FILENAME = "estimate.json"
-# OpenAI's Batch API charges half the online price for the same tokens
-# (https://platform.openai.com/docs/guides/batch); the batch path prices at this factor too.
-try:
-    from selfinstruct.teachers._batch import BATCH_PRICE_FACTOR
-except ImportError:
-    BATCH_PRICE_FACTOR = 0.5
 # Bootstrap resamples and their seed: 2000 draws put the 5th/95th percentiles within a few tenths
 # of a percent of where more draws would, in well under a second for any sample size we take; the
 # seed makes the same sample always give the same interval.
@@ -447,6 +444,9 @@ def _estimate(s: Settings, sample: Sample, already: int, started: float) -> dict
     if not reused:
         warnings.append("no response cache (--no-cache, or a teacher that uses none): the real run "
                         "pays for the sample's requests again")
+    if s.teacher_options.get("batch"):
+        warnings.append("--batch: the sample ran online; wall_seconds is the online run's, while a batch "
+                        "run waits for each wave's batch (OpenAI: up to 24 h each)")
     stopped = sample.summary["stopped"]
     if not stopped.startswith("sampled:") and stopped != "done":
         warnings.append(f"the sample run stopped early ({stopped}); the real run may stop the same way")
