@@ -1,10 +1,12 @@
 """``--batch``: the OpenAI Batch API path of the OpenAI teacher, against the loopback files + batches
 server (tests/fake_batch_server.py, one state step per poll, so nothing here depends on timing).
 
-In-process: waves, shared lines, every terminal state and the partial error file (retries and counts
-exact), max_attempts, fatal refusals, batch prices, and a resumed batch. Through the real CLI in a
-subprocess: a whole run (the waves the server saw, every line answered once, the cost at half price),
-and SIGKILL while a batch is in progress, between the create and its journal line, and before the
+The teacher in-process: waves, shared lines, every terminal state and the partial error file
+(retries and counts exact), max_attempts, fatal and passing refusals of the create, a create whose
+answer was lost, torn output, --max-cost and batch prices, a resumed batch. The generate command
+(in-process): whole runs in English and Chinese (the waves the server saw, every line answered once,
+the cost at half price), the pool growing between waves, a bad key. The command in a subprocess,
+SIGKILLed while a batch is in progress, between the create and its journal line, and before the
 create reached the server: each resumes with one batch per wave, never a second one."""
 from __future__ import annotations
 
@@ -307,6 +309,17 @@ def generate_cmd(server, out, cache, *args):
 
 
 @pytest.fixture
+def generate(invoke_cli, monkeypatch, tmp_path):
+    """``generate(server, out, *args)``: the same command in-process (no interpreter to start)."""
+    def run(server, out, *args):
+        cmd, env = generate_cmd(server, out, tmp_path / "cache", *args)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("SELFINSTRUCT_CACHE_DIR", env["SELFINSTRUCT_CACHE_DIR"])
+        return invoke_cli(*cmd[2:])
+    return run
+
+
+@pytest.fixture
 def sim_server():
     with serve_batches_in_thread(FakeBatchServer(text_fn=reply)) as s:
         yield s
@@ -340,11 +353,11 @@ def assert_run_complete(server, out, read_json) -> dict:
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
-def test_generate_with_batch_sends_waves_and_answers_every_line_once(sim_server, tmp_path, read_json, lang):
+def test_generate_with_batch_sends_waves_and_answers_every_line_once(sim_server, generate, tmp_path,
+                                                                    read_json, lang):
     out = tmp_path / "out"
-    cmd, env = generate_cmd(sim_server, out, tmp_path / "cache", "--lang", lang)
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    r = generate(sim_server, out, "--lang", lang)
+    assert r.exit_code == 0, r.stderr
     assert_run_complete(sim_server, out, read_json)
     # each request brings 3 new tasks: 4 requests, then 4 more, make 24 >= 20
     assert_one_batch_per_wave(sim_server, [4, 4])
@@ -354,13 +367,12 @@ def test_generate_with_batch_sends_waves_and_answers_every_line_once(sim_server,
     assert KEY not in (out / "journal.jsonl").read_text(encoding="utf-8")
 
 
-def test_the_pool_grows_between_waves(sim_server, tmp_path, read_json):
+def test_the_pool_grows_between_waves(sim_server, generate, tmp_path, read_json):
     """Self-Instruct shows up to 2 tasks from the machine pool per prompt: a later wave's prompts show
     tasks an earlier wave's answers brought."""
     out = tmp_path / "out"
-    cmd, env = generate_cmd(sim_server, out, tmp_path / "cache", "--recipe", "self-instruct")
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    r = generate(sim_server, out, "--recipe", "self-instruct")
+    assert r.exit_code == 0, r.stderr
     assert_run_complete(sim_server, out, read_json)
     pooled = [e["record"]["instruction"] for e in journal_events(out, "pool")]
     batches = [b for b in sim_server.created() if b["status"] == "completed"]
@@ -377,10 +389,9 @@ def test_the_pool_grows_between_waves(sim_server, tmp_path, read_json):
     assert shown_later
 
 
-def test_a_bad_key_stops_the_batch_run_with_one_line(sim_server, tmp_path, error_line):
+def test_a_bad_key_stops_the_batch_run_with_one_line(sim_server, generate, tmp_path, error_line):
     sim_server.fail_next_create(401, "Incorrect API key provided: sk-bat**7777.", "invalid_api_key")
-    cmd, env = generate_cmd(sim_server, tmp_path / "out", tmp_path / "cache")
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = generate(sim_server, tmp_path / "out")
     assert error_line(r).startswith("Error: teacher returned HTTP 401 (invalid_api_key)")
 
 
