@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import socket
+import sys
 from typing import Any, Callable, Sequence
 
 from selfinstruct.engines import Actor, Engine
@@ -72,12 +74,18 @@ class RayEngine(Engine):
     def _connect(self) -> None:
         ray = self._ray
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if ray.is_initialized():        # the caller's Ray (a notebook, a test session): use it as it is
-            return
-        options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                       configure_logging=True)
         if self.address:
             _reachable(self.address)
+        if ray.is_initialized():        # the caller's Ray (a notebook, a test session): use it as it is
+            return
+        from ray.job_config import JobConfig
+        # Workers import what they are sent (module-level functions, filter classes, plugins) by
+        # reference, so they search this process's import path, as the local engine's workers do.
+        search = [os.path.abspath(p or ".") for p in sys.path]
+        options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                       configure_logging=True,
+                       job_config=JobConfig(code_search_path=[p for p in search if os.path.isdir(p)]))
+        if self.address:
             try:
                 ray.init(address=self.address, **options)
             except Exception as e:      # ConnectionError, ValueError (a malformed address), …
@@ -151,15 +159,24 @@ class RayEngine(Engine):
 
 
 class _Host:
-    """What runs inside each Ray actor: the hosted instance, and its process's memory."""
+    """What runs inside each Ray actor: the hosted instance, and its process's memory. A constructor
+    that raises is kept and raised by ``ready``: Ray reports an actor that died in ``__init__`` as a
+    dead actor, losing the original exception."""
 
     def __init__(self, cls: type, args: tuple):
-        self.obj = cls(*args)
+        self.obj, self.error = None, None
+        try:
+            self.obj = cls(*args)
+        except Exception as e:
+            self.error = e
 
     def ready(self) -> bool:
+        if self.error is not None:
+            raise self.error
         return True
 
     def run(self, method: str, args: tuple) -> Any:
+        self.ready()
         return getattr(self.obj, method)(*args)
 
     def peak_rss(self) -> int:
@@ -209,7 +226,8 @@ def _original(ray: Any, error: BaseException) -> BaseException:
     while id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, ray.exceptions.RayActorError):
-            return RuntimeError(f"a Ray worker died: {' '.join(str(error).split())[:300]}")
+            said = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(error).split()))      # no terminal colours
+            return RuntimeError(f"a Ray worker died: {said[:300]}")
         cause = getattr(error, "cause", None)
         if isinstance(error, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
             error = cause
