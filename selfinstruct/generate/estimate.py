@@ -20,7 +20,11 @@ The projection is per unit of work (one first request and everything that follow
 completion tokens, USD), the run needs ``remaining / (A / units)`` units and so ``remaining * X / A``
 of it. The 90% intervals come from a seeded bootstrap over the sample's units (resampled with
 replacement, the 5th and 95th percentiles), so they are as wide as the sample's spread between units
-says; they cover sampling noise only, not a teacher that changes its behaviour later in the run.
+says; they cover sampling noise only, not drift later in the run: the sample sees the run's first
+units, whose prompts show mostly seed tasks and whose candidates meet a small pool (the ROUGE-L
+novelty rule rejects more as the pool grows). The last wave is added on top (``_with_tail``): the
+units under way when the last record is accepted. Wall time is the slowest of the measured latency
+at ``concurrency`` requests in flight and the rpm / tpm limits, plus the startup.
 
 A folder that already holds part of a run is estimated for what remains (``--num`` minus what it
 accepted): the sample resumes from a copy of its journal, so it asks the requests the resumed run
