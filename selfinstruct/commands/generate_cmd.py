@@ -77,6 +77,7 @@ def generate_command(
                                            "the real run reuses them) and write OUT/estimate.json: the "
                                            "projected requests, tokens, cost and wall time of the "
                                            "whole run, with 90% intervals. Nothing else is written.")] = False,
+    # settings.ESTIMATE_SAMPLE (importing it here would load the generate loop at every CLI start)
     estimate_sample: Annotated[int, typer.Option(help="Requests the --estimate sample runs.")] = 20,
     api: Annotated[Optional[str], typer.Option(help="openai endpoint: chat (/v1/chat/completions, the "
                                                     "default) or completions (/v1/completions, better for "
