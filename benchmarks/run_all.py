@@ -1,7 +1,7 @@
 """Run every benchmark under benchmarks/ and collect their RESULT lines.
 
     python benchmarks/run_all.py            # default sizes (about 30-40 minutes on two cores)
-    python benchmarks/run_all.py --full     # adds the 1M-record ROUGE-L / MinHash / decontamination runs
+    python benchmarks/run_all.py --full     # adds the 1M-record ROUGE-L (one and two workers, Ray) / MinHash / decontamination runs
     python benchmarks/run_all.py --only rouge minhash
 
 Each benchmark measures its own baseline in the same run and prints a ratio; this script only runs
@@ -19,6 +19,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = {
     "rouge": ["bench_rouge.py"],
+    "parallel": ["bench_parallel_filter.py"],
     "minhash": ["bench_minhash.py"],
     "decontam": ["bench_decontam.py"],
     "nearest": ["bench_nearest.py"],
@@ -39,7 +40,7 @@ def main() -> int:
     results, failed = [], []
     for name in args.only or BENCHES:
         cmd = [sys.executable, os.path.join(HERE, BENCHES[name][0])]
-        if args.full and name in ("rouge", "minhash", "decontam"):
+        if args.full and name in ("rouge", "parallel", "minhash", "decontam"):
             cmd.append("--full")
         print(f"== {name}: {' '.join(cmd)}", flush=True)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
