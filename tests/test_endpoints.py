@@ -35,7 +35,9 @@ def ask_all(teacher: OpenAITeacher, requests: list[Request]) -> list:
 
 
 def prompts(n: int, tag: str = "") -> list[Request]:
-    return [Request(prompt=f"Prompt {tag}{i}", max_tokens=16) for i in range(n)]
+    """English and Chinese requests, alternately (the bodies are UTF-8 JSON whatever the endpoint)."""
+    return [Request(prompt=f"Prompt {tag}{i}" if i % 2 else f"写一句关于{tag}{i}号的话", max_tokens=16)
+            for i in range(n)]
 
 
 def pool_teacher(urls: list[str], **options) -> OpenAITeacher:
@@ -257,6 +259,7 @@ def test_per_endpoint_model_and_key_reach_the_server(tmp_path, monkeypatch):
         teacher = OpenAITeacher(endpoints=path, model="fake-model", api_key="sk-main", concurrency=3)
         assert teacher.cache_namespace == "openai:fake-model+other|chat"
         assert all(a.error is None for a in ask_all(teacher, prompts(12)))
+        assert any("写一句" in r.json["messages"][0]["content"] for s in made for r in s.received())
         for server, model, key in zip(made, ("fake-model", "other", "fake-model"),
                                       ("sk-main", "sk-replica", "sk-main")):
             assert received(server) > 0
