@@ -104,17 +104,16 @@ class Sketcher:
         return _mix64(summed)
 
 
-# One sketcher per parameter set in each worker process, kept between calls for its token-hash cache.
-_WORKER_SKETCHERS: dict[tuple, Sketcher] = {}
 
+class SketchWorker:
+    """An engine actor that sketches chunks of a batch with its own ``Sketcher`` (built from
+    ``Sketcher.params``; its token-hash cache is kept between batches). Hashing is deterministic, so
+    any worker gives the values this process would."""
 
-def sketch_chunk(job: tuple[tuple, list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(Sketcher.params, texts)`` -> (signatures' low 16 bits, band keys, has_tokens): a chunk of
-    a batch sketched in a worker (``engine.map``). Hashing is deterministic, so any worker gives
-    the values this process would."""
-    params, texts = job
-    sketcher = _WORKER_SKETCHERS.get(params)
-    if sketcher is None:
-        sketcher = _WORKER_SKETCHERS[params] = Sketcher(*params)
-    sigs, has_tokens = sketcher.signatures(texts)
-    return sigs.astype(np.uint16), sketcher.band_keys(sigs), has_tokens
+    def __init__(self, params: tuple):
+        self.sketcher = Sketcher(*params)
+
+    def sketch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(signatures' low 16 bits, band keys, has_tokens) of ``texts``."""
+        sigs, has_tokens = self.sketcher.signatures(texts)
+        return sigs.astype(np.uint16), self.sketcher.band_keys(sigs), has_tokens

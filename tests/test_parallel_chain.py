@@ -320,8 +320,9 @@ def test_the_language_checks_own_cache_survives_pickling():
 
 
 def near_copies(lang: str, n: int) -> list[Record]:
-    """``n`` instructions of random words (English) or characters (Chinese), every third one an
-    earlier one with a word or character added at the end: a near copy (about 0.95 Jaccard)."""
+    """``n`` instructions of random words (English) or characters (Chinese), about a third of them
+    a random earlier one with a word or character added at the end: a near copy (about 0.95
+    Jaccard). Copies sit at irregular places, so records swapped between chunks would show."""
     rng = random.Random(lang)
     if lang == "en":
         vocab, sep, size, extra = [f"{a}{b}" for a in "bcdfglmnprst" for b in ("at", "ow", "ine", "ust")], " ", 25, " again"
@@ -329,8 +330,9 @@ def near_copies(lang: str, n: int) -> list[Record]:
         vocab, sep, size, extra = list("天地人和山水日月风云花草鸟鱼春夏秋冬东西南北上下左右大小多少高低长短"), "", 40, "了"
     out: list[Record] = []
     for i in range(n):
-        text = out[i - 2].instruction + extra if i % 3 == 2 else sep.join(rng.choices(vocab, k=size))
-        out.append(Record(text, output="…", source=f"mem:{i + 1}"))
+        copy = i > 0 and rng.random() < 0.35
+        text = out[rng.randrange(i)].instruction + extra if copy else sep.join(rng.choices(vocab, k=size))
+        out.append(Record(text, output="…", source=f"mem:{i + 1}", meta={"copy": copy}))
     return out
 
 
@@ -345,8 +347,9 @@ def test_minhash_signatures_on_the_workers_decide_as_here(lang, monkeypatch):
     there.use_engine(engine)
     parallel = [there.check(r) or there.add(r) for r in _prepared(there, records)]
     assert parallel == serial
-    assert sum(v is not None for v in serial) == 30          # every edited copy, citing its origin
-    assert "map:sketch_chunk" in engine.asked
+    assert [v is not None for v in serial] == [r.meta["copy"] for r in records]    # every copy, no other
+    assert engine.asked == ["actors:SketchWorker"] + ["call"] * engine.asked.count("call")
+    assert len(engine.asked) > 1
 
 
 def _prepared(f: MinHashDedup, records: list[Record]) -> list[Record]:
@@ -358,7 +361,7 @@ def _prepared(f: MinHashDedup, records: list[Record]) -> list[Record]:
 @pytest.mark.slow
 def test_ray_on_two_local_cpus_gives_the_same_outputs_as_one_process(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    monkeypatch.setattr(minhash_module, "PARALLEL_MIN", 1)     # MinHash's signatures on Ray Data too
+    monkeypatch.setattr(minhash_module, "PARALLEL_MIN", 1)     # MinHash sketched by Ray actors too
     inputs = write_inputs(tmp_path)
     filter_with(1, inputs, tmp_path / "one")
     quality = QualitySettings(decontam_against=[str(tmp_path / "bench.jsonl")])
