@@ -256,13 +256,14 @@ class EndpointPool:
         """An attempt goes to ``e``: returns its start time for ``answered``."""
         e.requests += 1
         e.in_flight += 1
-        e.in_flight_peak = max(e.in_flight_peak, e.in_flight)
-        return self._clock()
+        if e.in_flight > e.in_flight_peak:
+            e.in_flight_peak = e.in_flight
+        return self._clock() if self.several else 0.0     # one endpoint's latency is never shown
 
     def answered(self, e: Endpoint, started: float) -> None:
         e.in_flight -= 1
         e.answered += 1
-        if self.several:                          # one endpoint's figures are never shown
+        if self.several:
             e.latencies.append(self._clock() - started)
         e.failures_in_row = e.pauses_in_row = 0       # it works: healthy again
         self._wake()

@@ -176,7 +176,8 @@ class OpenAITeacher(Teacher):
             await self._limiter.acquire(tokens_needed)
             # The endpoint is chosen once a slot is free, so the in-flight counts it compares are now's.
             async with self._slots:
-                endpoint = await self._pool.choose(avoid)
+                # (no coroutine to wait for when an endpoint is free, the usual case)
+                endpoint = self._pool.pick(avoid) or await self._pool.choose(avoid)
                 body = bodies.get(endpoint.model)
                 if body is None:
                     body = bodies[endpoint.model] = request_body(request, endpoint.model, api)
