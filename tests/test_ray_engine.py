@@ -38,7 +38,7 @@ def ray_cluster():
     if ray.is_initialized():
         pytest.skip("Ray is already initialised in this process: the engine would not own it")
     owner = RayEngine(2)
-    assert ray.is_initialized() and owner._started
+    assert ray.is_initialized() and owner._opened
     yield owner
     owner.close()
     assert not ray.is_initialized(), "the engine that started the local cluster must shut it down"
@@ -354,7 +354,7 @@ def _kept_fields(out: Path) -> list[dict]:
 def _named_matches_exceed(out: Path, threshold: float = 0.7) -> None:
     """A ROUGE-L reject may name another earlier record than one process did (notes: "identical"),
     but the one it names must really exceed the threshold."""
-    from filters.rouge import _lcs_length, rouge_f
+    from selfinstruct.filters.rouge import _lcs_length, rouge_f
     from selfinstruct.text import tokens
 
     for row in _rejects(out):
@@ -396,7 +396,7 @@ def batches_of(monkeypatch):
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_filter_on_ray_keeps_and_rejects_exactly_as_one_process(lang, tmp_path, write_jsonl, batches_of):
-    from filters.rouge import _lcs_length, rouge_f
+    from selfinstruct.filters.rouge import _lcs_length, rouge_f
     from selfinstruct.text import tokens
 
     ties = EN_TIE if lang == "en" else _zh_tie()

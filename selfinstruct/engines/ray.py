@@ -15,8 +15,9 @@
   raised inside an actor (or a map task) is raised again here as itself, with its own message
   (a ``UsageError`` from a worker is still a one-line error); a worker that died is a RuntimeError.
 - ``peak_rss()`` asks each actor for its own peak resident memory (``ru_maxrss``).
-- ``close()`` kills the actors and shuts Ray down only if this engine started it: a cluster joined
-  with ``--ray-address``, or a Ray the caller had initialised, stays as it was.
+- ``close()`` kills the actors, then ends this process's Ray session if the engine opened it: that
+  stops the local cluster it started, and only disconnects from a cluster joined with
+  ``--ray-address`` (which keeps running). A Ray the caller had initialised stays as it was.
 
 Without an address a local cluster of ``max(2, workers)`` CPUs starts (``address="local"``: never
 silently joining a cluster some other process left running), with no dashboard, quiet logs, no usage
@@ -63,7 +64,7 @@ class RayEngine(Engine):
         self.workers = workers
         self.address = address
         self._ray = _import_ray()
-        self._started = False
+        self._opened = False       # whether ray.init was ours (close ends it)
         self._actors: list[RayActor] = []
         self._host = None
         self._task = None
@@ -94,7 +95,7 @@ class RayEngine(Engine):
                     from None
         else:
             ray.init(address="local", num_cpus=max(2, self.workers), **options)
-            self._started = True
+        self._opened = True
 
     # -- the contract -----------------------------------------------------------------------------
 
@@ -134,9 +135,9 @@ class RayEngine(Engine):
                     pass
                 actor.handle = None
         self._actors = []
-        if self._started and ray.is_initialized():
+        if self._opened and ray.is_initialized():
             ray.shutdown()
-        self._started = False
+        self._opened = False
 
     # -- helpers ----------------------------------------------------------------------------------
 
