@@ -444,6 +444,7 @@ def test_cli_filter_engine_ray_exits_0(tmp_path, write_jsonl, invoke_cli, ray_cl
     assert summary["kept"] > 10
 
 
+@pytest.mark.slow          # a second interpreter imports Ray and joins: ~20 s on 2 busy cores
 def test_cli_joins_a_running_cluster_and_leaves_it_running(tmp_path, write_jsonl, ray_cluster):
     """Another process joins this module's cluster by its address, as a cluster node's user would."""
     import ray
