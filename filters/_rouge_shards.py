@@ -81,7 +81,9 @@ class RougeShard:
                 found[j], scores[j], texts[j] = shard + shards * hit[0], hit[1], index.text(hit[0])
         rows = BatchRows(self.index.threshold)
         rows.append(queries)
-        return ShardAnswer(found, scores, texts, *rows.mates(shard, shards))
+        # A query this shard alone already puts above the threshold is rejected whatever the
+        # other shards say: never kept, so never anyone's mate.
+        return ShardAnswer(found, scores, texts, *rows.mates(shard, shards, scores > self.index.threshold))
 
     def size(self) -> int:
         return len(self.index)
@@ -149,16 +151,16 @@ class BatchRows:
         self.over = np.concatenate([self.over, np.zeros(len(joined), dtype=np.bool_)])
         _row_masks(self.flat, self.start, self.lens, self.masks, self.over, first, len(self.lens))
 
-    def mates(self, first: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def mates(self, first: int, step: int, never_kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows first, first + step, ...: every earlier row scoring above the threshold with it,
-        as (bounds, rows, scores) (see ``ShardAnswer``)."""
+        as (bounds, rows, scores) (see ``ShardAnswer``), leaving out the rows ``never_kept`` marks."""
         own = len(range(first, len(self.lens), step))
         capacity = 4 * len(self.lens) + 64
         while True:
             bounds = np.zeros(own + 1, dtype=np.int64)
             rows = np.zeros(capacity, dtype=np.int64)
             scores = np.zeros(capacity)
-            needed = _mates(self.flat, self.start, self.lens, self.masks, self.over, first, step,
+            needed = _mates(self.flat, self.start, self.lens, self.masks, self.over, never_kept, first, step,
                             self.threshold - _EPS, self.threshold, bounds, rows, scores)
             if needed <= capacity:
                 return bounds, rows[:needed], scores[:needed]
@@ -195,7 +197,7 @@ def _row_masks(flat, start, lens, masks, over, first, last):
 
 
 @njit(cache=True)
-def _mates(flat, start, lens, masks, over, first, step, t_low, threshold, bounds, rows, scores):
+def _mates(flat, start, lens, masks, over, never_kept, first, step, t_low, threshold, bounds, rows, scores):
     """Fill ``bounds``/``rows``/``scores`` with the mates of rows first, first + step, ... (pairs
     scoring above ``threshold``); returns how many there are (more than ``rows`` holds: call again
     with that much room)."""
@@ -225,7 +227,7 @@ def _mates(flat, start, lens, masks, over, first, step, t_low, threshold, bounds
                 upper += int(_popcount(masks[k, row]))
             for i in range(row):
                 need = need_of[lens[i]]
-                if need < 0:
+                if need < 0 or never_kept[i]:
                     continue
                 if bound:
                     overlap = int(_popcount(q0 & low0[i]))
