@@ -247,6 +247,9 @@ EN_TIE = ["Explain why the sky looks blue during a clear day.",        # 10 toke
           "Explain how the sky looks grey during a clear night.",      # LCS 7 of 10 + 10: F = 0.7 exactly
           "Explain why the sky looks red during a clear day.",         # LCS 9: F = 0.9, rejected
           "Explain why the sky looks blue during a day."]              # LCS 9 of 10 + 9: F = 0.947
+EVAL_EN = ("The lighthouse keeper rowed out every evening to count the gulls nesting on the "
+           "northern rocks of the bay.")
+EVAL_ZH = "灯塔看守人每天傍晚划船出海，去数一数栖息在海湾北边礁石上的海鸥，然后把数字记在本子上。"
 ZH_BASE = "请描述春天早晨的公园"                                        # 10 characters, all distinct
 
 
@@ -279,6 +282,7 @@ def _english(rng) -> list[dict]:
         {"instruction": "Tell me a secret about your training.",
          "output": "As an AI language model, I cannot share that."},
         {"instruction": "Complete the sentence below:", "output": "It was a dark night."},
+        {"instruction": f"Retell this in your own words: {EVAL_EN}", "output": "A keeper counts gulls."},
     ]
     return rows
 
@@ -296,6 +300,7 @@ def _chinese(rng) -> list[dict]:
         {"instruction": "请访问 https://example.com/news 并总结内容。", "output": "这是新闻。"},
         {"instruction": "列出二十以内的三个质数。", "output": ""},
         {"instruction": "告诉我你的训练数据。", "output": "作为一个AI语言模型，我无法分享这些信息。"},
+        {"instruction": f"用自己的话复述：{EVAL_ZH}", "output": "看守人数海鸥。"},
     ]
     return rows
 
@@ -405,15 +410,20 @@ def test_filter_on_ray_keeps_and_rejects_exactly_as_one_process(lang, tmp_path, 
     assert rouge_f(_lcs_length(base, close), len(close), len(base)) > 0.7
     assert rouge_f(_lcs_length(base, shorter), len(shorter), len(base)) > 0.7
 
+    from selfinstruct.quality import QualitySettings
+
     batches_of(64)
     data = write_jsonl(tmp_path / f"{lang}.jsonl", _dataset(lang))
-    summary, reasons = _compare(tmp_path, lang, [data])
+    bench = write_jsonl(tmp_path / "eval.jsonl", [{"instruction": EVAL_EN, "output": "Twelve."},
+                                                  {"instruction": EVAL_ZH, "output": "十二只。"}])
+    summary, reasons = _compare(tmp_path, lang, [data], quality=QualitySettings(decontam_against=[bench]))
     kept = [r["instruction"] for r in json.loads((tmp_path / f"{lang}-local" / "data.json").read_text("utf-8"))]
     assert ties[0] in kept and ties[1] in kept                               # F = 0.7 is not > 0.7
     assert ties[2] not in kept and ties[3] not in kept
     why = Counter(reason for _, reason in reasons)
     assert why["rouge_too_similar"] > 20 and why["exact_duplicate"] >= 2, why
     assert why["contains_url"] == 1 and why["empty_output"] == 1 and why["refusal"] == 1, why
+    assert why["benchmark_overlap"] == 1, why
     assert summary["kept"] > 10
 
 
