@@ -8,6 +8,12 @@ reason and detail, in order) and summary.json's counts. The inputs are written s
 filter's reason occurs in English and in Chinese (each record's expected reason is asserted against
 the one-process run, so a rule that stopped firing would fail here, not hide), with a decontamination
 set, conversations whose later turn is bad, several batches, and a malformed line skipped mid-file.
+(``ends_with_colon`` is in the default chain but fires only under the Self-Instruct rule set.)
+
+The mechanism's edges run on an in-process stand-in engine that pickles everything crossing it:
+edits a worker's filter makes to its copy of a record come back, an unpicklable plugin filter is
+judged here in chain order, one worker keeps the one-process path, and MinHash sketched on workers
+decides as here. One test (marked ``ray``, ``slow``) repeats the comparison on Ray with two local CPUs.
 """
 from __future__ import annotations
 
