@@ -26,13 +26,15 @@ score, then the earliest: the pool's items come before the batch's).
 """
 from __future__ import annotations
 
+from itertools import repeat
 from typing import NamedTuple, Sequence
 
 import numpy as np
 from numba import njit
 
-from selfinstruct.filters._rouge_index import NoveltyIndex
+from selfinstruct.filters._rouge_index import _BOUND_MIN, NoveltyIndex
 from selfinstruct.filters._rouge_kernel import _lcs, _popcount, _query_bits, _rouge_f
+from selfinstruct.filters._rouge_kernel import best as _kernel_best
 from selfinstruct.text import tokens
 
 _EPS = 1e-9                      # as _rouge_index: pairs at exactly F = t are still verified
@@ -72,13 +74,14 @@ class RougeShard:
             self._add(joined.split(), text)
         found = np.full(len(queries), -1, dtype=np.int64)
         scores = np.full(len(queries), -1.0)
-        texts: list[str | None] = [None] * len(queries)
         index, shard, shards = self.index, self.shard, self.shards
-        for j, joined in enumerate(queries):
-            excluded = self._excluded(exclusions[j]) if j in exclusions else ()
-            hit = index.best(joined.split(), excluded)
-            if hit is not None:
-                found[j], scores[j], texts[j] = shard + shards * hit[0], hit[1], index.text(hit[0])
+        if len(index):
+            _best_many(index, queries, set(exclusions), found, scores)
+            for j, texts_out in exclusions.items():
+                hit = index.best(queries[j].split(), self._excluded(texts_out))
+                found[j], scores[j] = (-1, -1.0) if hit is None else hit
+        texts: list[str | None] = [None if i < 0 else index.text(i) for i in found.tolist()]
+        found = np.where(found >= 0, shard + shards * found, -1)
         rows = BatchRows(self.index.threshold)
         rows.append(queries)
         # A query this shard alone already puts above the threshold is rejected whatever the
@@ -108,6 +111,47 @@ class ShardAnswer(NamedTuple):
     mate_bounds: np.ndarray         # per own query k (position shard + k * shards): its mates are
     mate_rows: np.ndarray           # mate_rows[mate_bounds[k]:mate_bounds[k + 1]], earlier queries
     mate_scores: np.ndarray         # scoring above the threshold with it, and their scores
+
+
+def _best_many(index: NoveltyIndex, queries: Sequence[str], skip: set[int], found: np.ndarray,
+                scores: np.ndarray) -> None:
+    """``NoveltyIndex.best`` for every query (joined tokens) but those in ``skip``, written into
+    ``found`` (local item or -1) and ``scores``: the same kernel call per query, made from one
+    compiled loop per query length instead of one Python call per query (whose fixed cost every
+    shard would pay for every query of the batch). Reads the index's own arrays, unchanged between
+    adds."""
+    flat_tokens = " ".join(queries).split()
+    ids = np.fromiter(map(index._vocab.get, flat_tokens, repeat(-1)), dtype=np.int64, count=len(flat_tokens))
+    lens = np.fromiter((q.count(" ") + 1 if q else 0 for q in queries), dtype=np.int64, count=len(queries))
+    starts = np.cumsum(lens) - lens
+    wanted = lens > 0
+    if skip:
+        wanted[list(skip)] = False
+    items, elems, lists = index._items, index._elems, index._lists
+    for n in np.unique(lens[wanted]).tolist():
+        rows = np.flatnonzero(wanted & (lens == n))
+        limits = index._limits_for(n)
+        _best_rows(rows, ids, starts, n, limits.everything, limits.prefix_len, limits.lo, limits.hi,
+                   limits.width, limits.longest, limits.deepest, limits.needs, _BOUND_MIN, index._elem_ids,
+                   elems.freq_snap, items.lens, items.tok_start, index._tok_flat, index._masks, index._slot_of,
+                   index._arena, index._meta, lists.head, lists.tail, lists.fill, items.found, items.found_len,
+                   items.found_bound, found, scores)
+
+
+@njit(cache=True)
+def _best_rows(rows, ids, starts, n, everything, prefix_len, lo, hi, width, longest, deepest, needs,
+               bound_min, elem_ids, freq_snap, lens, tok_start, tok_flat, masks, slot_of, arena, meta, head,
+               tail, fill, found_in, found_len, found_bound, found, scores):
+    for row in rows:
+        query = ids[starts[row]:starts[row] + n]
+        known = query[query >= 0]
+        item, score = _kernel_best(query, known, n - len(known), everything, prefix_len, lo, hi, width,
+                                   longest, deepest, needs, bound_min, elem_ids, freq_snap, lens, tok_start,
+                                   tok_flat, masks, slot_of, arena, meta, head, tail, fill, found_in,
+                                   found_len, found_bound)
+        if item >= 0:
+            found[row] = item
+            scores[row] = score
 
 
 def merge_answers(answers: Sequence[ShardAnswer]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
