@@ -238,7 +238,8 @@ class EndpointPool:
                 self._changed = asyncio.Event()
             changed = self._changed
             now = self._clock()
-            # no pause left to wait for (probes in flight): the end of an attempt is the next change
+            # None means every endpoint is paused: the first pause to end, or an attempt's end (a
+            # late answer heals its endpoint), is the next change
             ends = [e.paused_until - now for e in self.endpoints if e.paused_until > now]
             try:
                 await asyncio.wait_for(changed.wait(), timeout=min(ends) if ends else None)
