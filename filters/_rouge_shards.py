@@ -5,16 +5,20 @@ Pool item k (the k-th instruction the filter ever kept or preloaded) lives on sh
 shard's item k // W, so global numbers need no table. ``step`` adds the shard's new items, then
 answers a batch of queries: per query the best (global number, score, text) of its share, with
 ``NoveltyIndex.best`` semantics (every item above the threshold survives pruning, so above it the
-answer is the true best; ties go to the lowest number).
+answer is the true best; ties go to the lowest number). The queries go through the index's own
+kernel from one compiled loop per query length (``_best_many``): one Python call per query cost
+about as much as the kernel's work on a shard of a few hundred thousand items, and every shard
+pays it for every query.
 
 The same call also resolves the batch against itself, the part that cannot wait for the pool: the
 shard encodes the batch's queries (``BatchRows``: token ids of a batch-local vocabulary) and, for
 its share of them (positions shard, shard + W, ...), finds every EARLIER query of the batch that
 scores above the threshold ("mates"), in compiled code: a length filter and a token-count bound
 first (both necessary conditions for F > t, as in ``_rouge_index``), then the exact LCS and the
-reference's float formula from ``_rouge_kernel``. That is a scan of all earlier rows, about 2 ns
-a pair before the bound, so a batch costs B^2/2 pair tests split over the shards: far less than
-its pool queries, and bounded by the batch size however clustered the data are (a template
+reference's float formula from ``_rouge_kernel``. That is a scan of all earlier rows (those this
+shard's pool share already rejects are skipped: never kept, never a mate), a few ns a pair before
+the bound, so a batch costs at most B^2/2 pair tests split over the shards: less than its pool
+queries, and bounded by the batch size however clustered the data are (a template
 repeated throughout the input makes near-copies in every batch, never a quadratic join of the
 whole input).
 

@@ -23,12 +23,13 @@ On an engine with several workers (``filter --workers N``, ``--engine ray``; ``u
 pool moves into N shard actors (``_rouge_shards.RougeShard``: item k on shard k % N) and the check
 stays inside the chain's own mechanism, as ``MinHashDedup`` does it: ``prepare(batch)`` first sends
 each shard the items kept since the last batch (each shard adds its own, in parallel), then every
-shard answers all of the batch's queries at once (tokenised by the engine's workers); the
-coordinator merges the answers (the highest score, ties to the lowest global number: the earliest,
-as ``NoveltyIndex.best`` breaks ties). ``check`` then takes the best of that pool answer and of the
-batch's rows kept since ``prepare`` (``BatchRows``, in compiled code). The two together are exactly
-the pool the single-process filter checks against at that moment, so every decision, and the
-match named in a rejection (the best score, the earliest among equal scores), are the same. What
+shard answers all of the batch's queries at once (tokenised by the engine's workers) and finds, for
+its share of them, the batch's earlier records above the threshold ("mates"); the coordinator
+merges the pool answers (the highest score, ties to the lowest global number: the earliest, as
+``NoveltyIndex.best`` breaks ties). ``check`` then takes the best of that pool answer and of the
+record's mates that the chain has kept since ``prepare``. The two together are exactly the pool the
+single-process filter checks against at that moment, so every decision, and the match named in a
+rejection (the best score, the earliest among equal scores), are the same. What
 can differ is ``rouge`` / ``most_similar`` of a KEPT record: the best *verified* match below the
 threshold depends on which pairs the pruning let through, and shards prune with their own orders.
 A record checked or added outside a prepared batch asks the shards synchronously. Chunk-grounded
