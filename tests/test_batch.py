@@ -349,6 +349,10 @@ def assert_run_complete(server, out, read_json) -> dict:
     assert set(server.answered.values()) == {1}
     half = (summary["tokens"]["prompt"] * 1 + summary["tokens"]["completion"] * 2) / 1e6 * BATCH_PRICE_FACTOR
     assert summary["cost_usd"] == pytest.approx(half, abs=2e-6)
+    batch = summary["teacher"]["batch"]           # the batcher's own figures reach summary.json
+    assert set(batch) == {"batches_created", "batches_resumed", "requests_batched", "retried", "failed",
+                          "by_status"}
+    assert batch["batches_created"] + batch["batches_resumed"] >= 1
     return summary
 
 

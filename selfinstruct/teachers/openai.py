@@ -299,6 +299,7 @@ class OpenAITeacher(Teacher):
             # per endpoint, keyed by URL without credentials; only for a pool (one endpoint's
             # figures are the ones above)
             **({"endpoints": self._pool.stats()} if self._pool.several else {}),
+            **({"batch": self._batcher.stats()} if self._batcher is not None else {}),
         }
 
     def cost_usd(self) -> float:
