@@ -79,18 +79,17 @@ class RougeShard:
         found = np.full(len(queries), -1, dtype=np.int64)
         scores = np.full(len(queries), -1.0)
         index, shard, shards = self.index, self.shard, self.shards
+        batch = _encode(index._vocab, queries, index.threshold)
         if len(index):
-            _best_many(index, queries, set(exclusions), found, scores)
+            _best_many(index, batch, set(exclusions), found, scores)
             for j, texts_out in exclusions.items():
                 hit = index.best(queries[j].split(), self._excluded(texts_out))
                 found[j], scores[j] = (-1, -1.0) if hit is None else hit
         texts: list[str | None] = [None if i < 0 else index.text(i) for i in found.tolist()]
         found = np.where(found >= 0, shard + shards * found, -1)
-        rows = BatchRows(self.index.threshold)
-        rows.append(queries)
         # A query this shard alone already puts above the threshold is rejected whatever the
         # other shards say: never kept, so never anyone's mate.
-        return ShardAnswer(found, scores, texts, *rows.mates(shard, shards, scores > self.index.threshold))
+        return ShardAnswer(found, scores, texts, *batch.mates(shard, shards, scores > index.threshold))
 
     def size(self) -> int:
         return len(self.index)
@@ -117,17 +116,16 @@ class ShardAnswer(NamedTuple):
     mate_scores: np.ndarray         # scoring above the threshold with it, and their scores
 
 
-def _best_many(index: NoveltyIndex, queries: Sequence[str], skip: set[int], found: np.ndarray,
+def _best_many(index: NoveltyIndex, batch: "BatchRows", skip: set[int], found: np.ndarray,
                 scores: np.ndarray) -> None:
-    """``NoveltyIndex.best`` for every query (joined tokens) but those in ``skip``, written into
+    """``NoveltyIndex.best`` for every query of ``batch`` but those in ``skip``, written into
     ``found`` (local item or -1) and ``scores``: the same kernel call per query, made from one
     compiled loop per query length instead of one Python call per query (whose fixed cost every
     shard would pay for every query of the batch). Reads the index's own arrays, unchanged between
-    adds."""
-    flat_tokens = " ".join(queries).split()
-    ids = np.fromiter(map(index._vocab.get, flat_tokens, repeat(-1)), dtype=np.int64, count=len(flat_tokens))
-    lens = np.fromiter((q.count(" ") + 1 if q else 0 for q in queries), dtype=np.int64, count=len(queries))
-    starts = np.cumsum(lens) - lens
+    adds; ``batch`` holds the index's token ids (tokens new to it are >= its vocabulary size,
+    which the kernel reads as -1: unknown)."""
+    ids = np.where(batch.flat < len(index._vocab), batch.flat, -1)
+    lens, starts = batch.lens, batch.start
     wanted = lens > 0
     if skip:
         wanted[list(skip)] = False
@@ -172,32 +170,14 @@ def merge_answers(answers: Sequence[ShardAnswer]) -> tuple[np.ndarray, np.ndarra
 
 # ---- a batch's own pairs ------------------------------------------------------------------------
 class BatchRows:
-    """A batch's queries as token ids of a batch-local vocabulary, with their count masks."""
+    """A batch's queries as token ids (``flat`` from ``start`` for ``lens``), with their count masks."""
 
-    def __init__(self, threshold: float):
+    def __init__(self, threshold: float, flat: np.ndarray, start: np.ndarray, lens: np.ndarray):
         self.threshold = threshold
-        self.vocab: dict[str, int] = {}
-        self.flat = np.zeros(0, dtype=np.int64)
-        self.start = self.lens = np.zeros(0, dtype=np.int64)
-        self.masks = np.zeros((LEVELS, 0), dtype=np.uint64)   # [level, row]
-        self.over = np.zeros(0, dtype=np.bool_)          # a slot count above LEVELS: no bound
-
-    def append(self, joined: Sequence[str]) -> None:
-        # C-level passes only (str.join/split, dict.fromkeys, map): a Python loop over the tokens
-        # cost more than the whole pair scan.
-        flat_tokens = " ".join(joined).split()
-        vocab = self.vocab
-        vocab.update(zip([t for t in dict.fromkeys(flat_tokens) if t not in vocab], range(len(vocab), 1 << 62)))
-        ids = np.fromiter(map(vocab.__getitem__, flat_tokens), dtype=np.int64, count=len(flat_tokens))
-        lens = np.fromiter((s.count(" ") + 1 if s else 0 for s in joined), dtype=np.int64, count=len(joined))
-        first = len(self.lens)
-        starts = len(self.flat) + np.cumsum(lens) - lens
-        self.flat = np.concatenate([self.flat, ids])
-        self.start = np.concatenate([self.start, starts])
-        self.lens = np.concatenate([self.lens, lens])
-        self.masks = np.concatenate([self.masks, np.zeros((LEVELS, len(joined)), dtype=np.uint64)], axis=1)
-        self.over = np.concatenate([self.over, np.zeros(len(joined), dtype=np.bool_)])
-        _row_masks(self.flat, self.start, self.lens, self.masks, self.over, first, len(self.lens))
+        self.flat, self.start, self.lens = flat, start, lens
+        self.masks = np.zeros((LEVELS, len(lens)), dtype=np.uint64)   # [level, row]
+        self.over = np.zeros(len(lens), dtype=np.bool_)                # a slot count above LEVELS: no bound
+        _row_masks(flat, start, lens, self.masks, self.over, 0, len(lens))
 
     def mates(self, first: int, step: int, never_kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows first, first + step, ...: every earlier row scoring above the threshold with it,
@@ -215,10 +195,18 @@ class BatchRows:
             capacity = needed
 
 
-def _grown(array: np.ndarray, size: int) -> np.ndarray:
-    grown = np.zeros((size,) + array.shape[1:], dtype=array.dtype)
-    grown[:len(array)] = array
-    return grown
+def _encode(vocab: dict[str, int], queries: Sequence[str], threshold: float = 0.7) -> BatchRows:
+    """The queries (joined tokens) as ids of ``vocab`` (a shard index's), tokens new to it numbered
+    on from its size: one id per distinct token, as LCS needs. C-level passes only (str.join/split,
+    map): a Python loop over the tokens cost more than the pair scan."""
+    flat_tokens = " ".join(queries).split()
+    ids = np.fromiter(map(vocab.get, flat_tokens, repeat(-1)), dtype=np.int64, count=len(flat_tokens))
+    unknown = np.flatnonzero(ids < 0)
+    if len(unknown):
+        new: dict[str, int] = {}
+        ids[unknown] = [new.setdefault(flat_tokens[p], len(vocab) + len(new)) for p in unknown.tolist()]
+    lens = np.fromiter((q.count(" ") + 1 if q else 0 for q in queries), dtype=np.int64, count=len(queries))
+    return BatchRows(threshold, ids, np.cumsum(lens) - lens, lens)
 
 
 @njit(cache=True)
