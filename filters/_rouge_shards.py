@@ -44,6 +44,7 @@ from selfinstruct.text import tokens
 _EPS = 1e-9                      # as _rouge_index: pairs at exactly F = t are still verified
 LEVELS = 4                       # count levels per slot of the token-count bound
 SLOTS = 64
+OWN_SLOTS = 32                   # token ids below this get a slot of their own
 
 
 def joined_tokens(text: str) -> str:
@@ -188,7 +189,8 @@ class BatchRows:
             bounds = np.zeros(own + 1, dtype=np.int64)
             rows = np.zeros(capacity, dtype=np.int64)
             scores = np.zeros(capacity)
-            needed = _mates(self.flat, self.start, self.lens, self.masks, self.over, never_kept, first, step,
+            needed = _mates(self.flat, self.start, self.lens, self.masks, self.over,
+                            np.flatnonzero(~never_kept & (self.lens > 0)), first, step,
                             self.threshold - _EPS, self.threshold, bounds, rows, scores)
             if needed <= capacity:
                 return bounds, rows[:needed], scores[:needed]
@@ -211,15 +213,17 @@ def _encode(vocab: dict[str, int], queries: Sequence[str], threshold: float = 0.
 
 @njit(cache=True)
 def _row_masks(flat, start, lens, masks, over, first, last):
-    """Per row, LEVELS masks: bit s of mask k is set when the row has more than k tokens in slot s
-    (token id % SLOTS). sum over k, s of (mask_k(a) & mask_k(b)) = sum over slots of min(count_a,
+    """Per row, LEVELS masks: bit s of mask k is set when the row has more than k tokens in slot s. sum over k, s of (mask_k(a) & mask_k(b)) = sum over slots of min(count_a,
     count_b) >= the multiset overlap of a and b >= their LCS, when a has at most LEVELS tokens per
     slot (``over`` marks the rows that do not)."""
     counts = np.zeros(SLOTS, dtype=np.int64)
     for r in range(first, last):
         counts[:] = 0
         for p in range(start[r], start[r] + lens[r]):
-            counts[flat[p] % SLOTS] += 1
+            t = flat[p]
+            # the first tokens a shard saw (the most frequent, mostly) get a slot each; the rest
+            # share hashed slots, so a rare token seldom lands on a common word's slot
+            counts[t if t < OWN_SLOTS else OWN_SLOTS + ((t * 0x9E3779B1) >> 7) % (SLOTS - OWN_SLOTS)] += 1
         flag = False
         for k in range(LEVELS):
             masks[k, r] = np.uint64(0)
@@ -233,10 +237,10 @@ def _row_masks(flat, start, lens, masks, over, first, last):
 
 
 @njit(cache=True)
-def _mates(flat, start, lens, masks, over, never_kept, first, step, t_low, threshold, bounds, rows, scores):
-    """Fill ``bounds``/``rows``/``scores`` with the mates of rows first, first + step, ... (pairs
-    scoring above ``threshold``); returns how many there are (more than ``rows`` holds: call again
-    with that much room)."""
+def _mates(flat, start, lens, masks, over, candidates, first, step, t_low, threshold, bounds, rows, scores):
+    """Fill ``bounds``/``rows``/``scores`` with the mates of rows first, first + step, ... among
+    the rows ``candidates`` lists (ascending) (pairs scoring above ``threshold``); returns how many
+    there are (more than ``rows`` holds: call again with that much room)."""
     count = 0
     own = 0
     longest = 0
@@ -261,9 +265,12 @@ def _mates(flat, start, lens, masks, over, never_kept, first, step, t_low, thres
             upper = 0
             for k in range(1, LEVELS):
                 upper += int(_popcount(masks[k, row]))
-            for i in range(row):
+            for c in range(len(candidates)):
+                i = candidates[c]
+                if i >= row:
+                    break
                 need = need_of[lens[i]]
-                if need < 0 or never_kept[i]:
+                if need < 0:
                     continue
                 if bound:
                     overlap = int(_popcount(q0 & low0[i]))
