@@ -62,7 +62,9 @@ started = time.monotonic()
 cpu0 = time.process_time()
 summary = curate.run_filter([path], out, only=["rouge"], progress=False, started=started,
                             engine=EngineSettings(name, workers))
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
 info.update(wall=summary["elapsed_seconds"], coordinator_cpu=time.process_time() - cpu0,
+            workers_cpu=children.ru_utime + children.ru_stime,
             coordinator_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             kept=summary["kept"], rouge_seconds=summary["seconds_per_stage"].get("rouge"))
 print("BENCH_INFO " + json.dumps(info), flush=True)
@@ -159,7 +161,7 @@ def bench(name: str, path: Path, tmp: Path, with_ray: bool, timeout: float) -> b
         rss = ", ".join(f"{r / 2**20:.0f}" for r in info["worker_rss"]) or "-"
         print(f"  {engine} x{workers}: {info['wall']:.1f} s wall, rouge stage {info['rouge_seconds'] or 0:.1f} s, "
               f"coordinator {info['coordinator_cpu']:.1f} CPU s ({info['coordinator_cpu'] / info['wall']:.0%} "
-              f"of wall), kept {info['kept']:,}, peak RSS coordinator {info['coordinator_rss'] / 2**20:.0f} MB, "
+              f"of wall), local workers {info['workers_cpu']:.1f} CPU s, kept {info['kept']:,}, peak RSS coordinator {info['coordinator_rss'] / 2**20:.0f} MB, "
               f"workers [{rss}] MB", flush=True)
     one, two = results[("local", 1)], results[("local", 2)]
     print(f"RESULT name=parallel_rouge_{name}_workers2_vs_1 ratio={one['wall'] / two['wall']:.2f} target=1.6 "
