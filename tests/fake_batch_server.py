@@ -35,16 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from aiohttp import web
 
-from tests.fake_openai_server import Behaviour, FakeOpenAI, default_text
+from tests.fake_openai_server import Behaviour, FakeOpenAI, default_text, serve_in_thread
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -283,6 +282,16 @@ class FakeBatchServer:
     def _saw(self, request: web.Request) -> None:
         self.authorization.add(request.headers.get("Authorization", ""))
 
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.add_routes([web.post("/v1/files", self.upload),
@@ -299,40 +308,7 @@ def _error(status: int, message: str, code: str) -> web.Response:
                                         "param": None, "code": code}}, status=status)
 
 
-@contextlib.contextmanager
-def serve_batches_in_thread(server: FakeBatchServer) -> Iterator[FakeBatchServer]:
-    """Run ``server`` on its own event loop in a daemon thread for the duration of the block."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    failure: list[BaseException] = []
-    runner = web.AppRunner(server.app(), handle_signals=False, shutdown_timeout=0.5)
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, server.host, server.port)
-        await site.start()
-        server.port = site._server.sockets[0].getsockname()[1]
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(start())
-        except BaseException as exc:        # surfaced in the caller's thread
-            failure.append(exc)
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="fake-batches", daemon=True)
-    thread.start()
-    ready.wait(10)
-    if failure:
-        raise failure[0]
-    try:
-        yield server
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+def serve_batches_in_thread(server: FakeBatchServer):
+    """Run ``server`` on its own event loop in a daemon thread for the duration of the block (the
+    same runner as the chat server's)."""
+    return serve_in_thread(server)

@@ -49,7 +49,7 @@ from selfinstruct.errors import TeacherError
 from selfinstruct.pricing import CHAT_OVERHEAD_TOKENS, estimate_tokens
 from selfinstruct.ratelimit import backoff_s
 from selfinstruct.teachers._http import (Decoded, Transient, api_for, decode_body, fatal_message,
-                                         is_retryable, request_body)
+                                         is_retryable, request_body, usage_of)
 from selfinstruct.teachers.base import Request, Response
 
 # OpenAI bills Batch API requests at 50% of the synchronous price ("50% lower costs", OpenAI's Batch
@@ -511,16 +511,8 @@ class Batcher:
         return None
 
     def _answer(self, request: Request, decoded: Decoded, prompt_estimate: int) -> Response:
-        extra: dict[str, Any] = {}
-        if decoded.unusual_finish:
-            extra["finish_reason"] = decoded.unusual_finish
-        prompt_tokens, completion_tokens = decoded.prompt_tokens, decoded.completion_tokens
-        estimated = prompt_tokens is None or completion_tokens is None
-        if estimated:
-            extra["usage_estimated"] = True
-            prompt_tokens = prompt_estimate if prompt_tokens is None else prompt_tokens
-            if completion_tokens is None:
-                completion_tokens = estimate_tokens(decoded.text)
+        prompt_tokens, completion_tokens, extra = usage_of(decoded, prompt_estimate)
+        estimated = "usage_estimated" in extra
         self._accounting.answered(request.stage, prompt_tokens, completion_tokens,
                                   truncated=decoded.finish_reason == "length", estimated=estimated)
         return Response(text=decoded.text, finish_reason=decoded.finish_reason,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
+from selfinstruct.pricing import estimate_tokens
 from selfinstruct.teachers.base import Request
 
 # Statuses worth another attempt: rate limited, timed out at a proxy, and any 5xx (502/503/504 from
@@ -105,6 +106,22 @@ def decode_body(body: bytes, api: str) -> Decoded:
                    _int_or_none(usage.get("prompt_tokens")),
                    _int_or_none(usage.get("completion_tokens")),
                    reason if reason not in (None, "stop", "length") else None)
+
+
+def usage_of(decoded: Decoded, prompt_estimate: int) -> tuple[int, int, dict[str, Any]]:
+    """Prompt and completion tokens of an answer (estimated where the server sent no usage) and the
+    response's ``extra``: an unusual finish reason, ``usage_estimated`` when a count is a guess."""
+    extra: dict[str, Any] = {}
+    if decoded.unusual_finish:
+        extra["finish_reason"] = decoded.unusual_finish
+    prompt_tokens, completion_tokens = decoded.prompt_tokens, decoded.completion_tokens
+    if prompt_tokens is None or completion_tokens is None:
+        extra["usage_estimated"] = True
+        if prompt_tokens is None:
+            prompt_tokens = prompt_estimate
+        if completion_tokens is None:
+            completion_tokens = estimate_tokens(decoded.text)
+    return prompt_tokens, completion_tokens, extra
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -41,7 +41,8 @@ from selfinstruct.teachers._accounting import Accounting
 from selfinstruct.teachers._endpoints import (Endpoint, EndpointPool, EndpointSpec,
                                               parse_endpoints_file, specs_from_urls)
 from selfinstruct.teachers._http import (Decoded, Transient, api_for, decode_body, endpoint_url,
-                                         fatal_message, is_retryable, request_body, retry_after_s)
+                                         fatal_message, is_retryable, request_body, retry_after_s,
+                                         usage_of)
 from selfinstruct.teachers.base import Request, Response, Teacher
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -249,17 +250,8 @@ class OpenAITeacher(Teacher):
 
     def _answer(self, request: Request, decoded: Decoded, prompt_estimate: int,
                 tokens_needed: int) -> Response:
-        extra: dict[str, Any] = {}
-        if decoded.unusual_finish:
-            extra["finish_reason"] = decoded.unusual_finish
-        prompt_tokens, completion_tokens = decoded.prompt_tokens, decoded.completion_tokens
-        estimated = prompt_tokens is None or completion_tokens is None
-        if estimated:
-            extra["usage_estimated"] = True
-            if prompt_tokens is None:
-                prompt_tokens = prompt_estimate
-            if completion_tokens is None:
-                completion_tokens = estimate_tokens(decoded.text)
+        prompt_tokens, completion_tokens, extra = usage_of(decoded, prompt_estimate)
+        estimated = "usage_estimated" in extra
         self._limiter.settle(tokens_needed, prompt_tokens + completion_tokens)
         self._accounting.answered(request.stage, prompt_tokens, completion_tokens,
                                   truncated=decoded.finish_reason == "length",
