@@ -138,6 +138,30 @@ class NoveltyIndex:
             items.found_bound)
         return None if item < 0 else (int(item), float(score))
 
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        """Token -> its id in this index (dense, in order of first sight); read-only for callers."""
+        return self._vocab
+
+    def best_many(self, ids: np.ndarray, lens: np.ndarray, starts: np.ndarray, wanted: np.ndarray,
+                  found: np.ndarray, scores: np.ndarray) -> None:
+        """``best`` for many queries at once, the query ``row`` being ``ids[starts[row]:starts[row] +
+        lens[row]]`` (token ids of this index, -1 for a token it has never seen), for the rows where
+        ``wanted`` is True: the item (or found[row] untouched when none) into ``found``, its score
+        into ``scores``. One compiled loop per query length instead of a Python call per query,
+        whose fixed cost would otherwise match the kernel's work on a pool of a few hundred
+        thousand items."""
+        items, elems, lists = self._items, self._elems, self._lists
+        for n in np.unique(lens[wanted]).tolist():
+            rows = np.flatnonzero(wanted & (lens == n))
+            limits = self._limits_for(n)
+            self._k.best_rows(rows, ids, starts, n, limits.everything, limits.prefix_len, limits.lo,
+                              limits.hi, limits.width, limits.longest, limits.deepest, limits.needs,
+                              _BOUND_MIN, self._elem_ids, elems.freq_snap, items.lens, items.tok_start,
+                              self._tok_flat, self._masks, self._slot_of, self._arena, self._meta,
+                              lists.head, lists.tail, lists.fill, items.found, items.found_len,
+                              items.found_bound, found, scores)
+
     def find(self, tokens: list[str]) -> tuple[int, float] | None:
         """A pool item with F > threshold (the highest-scoring one), else None."""
         hit = self.best(tokens)

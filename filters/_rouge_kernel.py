@@ -414,3 +414,21 @@ def best(query, known, unknown, everything, prefix_len, lo, hi, width, longest, 
         if best_item < 0 or f > best_f or (f == best_f and item < best_item):
             best_item, best_f = item, f
     return best_item, best_f
+
+
+@njit(cache=True)
+def best_rows(rows, ids, starts, n, everything, prefix_len, lo, hi, width, longest, deepest, needs,
+              bound_min, elem_ids, freq_snap, lens, tok_start, tok_flat, masks, slot_of, arena, meta, head,
+              tail, fill, found_in, found_len, found_bound, found, scores):
+    """``best`` for each query ``rows`` names, all of length ``n`` (so one set of limits): the
+    query of a row is ``ids[starts[row]:starts[row] + n]``; results into ``found``/``scores``."""
+    for row in rows:
+        query = ids[starts[row]:starts[row] + n]
+        known = query[query >= 0]
+        item, score = best(query, known, n - len(known), everything, prefix_len, lo, hi, width,
+                           longest, deepest, needs, bound_min, elem_ids, freq_snap, lens, tok_start,
+                           tok_flat, masks, slot_of, arena, meta, head, tail, fill, found_in,
+                           found_len, found_bound)
+        if item >= 0:
+            found[row] = item
+            scores[row] = score

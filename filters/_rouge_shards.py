@@ -6,7 +6,7 @@ shard's item k // W, so global numbers need no table. ``step`` adds the shard's 
 answers a batch of queries: per query the best (global number, score, text) of its share, with
 ``NoveltyIndex.best`` semantics (every item above the threshold survives pruning, so above it the
 answer is the true best; ties go to the lowest number). The queries go through the index's own
-kernel from one compiled loop per query length (``_best_many``): one Python call per query cost
+kernel from one compiled loop per query length (``NoveltyIndex.best_many``): one Python call per query cost
 about as much as the kernel's work on a shard of a few hundred thousand items, and every shard
 pays it for every query.
 
@@ -36,9 +36,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from numba import njit
 
-from selfinstruct.filters._rouge_index import _BOUND_MIN, NoveltyIndex
+from selfinstruct.filters._rouge_index import NoveltyIndex
 from selfinstruct.filters._rouge_kernel import _lcs, _popcount, _query_bits, _rouge_f
-from selfinstruct.filters._rouge_kernel import best as _kernel_best
 from selfinstruct.text import tokens
 
 _EPS = 1e-9                      # as _rouge_index: pairs at exactly F = t are still verified
@@ -80,7 +79,7 @@ class RougeShard:
         found = np.full(len(queries), -1, dtype=np.int64)
         scores = np.full(len(queries), -1.0)
         index, shard, shards = self.index, self.shard, self.shards
-        batch = _encode(index._vocab, queries, index.threshold)
+        batch = _encode(index.vocabulary, queries, index.threshold)
         if len(index):
             _best_many(index, batch, set(exclusions), found, scores)
             for j, texts_out in exclusions.items():
@@ -120,41 +119,13 @@ class ShardAnswer(NamedTuple):
 def _best_many(index: NoveltyIndex, batch: "BatchRows", skip: set[int], found: np.ndarray,
                 scores: np.ndarray) -> None:
     """``NoveltyIndex.best`` for every query of ``batch`` but those in ``skip``, written into
-    ``found`` (local item or -1) and ``scores``: the same kernel call per query, made from one
-    compiled loop per query length instead of one Python call per query (whose fixed cost every
-    shard would pay for every query of the batch). Reads the index's own arrays, unchanged between
-    adds; ``batch`` holds the index's token ids (tokens new to it are >= its vocabulary size,
-    which the kernel reads as -1: unknown)."""
-    ids = np.where(batch.flat < len(index._vocab), batch.flat, -1)
-    lens, starts = batch.lens, batch.start
-    wanted = lens > 0
+    ``found`` (local item or -1) and ``scores``. ``batch`` holds the index's token ids (tokens new
+    to it are >= its vocabulary size: unknown)."""
+    ids = np.where(batch.flat < len(index.vocabulary), batch.flat, -1)
+    wanted = batch.lens > 0
     if skip:
         wanted[list(skip)] = False
-    items, elems, lists = index._items, index._elems, index._lists
-    for n in np.unique(lens[wanted]).tolist():
-        rows = np.flatnonzero(wanted & (lens == n))
-        limits = index._limits_for(n)
-        _best_rows(rows, ids, starts, n, limits.everything, limits.prefix_len, limits.lo, limits.hi,
-                   limits.width, limits.longest, limits.deepest, limits.needs, _BOUND_MIN, index._elem_ids,
-                   elems.freq_snap, items.lens, items.tok_start, index._tok_flat, index._masks, index._slot_of,
-                   index._arena, index._meta, lists.head, lists.tail, lists.fill, items.found, items.found_len,
-                   items.found_bound, found, scores)
-
-
-@njit(cache=True)
-def _best_rows(rows, ids, starts, n, everything, prefix_len, lo, hi, width, longest, deepest, needs,
-               bound_min, elem_ids, freq_snap, lens, tok_start, tok_flat, masks, slot_of, arena, meta, head,
-               tail, fill, found_in, found_len, found_bound, found, scores):
-    for row in rows:
-        query = ids[starts[row]:starts[row] + n]
-        known = query[query >= 0]
-        item, score = _kernel_best(query, known, n - len(known), everything, prefix_len, lo, hi, width,
-                                   longest, deepest, needs, bound_min, elem_ids, freq_snap, lens, tok_start,
-                                   tok_flat, masks, slot_of, arena, meta, head, tail, fill, found_in,
-                                   found_len, found_bound)
-        if item >= 0:
-            found[row] = item
-            scores[row] = score
+    index.best_many(ids, batch.lens, batch.start, wanted, found, scores)
 
 
 def merge_answers(answers: Sequence[ShardAnswer]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
