@@ -92,6 +92,10 @@ def test_actors_are_placed_round_robin_and_keep_their_state(engine):
 
 
 def test_peak_rss_is_each_workers_own():
+    # The coordinator is large when the workers start (as a test process is after loading torch): a
+    # worker must not report the coordinator's peak as its own.
+    parent_ballast = bytearray(400 * 2**20)
+    parent_ballast[::4096] = b"x" * len(parent_ballast[::4096])
     eng = ProcessEngine(2)        # fresh workers: their peaks are only what this test makes them do
     try:
         ballast = eng.actors(Counter, [(0,), (0,)])
@@ -101,8 +105,10 @@ def test_peak_rss_is_each_workers_own():
         after = eng.peak_rss()
         assert after[0] - before[0] >= 150 * 2**20      # the worker that grew...
         assert after[1] - before[1] < 50 * 2**20        # ...and only it
+        assert after[1] < 300 * 2**20                   # not the coordinator's 400 MB
     finally:
         eng.close()
+        del parent_ballast
 
 
 def test_a_worker_exception_surfaces_with_its_traceback_and_the_engine_stays_usable(engine):

@@ -17,6 +17,7 @@ workers (and the local Ray cluster the run started, if any).
 from __future__ import annotations
 
 import resource
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -45,6 +46,22 @@ class EngineSettings:
                 **({"ray_address": self.address} if self.address else {})}
 
 
+def own_peak_rss() -> int:
+    """This process's peak resident memory, in bytes. On Linux a process started by exec from a
+    larger one inherits that one's ``ru_maxrss`` (the kernel folds the old address space's peak into
+    it), so a worker would report its parent's peak: ``VmHWM`` in /proc/self/status is the peak of
+    this process's own address space. Elsewhere, ``ru_maxrss`` (bytes on macOS, KiB on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 class Actor:
     """A handle on one worker's instance (what ``actors`` returns; engines subclass it)."""
 
@@ -66,7 +83,7 @@ class Engine:
 
     def peak_rss(self) -> list[int]:
         """Peak resident memory of each worker, in bytes (this process here)."""
-        return [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]
+        return [own_peak_rss()]
 
     def close(self) -> None:
         pass

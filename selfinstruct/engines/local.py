@@ -34,7 +34,6 @@ The engine is driven by one thread (the filter chain's); it is not meant to be s
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -43,7 +42,7 @@ import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
-from selfinstruct.engines import Actor, Engine
+from selfinstruct.engines import Actor, Engine, own_peak_rss
 
 CHUNKS_PER_WORKER = 4           # map chunks per worker: balance against per-message overhead
 _JOIN_SECONDS = 5.0             # how long close() waits for a worker to exit before terminating it
@@ -134,7 +133,7 @@ class ProcessEngine(Engine):
         return self._run(jobs, workers=workers)
 
     def peak_rss(self) -> list[int]:
-        """Each worker's own peak resident memory (ru_maxrss), in bytes."""
+        """Each worker's own peak resident memory (``own_peak_rss``), in bytes."""
         return self._run([("rss", ())] * self.workers, workers=list(range(self.workers)))
 
     def close(self) -> None:
@@ -273,7 +272,7 @@ def _handle(objects: dict[int, Any], kind: str, args: tuple) -> Any:
         key, method, call_args = args
         return getattr(objects[key], method)(*call_args)
     if kind == "rss":
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return own_peak_rss()
     raise ValueError(f"unknown request {kind!r}")
 
 

@@ -14,7 +14,7 @@
 - ``call(calls)`` sends every method call at once and waits for all; results in order. An exception
   raised inside an actor (or a map task) is raised again here as itself, with its own message
   (a ``UsageError`` from a worker is still a one-line error); a worker that died is a RuntimeError.
-- ``peak_rss()`` asks each actor for its own peak resident memory (``ru_maxrss``).
+- ``peak_rss()`` asks each actor for its own peak resident memory (``own_peak_rss``).
 - ``close()`` kills the actors, then ends this process's Ray session if the engine opened it: that
   stops the local cluster it started, and only disconnects from a cluster joined with
   ``--ray-address`` (which keeps running). A Ray the caller had initialised stays as it was.
@@ -29,12 +29,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import resource
 import socket
 import sys
 from typing import Any, Callable, Sequence
 
-from selfinstruct.engines import Actor, Engine
+from selfinstruct.engines import Actor, Engine, own_peak_rss
 from selfinstruct.errors import UsageError
 
 CHUNKS_PER_WORKER = 4     # a few chunks per worker keep every CPU busy when chunks differ in cost
@@ -122,7 +121,7 @@ class RayEngine(Engine):
         """Each actor's peak resident memory in bytes (this process's when there is no actor yet)."""
         live = [a for a in self._actors if a.handle is not None]
         if not live:
-            return [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]
+            return [own_peak_rss()]
         return self._get([a.handle.peak_rss.remote() for a in live])
 
     def close(self) -> None:
@@ -181,7 +180,7 @@ class _Host:
         return getattr(self.obj, method)(*args)
 
     def peak_rss(self) -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return own_peak_rss()
 
 
 def _map_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
