@@ -7,17 +7,11 @@ import os
 import pytest
 
 from selfinstruct.errors import TeacherError
-from selfinstruct.generate import Settings, run_generate
+from selfinstruct.generate import run_generate
 from selfinstruct.generate.outputs import record_id
 from selfinstruct.teachers.base import Response
 from tests.sim_teacher import ScriptedTeacher
-
-
-def settings(tmp_path, **kw):
-    kw.setdefault("num", 6)
-    kw.setdefault("out", str(tmp_path / "out"))
-    kw.setdefault("progress", False)
-    return Settings(**kw)
+from tests.test_generate import settings
 
 
 def journal(out):
@@ -73,8 +67,8 @@ class _FailsFirst(ScriptedTeacher):
 
 def test_failures_in_a_row_stop_the_run_only_while_every_endpoint_is_down(tmp_path):
     with pytest.raises(TeacherError, match="failed 24 requests in a row"):
-        run_generate(settings(tmp_path, out=str(tmp_path / "down")), _FailsFirst(40, healthy=False))
-    summary = run_generate(settings(tmp_path, out=str(tmp_path / "up")), _FailsFirst(40, healthy=True))
+        run_generate(settings(tmp_path, num=6, out=str(tmp_path / "down")), _FailsFirst(40, healthy=False))
+    summary = run_generate(settings(tmp_path, num=6, out=str(tmp_path / "up")), _FailsFirst(40, healthy=True))
     assert summary["kept"] == 6 and summary["stopped"] == "done"
     assert summary["rejected"].get("teacher_failed", 0) >= 40 - 24
 
