@@ -335,35 +335,25 @@ class FilterChain:
             yield from self._run_batch(batch, run_async)
 
     def _run_batch(self, batch: list[Record], run_async) -> Iterator[Record]:
-        if self._remote is not None:
-            yield from self._run_batch_remote(batch, run_async)
-            return
-        for f in self.filters:
-            t0 = time.perf_counter()
-            f.prepare(batch)
-            self.tally.seconds[f.stage] += time.perf_counter() - t0
-        if not self.is_async:
-            yield from (r for r in batch if self.check_head(r) is None)
-            return
-        passed = [r for r in batch if self.check_head(r) is None]   # in order: later see earlier
-        outcomes = run_async(self._judge_all(passed))
-        yield from (r for r, outcome in zip(passed, outcomes) if self.settle_tail(r, outcome) is None)
-
-    def _run_batch_remote(self, batch: list[Record], run_async) -> Iterator[Record]:
-        """``_run_batch`` with the workers judging the batch for the filters they hold (their own
-        ``prepare`` runs there) before the chain is walked in order."""
+        """One batch: ``prepare``, the head in order, then the tail on the survivors at once. On a
+        parallel engine the workers first judge the batch for the filters they hold (their own
+        ``prepare`` runs there), and the head walk takes their verdicts."""
         remote = self._remote
-        outcomes = remote.judge(batch, self.tally)
+        outcomes = remote.judge(batch, self.tally) if remote is not None else None
         for position, f in enumerate(self.filters):
-            if position in remote.index_of:
+            if remote is not None and position in remote.index_of:
                 continue
             t0 = time.perf_counter()
             f.prepare(batch)
             self.tally.seconds[f.stage] += time.perf_counter() - t0
-        passed = [r for r, o in zip(batch, outcomes) if self._check_head_with(r, o) is None]
+        if outcomes is None:
+            passed = (r for r in batch if self.check_head(r) is None)
+        else:
+            passed = (r for r, o in zip(batch, outcomes) if self._check_head_with(r, o) is None)
         if not self.is_async:
             yield from passed
             return
+        passed = list(passed)                 # in order: later records see earlier ones
         outcomes = run_async(self._judge_all(passed))
         yield from (r for r, outcome in zip(passed, outcomes) if self.settle_tail(r, outcome) is None)
 

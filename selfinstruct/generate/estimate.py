@@ -92,10 +92,11 @@ class _SampleTeacher:
 
     uses_cache = False        # the run opens no cache of its own: this wrapper holds it
 
-    def __init__(self, inner, cache_path: str | None):
+    def __init__(self, inner, cache):
+        """``cache``: the run's ResponseCache (``run.open_cache``), or None; closed by ``aclose``."""
         self._inner = inner
-        self._cache_path = cache_path if inner.uses_cache else None
-        self._cache = None
+        self._cache = cache
+        self._reuses = cache is not None
         self._slots: asyncio.Semaphore | None = None     # made in the run's event loop
         self.units: dict[int, UnitSample] = {}
         self.startup_s = 0.0
@@ -111,11 +112,9 @@ class _SampleTeacher:
     @property
     def reuses_answers(self) -> bool:
         """Whether the sample's answers went to the response cache (the real run replays them)."""
-        return self._cache_path is not None
+        return self._reuses
 
     async def start(self) -> None:
-        if self._cache_path is not None and self._cache is None:
-            self._cache = _open_cache(self._cache_path)
         t0 = time.perf_counter()
         await self._inner.start()
         self.startup_s += time.perf_counter() - t0
@@ -154,15 +153,6 @@ class _SampleTeacher:
         if self._cache is not None:
             self._cache.close()         # writes the pending puts: the real run finds them
             self._cache = None
-
-
-def _open_cache(path: str):
-    from selfinstruct.cache import ResponseCache
-    try:
-        return ResponseCache(path)
-    except Exception as e:    # OSError from the folder, sqlite3.Error from the file
-        raise UsageError(f"cannot open the response cache {path} ({e}); set SELFINSTRUCT_CACHE_DIR "
-                         "to a writable folder, or pass --no-cache") from None
 
 
 # -- the projection ------------------------------------------------------------------------------
@@ -408,7 +398,7 @@ def run_estimate(s: Settings, started: float | None = None) -> dict[str, Any]:
 def _run_sample(s: Settings) -> Sample:
     """The run, built as the real one, into a temporary folder (resuming a copy of OUT's journal when
     there is one), until the sample's requests were asked and its started units ended."""
-    from selfinstruct.generate.run import build, run_async
+    from selfinstruct.generate.run import build, open_cache, run_async
 
     with tempfile.TemporaryDirectory(prefix="selfinstruct-estimate-") as folder:
         sample_s = _sample_settings(s, folder)
@@ -418,7 +408,8 @@ def _run_sample(s: Settings) -> Sample:
             shutil.copyfile(os.path.join(s.out, jr.FILENAME), copied)
             jr.repair(copied)
             offset = os.path.getsize(copied)
-        teacher = _SampleTeacher(build(sample_s)[1], sample_s.cache)
+        inner = build(sample_s)[1]
+        teacher = _SampleTeacher(inner, open_cache(sample_s, inner))
         print(f"estimate: running a sample of {s.estimate_sample} requests…", file=sys.stderr)
         began = time.monotonic()
         try:
