@@ -42,7 +42,7 @@ from typing import Sequence
 
 from selfinstruct.filters._rouge_index import NoveltyIndex
 from selfinstruct.filters._rouge_shards import RougeShard, joined_tokens, merge_answers
-from selfinstruct.filters.base import Filter, Rejection
+from selfinstruct.filters.base import Filter, Rejection, runs_in_parallel
 from selfinstruct.record import Record
 from selfinstruct.text import tokens
 
@@ -65,7 +65,7 @@ class RougeNovelty(Filter):
         self._sharded: _Sharded | None = None       # set by use_engine on a parallel engine
 
     def use_engine(self, engine) -> None:
-        if engine.workers <= 1 and engine.name != "ray":
+        if not runs_in_parallel(engine):
             return                                  # one worker: the single-process path
         if self._sharded is not None:
             raise RuntimeError("RougeNovelty.use_engine: the pool is already sharded")
