@@ -515,6 +515,54 @@ def test_under_torchrun_a_bad_input_is_one_error_line_from_rank_0_and_no_rank_ha
     assert "Traceback" not in result.stderr.split("Error:")[0]
 
 
+# Under torchrun the first rank to exit makes the agent stop the others. These wrap the recipe's
+# main so that one rank is slow: whichever rank gets there first, the user sees the error.
+SLOW_RANK_MAIN = """
+import os, sys, time
+from selfinstruct.errors import UsageError
+from selfinstruct.train_sft import runtime, train
+runtime.ERROR_WAIT_S = {wait}
+rank = os.environ["RANK"]
+if rank == {slow!r}:
+    time.sleep(4)
+if {only_rank_1_fails} and rank == "0":
+    time.sleep(120)                  # rank 0 carries on (as if training) while rank 1 fails alone
+    sys.exit(0)
+if {only_rank_1_fails}:
+    train.prepare = lambda argv: (_ for _ in ()).throw(UsageError("rank 1's own trouble"))
+sys.exit(train.main())
+"""
+
+
+def torchrun_script(script, args, timeout=120):
+    from tests.train_helpers import run_job
+    from selfinstruct.train_sft.train import free_port
+
+    return run_job(lambda: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
+                            *args], timeout)
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_bad_input_is_shown_even_when_rank_0_is_the_last_to_fail(tmp_path):
+    script = tmp_path / "slow_rank_0.py"
+    script.write_text(SLOW_RANK_MAIN.format(slow="0", only_rank_1_fails=False, wait=60))
+    result = torchrun_script(script, ["train_sft/configs/tiny-cpu.yaml", "data=d.json", "lr=["])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {dict(MALFORMED)['lr=[']}"]
+    assert result.returncode != 0
+
+
+@pytest.mark.slow
+def test_under_torchrun_an_error_of_rank_1_alone_is_printed_by_rank_1_after_waiting_for_rank_0(tmp_path):
+    script = tmp_path / "rank_1_fails.py"
+    script.write_text(SLOW_RANK_MAIN.format(slow=None, only_rank_1_fails=True, wait=3))
+    result = torchrun_script(script, ["train_sft/configs/tiny-cpu.yaml"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: rank 1: rank 1's own trouble"]
+    assert result.returncode != 0
+
+
 # launch.sh's --check step refuses these before torchrun starts (no worker, no model): not slow.
 @pytest.mark.parametrize("bad, message", [
     ("lrr=1", "unknown config key 'lrr' in override 'lrr=1'; did you mean 'lr'?"),

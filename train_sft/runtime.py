@@ -1,6 +1,9 @@
 """Device, precision and the numbers that depend on the hardware (peak FLOP/s for MFU)."""
 from __future__ import annotations
 
+import os
+import sys
+
 from selfinstruct.errors import UsageError
 
 # Dense bf16 tensor-core peak per GPU, FLOP/s (vendor datasheets, without sparsity). Matched by
@@ -56,3 +59,36 @@ def mixed_precision(precision: str):
     if dtype is None:
         return MixedPrecisionPolicy()
     return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+
+
+# Under torchrun, the first rank to exit makes the agent stop every other rank at once. A bad input
+# fails every rank alike, and only rank 0 prints it: were rank 1 to exit first, rank 0 would be
+# stopped before printing and the user would see no error at all. So rank 0 marks in the agent's
+# store that it has printed, and the other ranks wait for that mark before they exit.
+ERROR_SHOWN_KEY = "selfinstruct/error-shown"
+ERROR_WAIT_S = 60
+
+
+def settle_user_error(rank: int, error: BaseException | None) -> None:
+    """Called by every rank that is about to exit on a user error (rank 0 after printing it).
+
+    A rank other than 0 that waits in vain (the error was its own: rank 0 is still training) prints its
+    error itself, with its rank. Without torchrun's agent store there is nothing to wait on."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    key = f"{ERROR_SHOWN_KEY}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    wait = timedelta(seconds=ERROR_WAIT_S)
+    try:
+        store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                         timeout=wait)
+        if rank == 0:
+            store.set(key, "1")
+            return
+        store.wait([key], wait)
+    except Exception:                 # no mark in time, or no store to reach: this rank speaks itself
+        if rank != 0:
+            print(f"Error: rank {rank}: {error}", file=sys.stderr, flush=True)

@@ -577,16 +577,22 @@ INTERRUPTED = "Interrupted: rerun with resume=true to continue from the last com
 def main(argv: list[str] | None = None) -> int:
     """0 on success; a bad config or input exits with status 2 and one ``Error:`` line (SystemExit; the
     mapping is ``selfinstruct.errors.user_errors``, shared with the CLI). Under torchrun every rank
-    exits the same way and only rank 0 prints."""
+    exits the same way and only rank 0 prints; the others exit only once it has
+    (``runtime.settle_user_error``)."""
     rank = int(os.environ.get("RANK", "0"))
-    with user_errors(show=rank == 0, interrupted=INTERRUPTED):
-        plan, check_only = prepare(sys.argv[1:] if argv is None else argv)
-        if check_only:
-            for line in describe(plan):
-                print(line)
-            print("check: ok")
-            return 0
-        train(plan)
+    try:
+        with user_errors(show=rank == 0, interrupted=INTERRUPTED):
+            plan, check_only = prepare(sys.argv[1:] if argv is None else argv)
+            if check_only:
+                for line in describe(plan):
+                    print(line)
+                print("check: ok")
+                return 0
+            train(plan)
+    except SystemExit as stop:
+        if stop.code == 2:           # a user error: the exception user_errors turned into the exit
+            runtime.settle_user_error(rank, stop.__context__)
+        raise
     return 0
 
 
