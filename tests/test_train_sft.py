@@ -534,20 +534,11 @@ sys.exit(train.main())
 """
 
 
-def torchrun_script(script, args, timeout=120):
-    from tests.train_helpers import run_job
-    from selfinstruct.train_sft.train import free_port
-
-    return run_job(lambda: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
-                            *args], timeout)
-
-
 @pytest.mark.slow
 def test_under_torchrun_a_bad_input_is_shown_even_when_rank_0_is_the_last_to_fail(tmp_path):
     script = tmp_path / "slow_rank_0.py"
     script.write_text(SLOW_RANK_MAIN.format(slow="0", only_rank_1_fails=False, wait=60))
-    result = torchrun_script(script, ["train_sft/configs/tiny-cpu.yaml", "data=d.json", "lr=["])
+    result = torchrun(["train_sft/configs/tiny-cpu.yaml", "data=d.json", "lr=["], timeout=120, script=str(script))
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == [f"Error: {dict(MALFORMED)['lr=[']}"]
     assert result.returncode != 0
@@ -557,7 +548,7 @@ def test_under_torchrun_a_bad_input_is_shown_even_when_rank_0_is_the_last_to_fai
 def test_under_torchrun_an_error_of_rank_1_alone_is_printed_by_rank_1_after_waiting_for_rank_0(tmp_path):
     script = tmp_path / "rank_1_fails.py"
     script.write_text(SLOW_RANK_MAIN.format(slow=None, only_rank_1_fails=True, wait=3))
-    result = torchrun_script(script, ["train_sft/configs/tiny-cpu.yaml"])
+    result = torchrun(["train_sft/configs/tiny-cpu.yaml"], timeout=120, script=str(script))
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: rank 1: rank 1's own trouble"]
     assert result.returncode != 0

@@ -72,15 +72,18 @@ def tiny_args(data_file, tokenizer_dir, out, *extra: str) -> list[str]:
     return [TINY_CONFIG, f"data={data_file}", f"out={out}", f"tokenizer={tokenizer_dir}", *extra]
 
 
-def torchrun_command(args: list[str], nproc: int = 2) -> list[str]:
+def torchrun_command(args: list[str], nproc: int = 2, script: str | None = None) -> list[str]:
+    """The recipe (or ``script``, a file that runs it) under torchrun."""
     from selfinstruct.train_sft.train import free_port
 
+    target = [script] if script else ["-m", "selfinstruct.train_sft.train"]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-            "127.0.0.1", "--master_port", str(free_port()), "-m", "selfinstruct.train_sft.train", *args]
+            "127.0.0.1", "--master_port", str(free_port()), *target, *args]
 
 
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
-    return run_job(lambda: torchrun_command(args, nproc), timeout)
+def torchrun(args: list[str], nproc: int = 2, timeout: float = 300,
+             script: str | None = None) -> subprocess.CompletedProcess:
+    return run_job(lambda: torchrun_command(args, nproc, script), timeout)
 
 
 def launch(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
